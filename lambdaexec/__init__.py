@@ -1,0 +1,68 @@
+"""lambdaexec: a ``concurrent.futures`` executor whose calls run on stateless cloud workers.
+
+The public API, all in one place::
+
+    import lambdaexec
+
+    with lambdaexec.LambdaExecutor() as ex:          # local worker processes by default
+        futures = [ex.submit(pow, 2, n) for n in range(10)]
+        print(lambdaexec.get_all_results(futures))    # [1, 2, 4, ..., 512]
+
+Set ``backend="lambda"`` (or ``LAMBDAEXEC_BACKEND=lambda``) and an S3 bucket to run the same code
+on AWS Lambda.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Iterable
+
+from lambdaexec.config import Config, load_config
+from lambdaexec.errors import (
+    CallLostError,
+    CallTimeoutError,
+    ConfigError,
+    InitializerError,
+    LambdaExecError,
+    RemoteError,
+    ResultTooLargeError,
+    UnpicklableError,
+    WorkerDiedError,
+    WorkerEnvironmentError,
+)
+from lambdaexec.executor import LambdaExecutor
+from lambdaexec.future import LambdaFuture
+
+__all__ = [
+    "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
+    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
+    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
+    "get_all_results", "load_config",
+]
+
+_default: LambdaExecutor | None = None
+
+
+def default_executor(**settings: Any) -> LambdaExecutor:
+    """The executor that the configuration describes (PyWren's ``default_executor``).
+
+    With no arguments it is created once and shared; with settings, a new one is made.
+    """
+    global _default
+    if settings:
+        return LambdaExecutor(**settings)
+    if _default is None or _default._shutdown:
+        _default = LambdaExecutor()
+    return _default
+
+
+def get_all_results(futures: Iterable[concurrent.futures.Future], timeout: float | None = None) -> list:
+    """Wait for ``futures`` and return their results in the order given (PyWren's helper).
+
+    The first call that raised re-raises here; ``timeout`` bounds the whole wait.
+    """
+    futures = list(futures)
+    done, not_done = concurrent.futures.wait(futures, timeout=timeout)
+    if not_done:
+        raise concurrent.futures.TimeoutError(f"{len(not_done)} of {len(futures)} calls not done after {timeout} s")
+    return [f.result() for f in futures]

@@ -1,0 +1,171 @@
+"""Every setting, read in one place: keyword arguments > ``LAMBDAEXEC_*`` environment variables >
+a config file (``LAMBDAEXEC_CONFIG``, default ``~/.config/lambdaexec/config.ini``, section
+``[lambdaexec]``) > defaults. Unknown keys and bad values raise :class:`ConfigError` naming the key.
+
+Example config file::
+
+    [lambdaexec]
+    storage = s3
+    bucket = my-lambdaexec-bucket
+    region = us-east-1
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import os
+import tempfile
+from typing import Any, Mapping
+
+from lambdaexec.errors import ConfigError
+
+BACKENDS = ("local", "lambda")
+STORAGES = ("local", "s3", "redis")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Resolved settings of one executor. Build it with :func:`load_config`."""
+
+    #: where calls run: ``local`` worker processes or AWS ``lambda``
+    backend: str = "local"
+    #: where jobs and results live: ``local`` directory, ``s3`` bucket or ``redis``
+    storage: str = "local"
+    #: directory of ``local`` storage
+    storage_path: str = os.path.join(tempfile.gettempdir(), "lambdaexec")
+    #: S3 bucket (``s3`` storage)
+    bucket: str = ""
+    #: S3 endpoint URL, for S3-compatible stores (SeaweedFS, MinIO, ...)
+    endpoint_url: str = ""
+    #: AWS region (S3 and Lambda); empty means boto3's default chain
+    region: str = ""
+    #: Redis URL (``redis`` storage)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: key prefix under which every executor keeps its jobs
+    prefix: str = "lambdaexec"
+    #: local worker processes (``local`` backend), or calls in flight (``lambda``); 0: cores
+    max_workers: int = 0
+    #: seconds one call may run before its worker is stopped and the call retried or failed
+    timeout: float = 300.0
+    #: times a call whose worker died or timed out is run again before its future fails
+    retries: int = 2
+    #: largest result a call may return, in bytes
+    max_result_size: int = 1 << 30
+    #: keep job data in storage after results are collected (for inspection)
+    keep_data: bool = False
+    #: Lambda function name (``lambda`` backend)
+    function_name: str = "lambdaexec-worker"
+    #: Lambda Invoke endpoint URL, for a local Lambda emulator; empty: AWS
+    lambda_endpoint_url: str = ""
+
+    def resolved_workers(self) -> int:
+        """``max_workers``, with 0 meaning the number of cores."""
+        return self.max_workers or os.cpu_count() or 1
+
+    def storage_spec(self) -> dict[str, Any]:
+        """What a worker needs to open the same storage (no credentials)."""
+        if self.storage == "local":
+            return {"kind": "local", "path": self.storage_path}
+        if self.storage == "s3":
+            if not self.bucket:
+                raise ConfigError("storage 's3' needs a bucket: pass bucket= or set LAMBDAEXEC_BUCKET")
+            return {"kind": "s3", "bucket": self.bucket, "region": self.region or None,
+                    "endpoint_url": self.endpoint_url or None}
+        return {"kind": "redis", "url": self.redis_url}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    kind = type(FIELDS[key].default)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                low = value.strip().lower()
+                if low not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(value)
+                return low in ("1", "true", "yes", "on")
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {key} must be {kind.__name__}, got {value!r}"
+        ) from None
+
+
+def _validate(cfg: Config) -> Config:
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
+    if cfg.storage not in STORAGES:
+        raise ConfigError(f"storage must be one of {STORAGES}, got {cfg.storage!r}")
+    if cfg.max_workers < 0:
+        raise ConfigError(f"max_workers must be >= 0 (0 means one per core), got {cfg.max_workers}")
+    if cfg.timeout <= 0:
+        raise ConfigError(f"timeout must be > 0 seconds, got {cfg.timeout}")
+    if cfg.retries < 0:
+        raise ConfigError(f"retries must be >= 0, got {cfg.retries}")
+    if cfg.max_result_size <= 0:
+        raise ConfigError(f"max_result_size must be > 0 bytes, got {cfg.max_result_size}")
+    if cfg.backend == "lambda" and cfg.storage == "local":
+        raise ConfigError(
+            "backend 'lambda' cannot use local storage (Lambda workers cannot see this disk): "
+            "set storage='s3' and a bucket (LAMBDAEXEC_STORAGE=s3, LAMBDAEXEC_BUCKET=...)"
+        )
+    cfg.storage_spec()
+    return cfg
+
+
+def config_file() -> str:
+    """The path of the config file that :func:`load_config` reads."""
+    return os.environ.get("LAMBDAEXEC_CONFIG") or os.path.join(
+        os.path.expanduser("~"), ".config", "lambdaexec", "config.ini"
+    )
+
+
+def load_config(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Resolve settings: ``overrides`` > ``LAMBDAEXEC_*`` variables > config file > defaults.
+
+    >>> load_config({"max_workers": 3}).max_workers
+    3
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = environ.get("LAMBDAEXEC_CONFIG") or config_file()
+    if os.path.exists(path):
+        parser = configparser.ConfigParser()
+        try:
+            parser.read(path)
+        except configparser.Error as err:
+            raise ConfigError(f"config file {path} cannot be parsed: {err}") from None
+        for section in parser.sections():
+            if section != "lambdaexec":
+                raise ConfigError(f"config file {path}: unknown section [{section}]; use [lambdaexec]")
+        if parser.has_section("lambdaexec"):
+            for key, value in parser.items("lambdaexec"):
+                if key not in FIELDS:
+                    raise ConfigError(f"config file {path}: unknown key {key!r}; known keys: {', '.join(FIELDS)}")
+                values[key] = _coerce(key, value, f"config file {path}")
+    for name, value in environ.items():
+        if name.startswith("LAMBDAEXEC_") and name not in ("LAMBDAEXEC_CONFIG", "LAMBDAEXEC_IN_WORKER"):
+            key = name[len("LAMBDAEXEC_"):].lower()
+            if key not in FIELDS:
+                raise ConfigError(f"environment variable {name}: unknown setting {key!r}; known: {', '.join(FIELDS)}")
+            values[key] = _coerce(key, value, f"environment variable {name}")
+    for key, value in (overrides or {}).items():
+        if key not in FIELDS:
+            raise ConfigError(f"unknown setting {key!r}; known settings: {', '.join(FIELDS)}")
+        if value is not None:
+            values[key] = _coerce(key, value, "keyword argument")
+    return _validate(Config(**values))

@@ -1,0 +1,61 @@
+"""lambdaexec's own exception types. User code's exceptions are re-raised as themselves."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import pickle
+
+
+class LambdaExecError(Exception):
+    """Base of every error lambdaexec raises for its own (not the user's) reasons."""
+
+
+class ConfigError(LambdaExecError, ValueError):
+    """A setting is unknown, malformed or missing. The message names the key and the fix."""
+
+
+class UnpicklableError(LambdaExecError, pickle.PicklingError):
+    """The function or an argument cannot be serialized; the message gives the path to it."""
+
+
+class CallLostError(LambdaExecError):
+    """A call did not produce a result; ``attempts`` says how many times it was started."""
+
+    def __init__(self, message: str, attempts: int = 0):
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class WorkerDiedError(CallLostError):
+    """The worker running the call exited (crash, ``os._exit``, out of memory, killed)."""
+
+
+class CallTimeoutError(CallLostError):
+    """The call ran past the per-call ``timeout`` and its worker was stopped."""
+
+
+class WorkerEnvironmentError(LambdaExecError):
+    """The worker's Python or cloudpickle version differs from the client's."""
+
+
+class ResultTooLargeError(LambdaExecError):
+    """A call's result is larger than ``max_result_size``."""
+
+
+class RemoteTraceback(Exception):
+    """Carries a worker-side traceback; set as ``__cause__`` of a re-raised user exception."""
+
+    def __init__(self, tb: str):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class RemoteError(LambdaExecError):
+    """A user exception that could not be sent back as itself (it was not picklable)."""
+
+
+class InitializerError(LambdaExecError, concurrent.futures.BrokenExecutor):
+    """The executor's ``initializer`` raised in a worker, so the worker could not run calls."""

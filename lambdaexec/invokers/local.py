@@ -1,0 +1,239 @@
+"""The embedded default: a pool of long-lived local worker processes, like warm Lambda containers.
+
+Each process runs :mod:`lambdaexec.invokers.local_runtime`, which calls the same
+``worker.handler`` that Lambda runs, reading inputs from and writing results to storage. The pool
+only carries events out and "call finished" notices back, over one socket pair per process.
+
+The pool also plays Lambda's part in keeping time: a call that runs past ``timeout`` has its
+process killed, and a process that dies (``os._exit``, a crash, the OOM killer) is replaced;
+either way its calls are reported :class:`Lost` for the monitor to retry or fail.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from multiprocessing.connection import wait
+
+from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
+from lambdaexec.invokers.local_runtime import send
+
+_PREFETCH = 2  # events queued per process, so it never idles waiting for the next one
+_MAX_GROUP = 32  # calls of one job sent in one event when many are waiting
+
+_BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                     "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class _Worker:
+    """One worker process and what it has been sent."""
+
+    def __init__(self, env: dict[str, str], timeout: float):
+        ours, theirs = socket.socketpair()
+        self.log = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "lambdaexec.invokers.local_runtime", str(theirs.fileno()), str(timeout)],
+            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+            stdout=self.log, stderr=self.log, start_new_session=True,
+        )
+        theirs.close()
+        self.sock = ours
+        self.buffer = b""
+        self.ready = False
+        self.inflight: collections.deque[list] = collections.deque()  # [seq, job, [calls]]
+        self.clock = 0.0  # when its current call started (approximately: last progress)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def frames(self) -> list | None:
+        """Read what arrived; return the complete frames, or None if the process is gone."""
+        try:
+            data = self.sock.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            return None
+        self.buffer += data
+        out = []
+        while len(self.buffer) >= 4:
+            (n,) = struct.unpack_from("<I", self.buffer)
+            if len(self.buffer) < 4 + n:
+                break
+            out.append(pickle.loads(self.buffer[4 : 4 + n]))
+            self.buffer = self.buffer[4 + n :]
+        return out
+
+    def exit_reason(self) -> str:
+        try:
+            code = self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            code = self.popen.wait()
+        if code < 0:
+            name = signal.Signals(-code).name
+            why = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        else:
+            why = f"exited with status {code} (os._exit or sys.exit outside a call?)"
+        self.log.seek(0, os.SEEK_END)
+        size = self.log.tell()
+        self.log.seek(max(0, size - 2000))
+        tail = self.log.read().decode(errors="replace").strip()
+        return f"worker process {self.popen.pid} {why}" + (f"; its last output:\n{tail}" if tail else "")
+
+    def stop(self, kill: bool = False) -> None:
+        if kill:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        else:
+            try:
+                send(self.sock, None)
+            except OSError:
+                pass
+        self.sock.close()
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        self.log.close()
+
+
+class LocalInvoker(Invoker):
+    """Runs calls on ``workers`` local processes; see the module docstring."""
+
+    def __init__(self, workers: int, timeout: float):
+        self.timeout = timeout
+        self.env = dict(os.environ)
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        for var in _BLAS_THREAD_VARS:  # like loky: cores shared out, not oversubscribed
+            self.env.setdefault(var, threads)
+        self._pending: collections.deque[Dispatch] = collections.deque()
+        self._pending_calls = 0
+        self._lock = threading.Lock()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._seq = 0
+        self._closed = False
+        self._workers = [_Worker(self.env, timeout) for _ in range(workers)]
+
+    def invoke(self, dispatch: Dispatch) -> None:
+        with self._lock:
+            self._pending.append(dispatch)
+            self._pending_calls += len(dispatch.calls)
+        self.wake()
+
+    def wake(self) -> None:
+        try:
+            self._wake_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass
+
+    def _next_event(self) -> tuple[str, dict] | None:
+        with self._lock:
+            while self._pending:
+                unit = self._pending[0]
+                group = max(1, min(_MAX_GROUP, self._pending_calls // (4 * len(self._workers))))
+                calls, unit.calls = unit.calls[:group], unit.calls[group:]
+                self._pending_calls -= len(calls)
+                if not unit.calls:
+                    self._pending.popleft()
+                event = unit.make_event(calls, unit.attempt)
+                if event is not None:
+                    return unit.job_prefix, event
+        return None
+
+    def _dispatch(self) -> None:
+        now = time.monotonic()
+        for w in self._workers:
+            while w.ready and len(w.inflight) < _PREFETCH:
+                item = self._next_event()
+                if item is None:
+                    return
+                job, event = item
+                self._seq += 1
+                if not w.inflight:
+                    w.clock = now
+                w.inflight.append([self._seq, job, [c[0] for c in event["calls"]]])
+                try:
+                    send(w.sock, (self._seq, event))
+                except OSError:
+                    break  # it died; poll() notices the end of its stream
+
+    def _lose(self, w: _Worker, reason: str, timed_out: bool, notices: list[Notice]) -> None:
+        first = True
+        for _, job, calls in w.inflight:
+            for call in calls:
+                notices.append(Lost(job, call, reason, timed_out=timed_out and first, started=first))
+                first = False
+        w.inflight.clear()
+
+    def _replace(self, w: _Worker) -> None:
+        i = self._workers.index(w)
+        w.log.close()
+        w.sock.close()
+        if not self._closed:
+            self._workers[i] = _Worker(self.env, self.timeout)
+
+    def poll(self, timeout: float) -> list[Notice]:
+        notices: list[Notice] = []
+        end = time.monotonic() + timeout
+        while not notices:
+            self._dispatch()
+            now = time.monotonic()
+            busy = [w.clock + self.timeout for w in self._workers if w.inflight]
+            wait_for = max(0.0, min([end - now, *(b - now for b in busy)]))
+            ready = wait([self._wake_r, *self._workers], timeout=wait_for)
+            for r in ready:
+                if r is self._wake_r:
+                    try:
+                        while self._wake_r.recv(4096):
+                            pass
+                    except BlockingIOError:
+                        pass
+                    continue
+                frames = r.frames()
+                if frames is None:
+                    reason = r.exit_reason()
+                    self._lose(r, reason, False, notices)
+                    self._replace(r)
+                    continue
+                for frame in frames:
+                    if frame[0] == "ready":
+                        r.ready = True
+                    else:
+                        _, seq, call = frame
+                        head = r.inflight[0]
+                        head[2].remove(call)
+                        notices.append(Done(head[1], call))
+                        r.clock = time.monotonic()
+                        if not head[2]:
+                            r.inflight.popleft()
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w.inflight and now - w.clock > self.timeout:
+                    w.stop(kill=True)
+                    self._lose(w, f"the call ran longer than the timeout of {self.timeout:g} s "
+                                  f"and worker process {w.popen.pid} was stopped", True, notices)
+                    self._replace(w)
+            if now >= end:
+                break
+        return notices
+
+    def close(self) -> None:
+        self._closed = True
+        for w in self._workers:
+            w.stop()
+        self._wake_r.close()
+        self._wake_w.close()

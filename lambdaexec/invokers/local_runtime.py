@@ -1,0 +1,88 @@
+"""The program each local worker process runs: a stand-in for the AWS Lambda runtime.
+
+It receives invocation events over a socket from the client's pool, calls
+``worker.handler.handler(event, context)`` exactly as Lambda would, and reports each finished
+call back. Like a warm Lambda container, it lives for many invocations.
+
+Frames on the socket are ``u32 length`` + pickle. Pool -> worker: ``(seq, event)`` or ``None``
+(exit). Worker -> pool: ``("ready", pid)``, then ``("done", seq, call)`` per finished call.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+import struct
+import sys
+import time
+import uuid
+from typing import Any
+
+
+def send(sock: socket.socket, obj: Any) -> None:
+    """Write one frame."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    sock.sendall(struct.pack("<I", len(data)) + data)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    """Read exactly ``n`` bytes, or None at end of stream."""
+    parts, got = [], 0
+    while got < n:
+        part = sock.recv(n - got)
+        if not part:
+            return None
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def recv(sock: socket.socket) -> Any:
+    """Read one frame; None at end of stream."""
+    head = recv_exact(sock, 4)
+    if head is None:
+        return None
+    body = recv_exact(sock, struct.unpack("<I", head)[0])
+    return None if body is None else pickle.loads(body)
+
+
+class LocalContext:
+    """The parts of Lambda's context object a handler uses, plus ``call_done`` for the pool."""
+
+    function_name = "lambdaexec-local"
+    function_version = "$LATEST"
+
+    def __init__(self, sock: socket.socket, seq: int, timeout: float, memory_mb: int):
+        self._sock, self._seq = sock, seq
+        self._deadline = time.monotonic() + timeout
+        self.aws_request_id = uuid.uuid4().hex
+        self.log_stream_name = f"local-{os.getpid()}"
+        self.memory_limit_in_mb = memory_mb
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+    def call_done(self, call: int) -> None:
+        send(self._sock, ("done", self._seq, call))
+
+
+def main(fd: int, timeout: float) -> None:
+    sock = socket.socket(fileno=fd)
+    from worker.handler import handler
+
+    here = os.getcwd()
+    # a Lambda container has only installed code: the user's own files must travel by value
+    sys.path[:] = [p for p in sys.path if p not in ("", here)]
+    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    send(sock, ("ready", os.getpid()))
+    while True:
+        msg = recv(sock)
+        if msg is None:
+            return
+        seq, event = msg
+        handler(event, LocalContext(sock, seq, timeout, memory_mb))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), float(sys.argv[2]))

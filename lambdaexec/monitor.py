@@ -1,0 +1,205 @@
+"""The monitor: one background thread per executor that turns worker news into finished futures.
+
+It hands jobs to the invoker, asks the invoker what happened, downloads each finished call's
+result object, completes its future (re-raising user exceptions with the remote traceback as
+their ``__cause__``), re-dispatches calls whose worker died or timed out until ``retries`` are
+spent, and deletes a job's objects once all of its results are in.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import threading
+import time
+from typing import Any
+
+from lambdaexec import errors, protocol, serialize
+from lambdaexec.config import Config
+from lambdaexec.future import LambdaFuture
+from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
+from lambdaexec.storage import Storage
+
+PENDING, RUNNING, FINISHED = 0, 1, 2
+
+_INFRA_ERRORS: dict[str, type[Exception]] = {
+    "WorkerEnvironmentError": errors.WorkerEnvironmentError,
+    "ResultTooLargeError": errors.ResultTooLargeError,
+    "UnpicklableError": errors.UnpicklableError,
+    "InitializerError": errors.InitializerError,
+}
+
+
+@dataclasses.dataclass
+class Job:
+    """Calls of one function uploaded together: one args object, one future per call."""
+
+    prefix: str
+    func_key: str
+    args_key: str
+    ranges: list[tuple[int, int]]
+    futures: list[LambdaFuture]
+    init_key: str = ""
+    state: list[int] = dataclasses.field(default_factory=list)
+    lost: list[int] = dataclasses.field(default_factory=list)
+    remaining: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.futures)
+        self.state, self.lost, self.remaining = [PENDING] * n, [0] * n, n
+
+
+class Monitor:
+    """Owns the futures of every job in flight; see the module docstring."""
+
+    def __init__(self, storage: Storage, invoker: Invoker, config: Config):
+        self.storage, self.invoker, self.config = storage, invoker, config
+        self.jobs: dict[str, Job] = {}
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)
+        self._stopping = False
+        self._fetchers = (
+            concurrent.futures.ThreadPoolExecutor(storage.concurrency, "lambdaexec-fetch")
+            if storage.concurrency > 1 else None
+        )
+        self._cleaner = concurrent.futures.ThreadPoolExecutor(1, "lambdaexec-cleanup")
+        self.thread = threading.Thread(target=self._run, name="lambdaexec-monitor", daemon=True)
+        self.thread.start()
+
+    # --- called from the executor ---------------------------------------------------------
+    def add(self, job: Job) -> None:
+        """Track ``job`` and start all of its calls."""
+        with self.lock:
+            self.jobs[job.prefix] = job
+        self.invoker.invoke(Dispatch(job.prefix, list(range(len(job.futures))), 0,
+                                     functools.partial(self._make_event, job)))
+
+    def outstanding(self) -> list[LambdaFuture]:
+        """Futures of calls not yet finished."""
+        with self.lock:
+            return [f for j in self.jobs.values() for f, s in zip(j.futures, j.state) if s != FINISHED]
+
+    def stop(self) -> None:
+        """End the thread; calls still in flight are abandoned."""
+        self._stopping = True
+        self.invoker.wake()
+        self.thread.join()
+        if self._fetchers:
+            self._fetchers.shutdown(wait=True)
+        self._cleaner.shutdown(wait=True)
+
+    # --- called from the invoker ----------------------------------------------------------
+    def _make_event(self, job: Job, calls: list[int], attempt: int) -> protocol.Event | None:
+        """Claim the calls still wanted (not cancelled) and build their invocation event."""
+        keep = []
+        now = time.time()
+        with self.lock:
+            for c in calls:
+                state = job.state[c]
+                if state == PENDING:
+                    if job.futures[c].set_running_or_notify_cancel():
+                        job.state[c] = RUNNING
+                    else:
+                        self._finish(job, c)
+                        continue
+                elif state == FINISHED:
+                    continue
+                job.futures[c].stats.setdefault("invoked", now)
+                keep.append(c)
+        if not keep:
+            return None
+        return {
+            "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
+            "args_key": job.args_key, "init_key": job.init_key,
+            "calls": [[c, *job.ranges[c]] for c in keep], "attempt": attempt,
+            "versions": serialize.versions(), "max_result_size": self.config.max_result_size,
+            "mark_start": False,
+        }
+
+    # --- the thread -----------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping:
+            for notice in self.invoker.poll(0.5):
+                job = self.jobs.get(notice.job_prefix)
+                if job is None or job.state[notice.call] == FINISHED:
+                    continue
+                if isinstance(notice, Done):
+                    if self._fetchers:
+                        self._fetchers.submit(self._collect, job, notice.call)
+                    else:
+                        self._collect(job, notice.call)
+                elif isinstance(notice, Lost):
+                    self._lost(job, notice)
+
+    def _lost(self, job: Job, notice: Lost) -> None:
+        c = notice.call
+        if not notice.started:
+            self.invoker.invoke(Dispatch(job.prefix, [c], job.lost[c], functools.partial(self._make_event, job)))
+            return
+        job.lost[c] += 1
+        if job.lost[c] <= self.config.retries:
+            self.invoker.invoke(Dispatch(job.prefix, [c], job.lost[c], functools.partial(self._make_event, job)))
+            return
+        kind = errors.CallTimeoutError if notice.timed_out else errors.WorkerDiedError
+        exc = kind(f"call {job.futures[c].call_id} failed after {job.lost[c]} attempt(s): {notice.reason}",
+                   attempts=job.lost[c])
+        job.futures[c].attempts = job.lost[c]
+        self._complete(job, c, exc=exc)
+
+    def _collect(self, job: Job, c: int) -> None:
+        future = job.futures[c]
+        try:
+            status, payload = protocol.unpack_result(self.storage.get(protocol.result_key(job.prefix, c)))
+        except Exception as err:  # the object is gone or unreadable: run the call again
+            self._lost(job, Lost(job.prefix, c, f"its result could not be read: {err!r}"))
+            return
+        future.stats.update({k: status[k] for k in (
+            "received", "func_start", "func_end", "result_written", "worker", "bytes_in",
+            "bytes_out", "attempt") if k in status})
+        future.stats["seen"] = time.time()
+        future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
+        future.attempts = status.get("attempt", 0) + 1
+        future.remote_traceback = status.get("traceback")
+        if status["ok"]:
+            try:
+                self._complete(job, c, value=serialize.loads(payload))
+            except Exception as err:
+                self._complete(job, c, exc=errors.LambdaExecError(
+                    f"the result of call {future.call_id} cannot be unpickled here: {err!r}"))
+            return
+        if "error_type" in status:
+            kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
+            exc = kind(status["message"] if kind is not errors.LambdaExecError
+                       else f"{status['error_type']}: {status['message']}")
+        else:
+            try:
+                exc = serialize.loads(payload)
+            except Exception as err:
+                exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
+        if future.remote_traceback:
+            exc.__cause__ = errors.RemoteTraceback(future.remote_traceback)
+        self._complete(job, c, exc=exc)
+
+    def _complete(self, job: Job, c: int, value: Any = None, exc: BaseException | None = None) -> None:
+        with self.lock:
+            if job.state[c] == FINISHED:
+                return
+            self._finish(job, c)
+        future = job.futures[c]
+        if future.cancelled():
+            return
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+    def _finish(self, job: Job, c: int) -> None:
+        """Mark call ``c`` finished (lock held); drop and clean up the job after its last call."""
+        job.state[c] = FINISHED
+        job.remaining -= 1
+        if job.remaining == 0:
+            del self.jobs[job.prefix]
+            if not self.config.keep_data:
+                self._cleaner.submit(self.storage.delete, job.prefix + "/")
+            self.idle.notify_all()

@@ -1,0 +1,199 @@
+"""Turning functions, arguments and results into bytes and back.
+
+Functions go through cloudpickle. Functions and classes defined in the user's own files (modules
+that are neither in the standard library nor installed in site-packages) travel by value, since
+a Lambda worker does not have those files. Values use pickle protocol 5 with out-of-band buffers,
+so a large NumPy array is written straight from its memory and read back without another copy.
+
+Wire format of one value: ``u32 n`` | ``n x u64 buffer sizes`` | ``u64 pickle size`` | pickle |
+buffers. :func:`dumps` returns it as a list of chunks that storage writes without joining.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import struct
+import sys
+import sysconfig
+import types
+from typing import Any, Iterator
+
+import cloudpickle
+
+from lambdaexec.errors import UnpicklableError
+
+PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+CLOUDPICKLE_VERSION = cloudpickle.__version__
+
+# packages that every worker runtime has installed: always by reference
+_RUNTIME_PACKAGES = {"lambdaexec", "worker", "lambdaexec_joblib", "lambdaexec_dask", "cloudpickle"}
+
+
+def versions() -> dict[str, str]:
+    """The versions a worker must match to unpickle what this client wrote."""
+    return {"python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION}
+
+
+@functools.cache
+def _installed_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    roots.update(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    return tuple(os.path.realpath(r) + os.sep for r in roots)
+
+
+_by_value_checked: dict[str, bool] = {}
+
+
+def _is_user_module(name: str, module: types.ModuleType) -> bool:
+    cached = _by_value_checked.get(name)
+    if cached is not None:
+        return cached
+    file = getattr(module, "__file__", None)
+    top = name.partition(".")[0]
+    user = bool(
+        file
+        and name != "__main__"
+        and top not in _RUNTIME_PACKAGES
+        and top in sys.modules
+        and not os.path.realpath(file).startswith(_installed_roots())
+    )
+    _by_value_checked[name] = user
+    return user
+
+
+def register_user_modules() -> None:
+    """Mark every imported module from the user's own files to be pickled by value."""
+    for name, module in list(sys.modules.items()):
+        if module is not None and name not in _by_value_checked and _is_user_module(name, module):
+            if "." not in name or sys.modules.get(name.partition(".")[0]) is None:
+                cloudpickle.register_pickle_by_value(module)
+            else:
+                top = sys.modules[name.partition(".")[0]]
+                if _is_user_module(top.__name__, top):
+                    cloudpickle.register_pickle_by_value(top)
+
+
+def dumps(obj: Any) -> list[memoryview]:
+    """Serialize ``obj`` to chunks (header, pickle, out-of-band buffers). See module docs."""
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    except Exception as err:
+        raise UnpicklableError(describe_unpicklable(obj, "value", err)) from err
+    raws = [b.raw() for b in buffers]
+    head = struct.pack(f"<I{len(raws)}QQ", len(raws), *(len(r) for r in raws), len(data))
+    return [memoryview(head), memoryview(data), *raws]
+
+
+def loads(buf: bytearray | memoryview | bytes) -> Any:
+    """Inverse of :func:`dumps` over the joined chunks; buffers are views into ``buf``."""
+    view = memoryview(buf)
+    (n,) = struct.unpack_from("<I", view, 0)
+    sizes = struct.unpack_from(f"<{n}QQ", view, 4)
+    pos = 4 + 8 * (n + 1)
+    data = view[pos : pos + sizes[-1]]
+    pos += sizes[-1]
+    out_of_band = []
+    for size in sizes[:-1]:
+        out_of_band.append(view[pos : pos + size])
+        pos += size
+    return pickle.loads(data, buffers=out_of_band)
+
+
+def size_of(chunks: list[memoryview]) -> int:
+    """Total number of bytes in ``chunks``."""
+    return sum(c.nbytes for c in chunks)
+
+
+# --- finding what cannot be pickled -----------------------------------------------------------
+
+def _picklable(obj: Any) -> bool:
+    try:
+        cloudpickle.dumps(obj, protocol=5, buffer_callback=lambda b: None)
+        return True
+    except Exception:
+        return False
+
+
+def _children(obj: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield f"[{k!r}]", v
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, v in enumerate(obj):
+            yield f"[{i}]", v
+    elif isinstance(obj, functools.partial):
+        yield ".func", obj.func
+        for i, v in enumerate(obj.args):
+            yield f" argument {i}", v
+        for k, v in obj.keywords.items():
+            yield f" argument {k}=", v
+    elif isinstance(obj, types.FunctionType):
+        code = obj.__code__
+        for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
+            try:
+                yield f" closure variable {name!r}", cell.cell_contents
+            except ValueError:
+                pass
+        for name in code.co_names:
+            if name in obj.__globals__:
+                yield f" global {name!r}", obj.__globals__[name]
+    elif isinstance(obj, types.MethodType):
+        yield ".__self__", obj.__self__
+    else:
+        state = getattr(obj, "__dict__", None)
+        if isinstance(state, dict):
+            for k, v in state.items():
+                yield f" attribute .{k}", v
+
+
+def find_unpicklable(obj: Any, path: str, depth: int = 0) -> str:
+    """The path to the innermost part of ``obj`` that cannot be pickled."""
+    if depth < 12:
+        for label, child in _children(obj):
+            if not _picklable(child):
+                return find_unpicklable(child, f"{path} ->{label}", depth + 1)
+    return f"{path} -> {type(obj).__module__}.{type(obj).__qualname__}"
+
+
+def describe_unpicklable(obj: Any, what: str, err: Exception) -> str:
+    """A message naming the offending object's path, the pickling error and the fix."""
+    where = find_unpicklable(obj, what).replace("->[", "[").replace("-> ", "-> ")
+    return (
+        f"cannot serialize {where}: {type(err).__name__}: {err}. Objects such as sockets, "
+        "open files, locks and database connections cannot travel to a worker: create them "
+        "inside the function instead of passing them in"
+    )
+
+
+def dumps_call(fn: Any, args: tuple, kwargs: dict) -> list[memoryview]:
+    """Serialize one call's inputs, naming the argument that fails (``argument 0 -> ...``)."""
+    try:
+        return dumps((args, kwargs))
+    except UnpicklableError as err:
+        for i, a in enumerate(args):
+            if not _picklable(a):
+                raise UnpicklableError(
+                    describe_unpicklable(a, f"argument {i}", err.__cause__ or err)
+                ) from err.__cause__
+        for k, v in kwargs.items():
+            if not _picklable(v):
+                raise UnpicklableError(
+                    describe_unpicklable(v, f"argument {k}=", err.__cause__ or err)
+                ) from err.__cause__
+        raise
+
+
+def dumps_function(fn: Any) -> bytes:
+    """Serialize the function of a job (user modules by value), naming what fails."""
+    register_user_modules()
+    try:
+        return b"".join(dumps(fn))
+    except UnpicklableError as err:
+        raise UnpicklableError(
+            describe_unpicklable(fn, f"function {getattr(fn, '__qualname__', fn)!r}", err.__cause__ or err)
+        ) from err.__cause__
+

@@ -1,0 +1,85 @@
+"""Storage in a local directory: one file per key, written by rename so it appears atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
+
+
+@register("local")
+class LocalStorage(Storage):
+    """Keys are paths under ``path``. Works for any processes that share the file system."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(path)
+        os.makedirs(self.path, exist_ok=True)
+        self.spec = {"kind": "local", "path": self.path}
+
+    def _file(self, key: str) -> str:
+        if key.startswith("/") or ".." in key.split("/"):
+            raise ValueError(f"storage key {key!r} must be relative and stay inside the store")
+        return os.path.join(self.path, key)
+
+    def put(self, key: str, data: Chunks) -> int:
+        target = self._file(key)
+        folder = os.path.dirname(target)
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in as_chunks(data):
+                    f.write(chunk)
+                    size += len(chunk)
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        return size
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+        try:
+            f = open(self._file(key), "rb", buffering=0)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        with f:
+            if start:
+                f.seek(start)
+            size = os.fstat(f.fileno()).st_size if end is None else min(end, os.fstat(f.fileno()).st_size)
+            buf = bytearray(max(0, size - (start or 0)))
+            view, got = memoryview(buf), 0
+            while got < len(buf):
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            return buf
+
+    def list(self, prefix: str) -> list[str]:
+        folder, _, _ = prefix.rpartition("/")
+        root = self._file(folder) if folder else self.path
+        keys = []
+        for dirpath, _, files in os.walk(root):
+            rel = os.path.relpath(dirpath, self.path)
+            base = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            keys.extend(base + f for f in files if not f.startswith(".tmp-"))
+        return sorted(k for k in keys if k.startswith(prefix))
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._file(key))
+
+    def delete(self, prefix: str) -> None:
+        if prefix.endswith("/") and os.path.isdir(self._file(prefix.rstrip("/"))):
+            shutil.rmtree(self._file(prefix.rstrip("/")), ignore_errors=True)
+            return
+        for key in self.list(prefix):
+            try:
+                os.unlink(self._file(key))
+            except FileNotFoundError:
+                pass

@@ -1,0 +1,59 @@
+"""Storage in Redis: for small, latency-sensitive intermediate data (shuffles), as in PyWren.
+
+Objects live in memory on the Redis server, so keep large inputs and results on S3.
+"""
+
+from __future__ import annotations
+
+from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
+
+
+@register("redis")
+class RedisStorage(Storage):
+    """Keys are Redis string keys; ``url`` is a ``redis://host:port/db`` address."""
+
+    concurrency = 16
+
+    def __init__(self, url: str):
+        try:
+            import redis
+        except ImportError:
+            raise ImportError(
+                "Redis storage needs the redis client: pip install 'lambdaexec[redis]'"
+            ) from None
+        self.spec = {"kind": "redis", "url": url}
+        self.client = redis.Redis.from_url(url)
+
+    def put(self, key: str, data: Chunks) -> int:
+        chunks = as_chunks(data)
+        body = b"".join(chunks)
+        self.client.set(key, body)
+        return len(body)
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+        if start is None and end is None:
+            value = self.client.get(key)
+        else:
+            if end is not None and end <= (start or 0):
+                return bytearray()
+            value = self.client.getrange(key, start or 0, -1 if end is None else end - 1)
+            if value == b"" and not self.client.exists(key):
+                value = None
+        if value is None:
+            raise KeyError(key)
+        return bytearray(value)
+
+    def list(self, prefix: str) -> list[str]:
+        pattern = prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") + "*"
+        return sorted(k.decode() for k in self.client.scan_iter(match=pattern, count=1000))
+
+    def exists(self, key: str) -> bool:
+        return bool(self.client.exists(key))
+
+    def delete(self, prefix: str) -> None:
+        keys = self.list(prefix)
+        for i in range(0, len(keys), 1000):
+            self.client.delete(*keys[i : i + 1000])
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,143 @@
+"""Storage in an S3 bucket through boto3; ``endpoint_url`` points it at any S3-compatible store.
+
+Credentials come from boto3's own chain (environment, profile, instance or Lambda role) and are
+never written into a job or an invocation event.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from lambdaexec.errors import ConfigError
+from lambdaexec.storage.base import ChunkReader, Chunks, Storage, as_chunks, register
+
+_SINGLE_PUT_LIMIT = 16 * 2**20
+_READ_CHUNK = 2**20
+_clients: dict[tuple, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def s3_client(region: str | None = None, endpoint_url: str | None = None, pool: int = 50) -> Any:
+    """A boto3 S3 client, made once per process and settings (clients are thread-safe)."""
+    key = (region, endpoint_url, pool)
+    with _clients_lock:
+        if key not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                max_pool_connections=pool,
+                retries={"max_attempts": 8, "mode": "adaptive"},
+                s3={"addressing_style": "path"} if endpoint_url else {},
+            )
+            _clients[key] = boto3.session.Session().client(
+                "s3", region_name=region, endpoint_url=endpoint_url, config=config
+            )
+        return _clients[key]
+
+
+def _explain(err: Exception, bucket: str) -> Exception:
+    """Turn boto3's credential and bucket errors into one that says what to do."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(err, NoCredentialsError):
+        return ConfigError(
+            "no AWS credentials found for S3 storage: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run `aws configure`"
+        )
+    if isinstance(err, ClientError) and err.response["Error"]["Code"] in ("NoSuchBucket", "404"):
+        return ConfigError(
+            f"S3 bucket {bucket!r} does not exist: create it (`lambdaexec deploy` does) or set "
+            "LAMBDAEXEC_BUCKET to an existing bucket"
+        )
+    return err
+
+
+@register("s3")
+class S3Storage(Storage):
+    """Keys are object keys in ``bucket``. Ranged reads, multipart uploads for large objects."""
+
+    concurrency = 32
+
+    def __init__(self, bucket: str, region: str | None = None, endpoint_url: str | None = None):
+        if not bucket:
+            raise ConfigError("S3 storage needs a bucket: set bucket= or LAMBDAEXEC_BUCKET")
+        self.bucket = bucket
+        self.spec = {"kind": "s3", "bucket": bucket, "region": region, "endpoint_url": endpoint_url}
+        self.client = s3_client(region, endpoint_url)
+
+    def _call(self, op: str, **kwargs: Any) -> Any:
+        try:
+            return getattr(self.client, op)(Bucket=self.bucket, **kwargs)
+        except Exception as err:
+            explained = _explain(err, self.bucket)
+            if explained is err:
+                raise
+            raise explained from err
+
+    def put(self, key: str, data: Chunks) -> int:
+        chunks = as_chunks(data)
+        size = sum(len(c) for c in chunks)
+        if size <= _SINGLE_PUT_LIMIT:
+            body = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
+            self._call("put_object", Key=key, Body=body)
+        else:
+            from boto3.s3.transfer import TransferConfig
+
+            try:
+                self.client.upload_fileobj(
+                    ChunkReader(chunks), self.bucket, key,
+                    Config=TransferConfig(multipart_chunksize=16 * 2**20, max_concurrency=4),
+                )
+            except Exception as err:
+                raise _explain(err, self.bucket) from err
+        return size
+
+    def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+        kwargs: dict[str, Any] = {}
+        if start is not None or end is not None:
+            kwargs["Range"] = f"bytes={start or 0}-{'' if end is None else end - 1}"
+            if end is not None and end <= (start or 0):
+                return bytearray()
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+        except self.client.exceptions.NoSuchKey:
+            raise KeyError(key) from None
+        except Exception as err:
+            raise _explain(err, self.bucket) from err
+        buf = bytearray(resp["ContentLength"])
+        body, got = resp["Body"], 0
+        while got < len(buf):
+            chunk = body.read(min(_READ_CHUNK, len(buf) - got))
+            if not chunk:
+                raise OSError(f"S3 object {key!r} ended after {got} of {len(buf)} bytes")
+            buf[got : got + len(chunk)] = chunk
+            got += len(chunk)
+        return buf
+
+    def list(self, prefix: str) -> list[str]:
+        keys: list[str] = []
+        token = None
+        while True:
+            kwargs = {"Prefix": prefix, "MaxKeys": 1000}
+            if token:
+                kwargs["ContinuationToken"] = token
+            page = self._call("list_objects_v2", **kwargs)
+            keys.extend(o["Key"] for o in page.get("Contents", ()))
+            if not page.get("IsTruncated"):
+                return keys
+            token = page["NextContinuationToken"]
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except Exception:
+            return False
+
+    def delete(self, prefix: str) -> None:
+        keys = self.list(prefix)
+        for i in range(0, len(keys), 1000):
+            batch = [{"Key": k} for k in keys[i : i + 1000]]
+            self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})

@@ -1,0 +1,168 @@
+"""The one worker entry point: ``handler(event, context)``, as AWS Lambda calls it.
+
+It reads the job's function (cached per container by content hash) and its calls' inputs from
+storage, runs each call with stdout/stderr captured, and writes each call's status and result
+in one atomic put. Whatever goes wrong, a status is written before the handler returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any
+
+from lambdaexec import protocol, serialize
+from lambdaexec.errors import RemoteError
+from lambdaexec.storage import Storage, open_storage
+
+_LOG_LIMIT = 1 << 20
+_stores: dict[str, Storage] = {}
+_functions: OrderedDict[str, Any] = OrderedDict()
+_initialized: set[str] = set()
+
+
+def _storage(spec: dict[str, Any]) -> Storage:
+    key = repr(sorted(spec.items()))
+    if key not in _stores:
+        _stores[key] = open_storage(spec)
+    return _stores[key]
+
+
+def _function(store: Storage, key: str) -> tuple[Any, int]:
+    if key in _functions:
+        _functions.move_to_end(key)
+        return _functions[key], 0
+    data = store.get(key)
+    fn = serialize.loads(data)
+    _functions[key] = fn
+    if len(_functions) > 32:
+        _functions.popitem(last=False)
+    return fn, len(data)
+
+
+def _worker_id(context: Any) -> str:
+    stream = getattr(context, "log_stream_name", None)
+    return stream or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _LOG_LIMIT:
+        return text
+    return f"[... {len(text) - _LOG_LIMIT} characters dropped ...]\n" + text[-_LOG_LIMIT:]
+
+
+def _error_status(kind: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"ok": False, "error_type": kind, "message": message, **extra}
+
+
+def _write_all(store: Storage, event: dict, status: dict[str, Any], context: Any) -> None:
+    """Write the same failure status for every call of the event."""
+    notify = getattr(context, "call_done", None)
+    for call, _, _ in event["calls"]:
+        store.put(protocol.result_key(event["job_prefix"], call), protocol.pack_result(status, []))
+        if notify:
+            notify(call)
+
+
+def _run_one(fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bool, Any]:
+    out, err = io.StringIO(), io.StringIO()
+    status["func_start"] = time.time()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            args, kwargs = serialize.loads(args_blob)
+            value, ok = fn(*args, **kwargs), True
+    except BaseException as exc:  # user code may raise anything, SystemExit included
+        value, ok = exc, False
+        status["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    status["func_end"] = time.time()
+    status["stdout"], status["stderr"] = _clip(out.getvalue()), _clip(err.getvalue())
+    return ok, value
+
+
+def _serialize_value(ok: bool, value: Any, status: dict[str, Any]) -> list[memoryview]:
+    try:
+        return serialize.dumps(value)
+    except Exception as err:
+        what = "result" if ok else "exception"
+        status["ok"] = False
+        if ok:
+            status.update(error_type="UnpicklableError", message=f"the call's {what} cannot be serialized: {err}")
+            return []
+        remote = RemoteError(f"{type(value).__name__}: {value} (the exception could not be pickled: {err})")
+        return serialize.dumps(remote)
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    """Run the calls named in ``event`` and write each one's result to storage."""
+    received = time.time()
+    os.environ["LAMBDAEXEC_IN_WORKER"] = "1"
+    store = _storage(event["storage"])
+    prefix = event["job_prefix"]
+    worker = _worker_id(context)
+    try:
+        theirs, ours = event["versions"], serialize.versions()
+        if theirs != ours:
+            _write_all(store, event, _error_status(
+                "WorkerEnvironmentError",
+                f"the client runs Python {theirs['python']} with cloudpickle {theirs['cloudpickle']}, "
+                f"but this worker runs Python {ours['python']} with cloudpickle {ours['cloudpickle']}: "
+                "use the same versions on both sides (for Lambda, `lambdaexec deploy` builds a "
+                "worker that matches the client)", worker=worker), context)
+            return {"calls": len(event["calls"]), "error": "version mismatch"}
+        init_key = event.get("init_key")
+        if init_key and init_key not in _initialized:
+            initializer, initargs = serialize.loads(store.get(init_key))
+            try:
+                initializer(*initargs)
+            except Exception as exc:
+                _write_all(store, event, _error_status(
+                    "InitializerError", f"the executor's initializer raised {exc!r}",
+                    traceback=traceback.format_exc(), worker=worker), context)
+                return {"calls": len(event["calls"]), "error": "initializer failed"}
+            _initialized.add(init_key)
+        fn, func_bytes = _function(store, event["func_key"])
+        calls = event["calls"]
+        lo, hi = min(c[1] for c in calls), max(c[2] for c in calls)
+        blob = memoryview(store.get(event["args_key"], lo, hi))
+    except Exception as exc:
+        _write_all(store, event, _error_status(
+            type(exc).__name__, f"the worker could not load the job: {exc}",
+            traceback=traceback.format_exc(), worker=worker), context)
+        return {"calls": len(event["calls"]), "error": str(exc)}
+
+    notify = getattr(context, "call_done", None)
+    for call, start, end in calls:
+        status: dict[str, Any] = {
+            "ok": True, "worker": worker, "received": received, "attempt": event["attempt"],
+            "bytes_in": end - start + func_bytes,
+        }
+        func_bytes = 0
+        if event.get("mark_start"):
+            store.put(protocol.started_key(prefix, call), b"")
+        try:
+            ok, value = _run_one(fn, blob[start - lo : end - lo], status)
+            status["ok"] = ok
+            chunks = _serialize_value(ok, value, status)
+            size = serialize.size_of(chunks)
+            if size > event["max_result_size"]:
+                status.update(ok=False, error_type="ResultTooLargeError", message=(
+                    f"the result is {size:,} bytes, over max_result_size "
+                    f"({event['max_result_size']:,} bytes): return less (write large outputs to "
+                    "storage yourself), or raise max_result_size"))
+                chunks = []
+            status["bytes_out"] = size if chunks else 0
+            status["result_written"] = time.time()
+            store.put(protocol.result_key(prefix, call), protocol.pack_result(status, chunks))
+        except Exception as exc:
+            status.update(ok=False, error_type=type(exc).__name__,
+                          message=f"the worker failed to store the result: {exc}",
+                          traceback=traceback.format_exc(), result_written=time.time())
+            store.put(protocol.result_key(prefix, call), protocol.pack_result(status, []))
+        if notify:
+            notify(call)
+    return {"calls": len(calls)}
