@@ -49,4 +49,4 @@ def executor(storage_settings):
     """A default executor (local workers) on each storage; shut down after the test."""
     ex = LambdaExecutor(max_workers=2, **storage_settings)
     yield ex
-    ex.shutdown(wait=False, cancel_futures=True)
+    ex.shutdown(wait=True, cancel_futures=True)

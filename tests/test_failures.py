@@ -1,0 +1,74 @@
+"""Workers that die or overrun: every future ends, with retries and a typed error."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+import lambdaexec
+from lambdaexec import LambdaExecutor
+
+
+def exit_now(code):
+    os._exit(code)
+
+
+def die_once(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "second time lucky"
+
+
+def hang(seconds):
+    time.sleep(seconds)
+    return "woke up"
+
+
+def test_worker_calling_os_exit_fails_after_retries(executor):
+    f = executor.submit(exit_now, 3)
+    with pytest.raises(lambdaexec.WorkerDiedError, match="exited with status 3") as info:
+        f.result(timeout=60)
+    assert info.value.attempts == 3  # the first run and retries=2
+    assert executor.submit(pow, 2, 5).result(timeout=30) == 32  # the pool recovered
+
+
+def test_killed_worker_is_retried(executor, tmp_path):
+    f = executor.submit(die_once, str(tmp_path / "died"))
+    assert f.result(timeout=60) == "second time lucky"
+    assert f.attempts == 2
+
+
+def test_no_retries_means_one_attempt(storage_settings):
+    with LambdaExecutor(max_workers=1, retries=0, **storage_settings) as ex:
+        with pytest.raises(lambdaexec.WorkerDiedError, match="SIGKILL") as info:
+            ex.submit(exit_via_kill).result(timeout=60)
+        assert info.value.attempts == 1
+
+
+def exit_via_kill():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_overrunning_call_times_out_and_others_finish(storage_settings):
+    with LambdaExecutor(max_workers=2, timeout=1.0, retries=1, **storage_settings) as ex:
+        stuck = ex.submit(hang, 60)
+        fine = [ex.submit(pow, 3, i) for i in range(10)]
+        start = time.monotonic()
+        with pytest.raises(lambdaexec.CallTimeoutError, match="timeout of 1 s") as info:
+            stuck.result(timeout=30)
+        assert time.monotonic() - start < 20
+        assert info.value.attempts == 2
+        assert [f.result(timeout=30) for f in fine] == [3**i for i in range(10)]
+
+
+def test_calls_queued_behind_a_dead_worker_still_run(storage_settings):
+    with LambdaExecutor(max_workers=1, retries=0, **storage_settings) as ex:
+        doomed = ex.submit(exit_now, 9)
+        after = [ex.submit(pow, 2, i) for i in range(20)]
+        with pytest.raises(lambdaexec.WorkerDiedError):
+            doomed.result(timeout=60)
+        assert [f.result(timeout=60) for f in after] == [2**i for i in range(20)]
