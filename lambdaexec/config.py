@@ -33,7 +33,7 @@ class Config:
     #: where jobs and results live: ``local`` directory, ``s3`` bucket or ``redis``
     storage: str = "local"
     #: directory of ``local`` storage
-    storage_path: str = os.path.join(tempfile.gettempdir(), "lambdaexec")
+    storage_path: str = os.path.join(tempfile.gettempdir(), "lambdaexec-storage")
     #: S3 bucket (``s3`` storage)
     bucket: str = ""
     #: S3 endpoint URL, for S3-compatible stores (SeaweedFS, MinIO, ...)
@@ -44,7 +44,7 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: key prefix under which every executor keeps its jobs
     prefix: str = "lambdaexec"
-    #: local worker processes (``local`` backend), or calls in flight (``lambda``); 0: cores
+    #: local worker processes (``local`` backend; 0: cores), or calls in flight (``lambda``; 0: 1000)
     max_workers: int = 0
     #: seconds one call may run before its worker is stopped and the call retried or failed
     timeout: float = 300.0
@@ -58,6 +58,20 @@ class Config:
     function_name: str = "lambdaexec-worker"
     #: Lambda Invoke endpoint URL, for a local Lambda emulator; empty: AWS
     lambda_endpoint_url: str = ""
+    #: Lambda function memory in MB (128-10240; 1769 MB is one full vCPU)
+    memory: int = 2048
+    #: Lambda function /tmp size in MB (512-10240)
+    ephemeral_storage: int = 512
+    #: Lambda function architecture: ``x86_64`` or ``arm64``
+    architecture: str = "x86_64"
+    #: Lambda layer ARNs (comma-separated) providing numpy, scipy, ... to the worker
+    layers: str = ""
+    #: container image URI to deploy instead of a zip package (see worker/Dockerfile)
+    image_uri: str = ""
+    #: days after which job data under ``prefix`` expires from the bucket (lifecycle rule)
+    lifecycle_days: int = 7
+    #: seconds an invoked Lambda call may take to start before it is invoked again
+    start_deadline: float = 120.0
 
     def resolved_workers(self) -> int:
         """``max_workers``, with 0 meaning the number of cores."""
@@ -118,6 +132,16 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"retries must be >= 0, got {cfg.retries}")
     if cfg.max_result_size <= 0:
         raise ConfigError(f"max_result_size must be > 0 bytes, got {cfg.max_result_size}")
+    if cfg.architecture not in ("x86_64", "arm64"):
+        raise ConfigError(f"architecture must be 'x86_64' or 'arm64', got {cfg.architecture!r}")
+    if not 128 <= cfg.memory <= 10240:
+        raise ConfigError(f"memory must be 128 to 10240 (MB), got {cfg.memory}")
+    if not 512 <= cfg.ephemeral_storage <= 10240:
+        raise ConfigError(f"ephemeral_storage must be 512 to 10240 (MB), got {cfg.ephemeral_storage}")
+    if cfg.lifecycle_days < 1:
+        raise ConfigError(f"lifecycle_days must be >= 1, got {cfg.lifecycle_days}")
+    if cfg.start_deadline <= 0:
+        raise ConfigError(f"start_deadline must be > 0 seconds, got {cfg.start_deadline}")
     if cfg.backend == "lambda" and cfg.storage == "local":
         raise ConfigError(
             "backend 'lambda' cannot use local storage (Lambda workers cannot see this disk): "

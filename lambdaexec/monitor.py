@@ -114,7 +114,7 @@ class Monitor:
             "args_key": job.args_key, "init_key": job.init_key,
             "calls": [[c, *job.ranges[c]] for c in keep], "attempt": attempt,
             "versions": serialize.versions(), "max_result_size": self.config.max_result_size,
-            "mark_start": False,
+            "mark_start": getattr(self.invoker, "mark_start", False),
         }
 
     # --- the thread -----------------------------------------------------------------------
