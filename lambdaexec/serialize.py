@@ -64,8 +64,15 @@ def _is_user_module(name: str, module: types.ModuleType) -> bool:
     return user
 
 
+_modules_seen = 0
+
+
 def register_user_modules() -> None:
     """Mark every imported module from the user's own files to be pickled by value."""
+    global _modules_seen
+    if len(sys.modules) == _modules_seen:
+        return
+    _modules_seen = len(sys.modules)
     for name, module in list(sys.modules.items()):
         if module is not None and name not in _by_value_checked and _is_user_module(name, module):
             if "." not in name or sys.modules.get(name.partition(".")[0]) is None:

@@ -230,7 +230,8 @@ def test_version_mismatch_names_both_versions(executor, monkeypatch):
     monkeypatch.setattr(lambdaexec.serialize, "PYTHON_VERSION", "3.99")
     with pytest.raises(lambdaexec.WorkerEnvironmentError) as info:
         executor.submit(square, 2).result(timeout=30)
-    assert "Python 3.99" in str(info.value) and f"Python {os.sys.version_info[0]}.{os.sys.version_info[1]}" in str(info.value)
+    ours = "Python {}.{}".format(*os.sys.version_info[:2])
+    assert "Python 3.99" in str(info.value) and ours in str(info.value)
 
 
 def test_initializer_runs_once_per_worker(storage_settings):

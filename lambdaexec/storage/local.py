@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
-import tempfile
+import threading
 
 from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
+
+
+_tmp_names = itertools.count()
 
 
 @register("local")
@@ -27,7 +31,8 @@ class LocalStorage(Storage):
         target = self._file(key)
         folder = os.path.dirname(target)
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{next(_tmp_names)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         size = 0
         try:
             with os.fdopen(fd, "wb") as f:
