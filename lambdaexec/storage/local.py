@@ -9,7 +9,6 @@ import threading
 
 from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
 
-
 _tmp_names = itertools.count()
 
 
