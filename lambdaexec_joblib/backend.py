@@ -1,0 +1,168 @@
+"""``LambdaBackend``: a joblib parallel backend that runs batches of tasks on a ``LambdaExecutor``.
+
+One executor is created when the backend is first configured, reused by every ``Parallel`` call
+made under the same ``parallel_backend("lambda", ...)`` block (so workers start only once), and
+shut down when that block's backend object is released. Inside a lambdaexec worker the backend
+runs everything sequentially, so a nested ``Parallel`` never fans out again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import functools
+import os
+import threading
+import weakref
+from typing import Any, Callable
+
+from joblib._parallel_backends import (
+    AutoBatchingMixin,
+    FallbackToBackend,
+    ParallelBackendBase,
+    SequentialBackend,
+)
+
+from lambdaexec import LambdaExecutor, load_config
+from lambdaexec.future import LambdaFuture
+
+
+def in_worker() -> bool:
+    """Whether this process is a lambdaexec worker (the worker handler sets the variable)."""
+    return os.environ.get("LAMBDAEXEC_IN_WORKER") == "1"
+
+
+def _run_batch(batch: Callable[[], list]) -> list:
+    """Run one of joblib's ``BatchedCalls`` in a worker.
+
+    It is submitted as the argument of this one module-level function (pickled by reference),
+    so the batches submitted together travel as one job with one upload.
+    """
+    return batch()
+
+
+def _release(executor: LambdaExecutor) -> None:
+    executor.shutdown(wait=False)
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` (same type, args and remote cause) for joblib to raise.
+
+    Raising adds the raiser's frames to an exception's traceback; raising a copy keeps the
+    executor's future from holding those frames (and the ``Parallel`` call in them) alive.
+    """
+    try:
+        twin = copy.copy(exc)
+    except Exception:
+        return exc
+    if type(twin) is not type(exc):
+        return exc
+    twin.__cause__, twin.__traceback__ = exc.__cause__, None
+    return twin
+
+
+def _relay(proxy_ref: weakref.ref, inner: concurrent.futures.Future) -> None:
+    """Copy the outcome of the executor's future to joblib's proxy future, if joblib still wants it."""
+    proxy = proxy_ref()
+    if proxy is None or not proxy.set_running_or_notify_cancel():
+        return
+    if inner.cancelled():
+        proxy.set_exception(concurrent.futures.CancelledError("the batch was cancelled"))
+    elif inner.exception() is not None:
+        proxy.set_exception(_detached(inner.exception()))
+    else:
+        proxy.set_result(inner.result())
+
+
+class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
+    """joblib backend ``"lambda"``: each batch of tasks is one call on a :class:`LambdaExecutor`.
+
+    Keywords given to ``parallel_backend("lambda", ...)`` are executor settings
+    (``max_workers``, ``storage``, ``bucket``, ...), or ``executor=`` an existing executor,
+    which is then used as is and never shut down by the backend.
+    ``n_jobs=-1`` means the executor's concurrency (``max_workers``).
+    """
+
+    default_n_jobs = -1
+    supports_retrieve_callback = True
+    supports_sharedmem = False
+    uses_threads = False
+
+    def __init__(self, nesting_level: int | None = None, inner_max_num_threads: int | None = None,
+                 executor: LambdaExecutor | None = None, **executor_options: Any):
+        super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
+        self._options = executor_options
+        self._config = executor.config if executor is not None else load_config(executor_options)
+        self._executor = executor
+        self._owned = executor is None
+        self._lock = threading.Lock()
+        self._inflight: set[LambdaFuture] = set()
+        self.parallel = None
+
+    @property
+    def executor(self) -> LambdaExecutor:
+        """The executor batches run on (created on first use)."""
+        with self._lock:
+            if self._executor is None or (self._owned and self._executor._shutdown):
+                self._executor = LambdaExecutor(**self._options)
+                weakref.finalize(self, _release, self._executor)
+            return self._executor
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        """``n_jobs`` as joblib means it, with -1 being the executor's ``max_workers``."""
+        if n_jobs == 0:
+            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if in_worker():
+            return 1
+        if n_jobs is None:
+            n_jobs = self.default_n_jobs
+        if n_jobs < 0:
+            return max(self._config.resolved_workers() + 1 + n_jobs, 1)
+        return n_jobs
+
+    def configure(self, n_jobs: int | None = 1, parallel: Any = None, prefer: str | None = None,
+                  require: str | None = None, **backend_kwargs: Any) -> int:
+        """Prepare for one ``Parallel`` call; return how many batches may run at once."""
+        if in_worker() or n_jobs == 1:
+            raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        self.parallel = parallel
+        n = self.effective_n_jobs(n_jobs)
+        self.executor  # noqa: B018  (start the workers now, not on the first batch)
+        return n
+
+    def submit(self, func: Callable[[], list], callback: Callable | None = None) -> concurrent.futures.Future:
+        """Run one batch remotely; ``callback(future)`` fires when it is done.
+
+        joblib gets a proxy future that the executor's future completes through a weak
+        reference: the executor may keep its futures a while, and they must not keep this
+        backend (and so its workers) alive after the ``parallel_backend`` block has ended.
+        """
+        proxy: concurrent.futures.Future = concurrent.futures.Future()
+        if callback is not None:
+            proxy.add_done_callback(callback)
+        inner = self.executor.submit(_run_batch, func)
+        inflight = self._inflight
+        inflight.add(inner)
+        inner.add_done_callback(inflight.discard)
+        inner.add_done_callback(functools.partial(_relay, weakref.ref(proxy)))
+        return proxy
+
+    def retrieve_result_callback(self, future: concurrent.futures.Future) -> list:
+        """The batch's results; a task's exception re-raises with the remote traceback as cause."""
+        return future.result()
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """Cancel every batch that has not started (after a task raised)."""
+        inflight, self._inflight = self._inflight, set()
+        for future in list(inflight):
+            future.cancel()
+        self.reset_batch_stats()
+
+    def terminate(self) -> None:
+        """End of one ``Parallel`` call: the executor stays up for the next one."""
+        self.reset_batch_stats()
+        self.parallel = None  # no cycle: the backend is released as soon as its block ends
+
+    def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
+        """Parallel calls made inside a task run sequentially in its worker."""
+        return SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None
