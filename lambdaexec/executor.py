@@ -65,6 +65,7 @@ class LambdaExecutor(concurrent.futures.Executor):
                  initializer: Callable | None = None, initargs: tuple = (), **settings: Any):
         self.config = load_config({"max_workers": max_workers, **settings})
         self.storage = open_storage(self.config.storage_spec())
+        self.storage.check()
         self.executor_id = uuid.uuid4().hex[:12]
         self.prefix = f"{self.config.prefix}/{self.executor_id}"
         self._init_key = ""

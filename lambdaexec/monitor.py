@@ -134,6 +134,10 @@ class Monitor:
 
     def _lost(self, job: Job, notice: Lost) -> None:
         c = notice.call
+        if notice.fatal:
+            self._complete(job, c, exc=errors.WorkerDiedError(
+                f"call {job.futures[c].call_id} cannot run: {notice.reason}", attempts=job.lost[c]))
+            return
         if not notice.started:
             self.invoker.invoke(Dispatch(job.prefix, [c], job.lost[c], functools.partial(self._make_event, job)))
             return

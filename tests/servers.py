@@ -22,6 +22,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    """Stop a server we started, by its PID: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _wait(check: Callable[[], bool], proc: subprocess.Popen, log: str, what: str, limit: float = 90) -> None:
     end = time.monotonic() + limit
     while time.monotonic() < end:
@@ -75,12 +85,7 @@ class SeaweedS3:
         return {"storage": "s3", "bucket": self.bucket, "endpoint_url": self.endpoint_url, "region": "us-east-1"}
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -114,6 +119,5 @@ class RedisServer:
         _wait(lambda: redis.Redis.from_url(self.url).ping(), self.proc, self.log, "redis-server", 30)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+        stop_process(self.proc)
         shutil.rmtree(self.dir, ignore_errors=True)

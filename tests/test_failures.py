@@ -72,3 +72,15 @@ def test_calls_queued_behind_a_dead_worker_still_run(storage_settings):
         with pytest.raises(lambdaexec.WorkerDiedError):
             doomed.result(timeout=60)
         assert [f.result(timeout=60) for f in after] == [2**i for i in range(20)]
+
+
+def test_broken_worker_runtime_fails_calls_instead_of_hanging(tmp_path, monkeypatch):
+    # a `worker` package that cannot be imported shadows the real one in new worker processes
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "__init__.py").write_text("raise ImportError('this runtime is broken')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
+        with pytest.raises(lambdaexec.WorkerDiedError, match="before they were ready") as info:
+            ex.submit(pow, 2, 2).result(timeout=60)
+    assert "this runtime is broken" in str(info.value)

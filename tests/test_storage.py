@@ -83,3 +83,52 @@ def test_keys_cannot_escape_the_local_store(tmp_path):
 def test_unknown_kind_is_named():
     with pytest.raises(ValueError, match="unknown storage kind 'ftp'"):
         open_storage({"kind": "ftp"})
+
+
+def test_missing_bucket_is_named_at_construction(s3_settings):
+    from lambdaexec import ConfigError, LambdaExecutor
+
+    with pytest.raises(ConfigError, match="bucket 'no-such-bucket-here' does not exist"):
+        LambdaExecutor(**{**s3_settings, "bucket": "no-such-bucket-here"})
+
+
+def test_missing_credentials_are_named_at_construction(s3_settings, monkeypatch, tmp_path):
+    from lambdaexec import ConfigError, LambdaExecutor
+    from lambdaexec.storage import s3
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setattr(s3, "_clients", {})  # a fresh client, which looks for credentials anew
+    with pytest.raises(ConfigError, match="no AWS credentials found.*AWS_ACCESS_KEY_ID"):
+        LambdaExecutor(**s3_settings)
+
+
+def test_unreachable_endpoint_is_named(s3_settings):
+    from servers import free_port
+
+    from lambdaexec import ConfigError, LambdaExecutor
+
+    bad = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigError, match="cannot reach S3 at"):
+        LambdaExecutor(**{**s3_settings, "endpoint_url": bad})
+
+
+def test_unreachable_redis_is_named():
+    from servers import free_port
+
+    from lambdaexec import ConfigError, LambdaExecutor
+
+    with pytest.raises(ConfigError, match="cannot reach Redis"):
+        LambdaExecutor(storage="redis", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_executor_runs_through_redis_storage(redis_server):
+    from lambdaexec import LambdaExecutor
+
+    with LambdaExecutor(max_workers=2, storage="redis", redis_url=redis_server.url) as ex:
+        assert list(ex.map(pow, range(20), [2] * 20)) == [i * i for i in range(20)]
+        with pytest.raises(ZeroDivisionError):
+            ex.submit(divmod, 1, 0).result(timeout=30)

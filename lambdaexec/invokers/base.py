@@ -39,13 +39,15 @@ class Done:
 
 @dataclasses.dataclass(frozen=True)
 class Lost:
-    """The call will not produce a result. ``started``: whether user code may have run."""
+    """The call will not produce a result. ``started``: whether user code may have run;
+    ``fatal``: retrying cannot help (workers cannot even start), so fail it now."""
 
     job_prefix: str
     call: int
     reason: str
     timed_out: bool = False
     started: bool = True
+    fatal: bool = False
 
 
 Notice = Union[Done, Lost]

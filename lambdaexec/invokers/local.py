@@ -28,6 +28,7 @@ from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.invokers.local_runtime import send
 
 _PREFETCH = 2  # events queued per process, so it never idles waiting for the next one
+_START_FAILURES = 3  # processes in a row that die before they are ready: the runtime is broken
 _MAX_GROUP = 32  # calls of one job sent in one event when many are waiting
 
 _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -126,6 +127,7 @@ class LocalInvoker(Invoker):
         self._wake_r.setblocking(False)
         self._seq = 0
         self._closed = False
+        self._start_failures = 0
         self._workers = [_Worker(self.env, timeout) for _ in range(workers)]
 
     def invoke(self, dispatch: Dispatch) -> None:
@@ -179,6 +181,13 @@ class LocalInvoker(Invoker):
                 first = False
         w.inflight.clear()
 
+    def _fail_pending(self, reason: str, notices: list[Notice]) -> None:
+        """Fail every call not yet sent: the worker runtime cannot start, so nothing would run."""
+        with self._lock:
+            pending, self._pending, self._pending_calls = list(self._pending), collections.deque(), 0
+        for unit in pending:
+            notices.extend(Lost(unit.job_prefix, c, reason, fatal=True) for c in unit.calls)
+
     def _replace(self, w: _Worker) -> None:
         i = self._workers.index(w)
         w.log.close()
@@ -207,11 +216,18 @@ class LocalInvoker(Invoker):
                 if frames is None:
                     reason = r.exit_reason()
                     self._lose(r, reason, False, notices)
+                    if not r.ready:
+                        self._start_failures += 1
+                        if self._start_failures >= _START_FAILURES:
+                            self._fail_pending(f"{self._start_failures} worker processes in a row exited "
+                                               f"before they were ready (is lambdaexec installed for "
+                                               f"{sys.executable}?); the last: {reason}", notices)
                     self._replace(r)
                     continue
                 for frame in frames:
                     if frame[0] == "ready":
                         r.ready = True
+                        self._start_failures = 0
                     else:
                         _, seq, call = frame
                         head = r.inflight[0]

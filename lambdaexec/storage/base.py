@@ -43,6 +43,9 @@ class Storage(abc.ABC):
     def delete(self, prefix: str) -> None:
         """Delete every key that starts with ``prefix`` (nothing if there are none)."""
 
+    def check(self) -> None:
+        """Raise :class:`~lambdaexec.errors.ConfigError` saying what to fix if the store is unusable."""
+
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds an object."""
         return key in self.list(key)

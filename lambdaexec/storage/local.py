@@ -21,6 +21,12 @@ class LocalStorage(Storage):
         os.makedirs(self.path, exist_ok=True)
         self.spec = {"kind": "local", "path": self.path}
 
+    def check(self) -> None:
+        if not os.access(self.path, os.W_OK):
+            from lambdaexec.errors import ConfigError
+
+            raise ConfigError(f"local storage directory {self.path} is not writable: set storage_path")
+
     def _file(self, key: str) -> str:
         if key.startswith("/") or ".." in key.split("/"):
             raise ValueError(f"storage key {key!r} must be relative and stay inside the store")

@@ -24,6 +24,15 @@ class RedisStorage(Storage):
         self.spec = {"kind": "redis", "url": url}
         self.client = redis.Redis.from_url(url)
 
+    def check(self) -> None:
+        from lambdaexec.errors import ConfigError
+
+        try:
+            self.client.ping()
+        except Exception as err:
+            raise ConfigError(f"cannot reach Redis at {self.spec['url']}: {err}; start redis-server or "
+                              "set redis_url (LAMBDAEXEC_REDIS_URL)") from None
+
     def put(self, key: str, data: Chunks) -> int:
         chunks = as_chunks(data)
         body = b"".join(chunks)

@@ -28,7 +28,7 @@ def s3_client(region: str | None = None, endpoint_url: str | None = None, pool: 
 
             config = Config(
                 max_pool_connections=pool,
-                retries={"max_attempts": 8, "mode": "adaptive"},
+                retries={"max_attempts": 5, "mode": "adaptive"},
                 s3={"addressing_style": "path"} if endpoint_url else {},
             )
             _clients[key] = boto3.session.Session().client(
@@ -66,6 +66,27 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.spec = {"kind": "s3", "bucket": bucket, "region": region, "endpoint_url": endpoint_url}
         self.client = s3_client(region, endpoint_url)
+
+    def check(self) -> None:
+        """Credentials present and the bucket reachable: one HEAD request."""
+        from botocore.exceptions import ClientError, EndpointConnectionError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except EndpointConnectionError as err:
+            raise ConfigError(f"cannot reach S3 at {err.kwargs.get('endpoint_url')}: check endpoint_url "
+                              "(LAMBDAEXEC_ENDPOINT_URL) and your network") from None
+        except ClientError as err:
+            code = err.response["Error"]["Code"]
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise ConfigError(f"access to S3 bucket {self.bucket!r} is denied: use credentials allowed "
+                                  "to read and write it (`lambdaexec doctor` checks the setup)") from None
+            raise _explain(err, self.bucket) from None
+        except Exception as err:
+            explained = _explain(err, self.bucket)
+            if explained is err:
+                raise
+            raise explained from None
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         try:
