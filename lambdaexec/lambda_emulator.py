@@ -17,7 +17,7 @@ directory first on ``sys.path`` and the handler named ``worker.handler.handler``
   ``X-Amz-Function-Error: Unhandled`` and an ``errorMessage``/``errorType`` document;
   429 ``TooManyRequestsException`` when every container is busy;
 - ``DryRun``: 204;
-- 413 ``RequestEntityTooLargeException`` over 256 KB (Event) or 6 MB (RequestResponse),
+- 413 ``RequestTooLargeException`` over 256 KB (Event) or 6 MB (RequestResponse),
   400 ``InvalidRequestContentException`` for a payload that is not JSON,
   404 ``ResourceNotFoundException`` for an unknown function.
 
@@ -353,7 +353,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._error(400, "InvalidParameterValueException", f"unknown InvocationType {kind!r}")
         limit = ASYNC_LIMIT if kind == "Event" else SYNC_LIMIT
         if len(body) > limit:
-            return self._error(413, "RequestEntityTooLargeException",
+            return self._error(413, "RequestTooLargeException",
                                f"{len(body)} byte payload is too large for the {kind} invocation type "
                                f"(limit {limit} bytes)")
         try:

@@ -17,7 +17,7 @@ How a call travels:
 4. Every call terminates: one not started within ``start_deadline`` is invoked again (the
    deployed function drops events older than that, so the old one will not also run); after
    ``_MAX_UNSTARTED`` such misses it counts as a failed attempt. One started but without a
-   result ``timeout`` + ``_GRACE`` seconds later (Lambda stopped it at its timeout, or it
+   result ``timeout`` + :func:`grace` seconds later (Lambda stopped it at its timeout, or it
    crashed, or ran out of memory) is reported lost; the monitor retries it ``retries`` times,
    then fails it with :class:`~lambdaexec.errors.CallTimeoutError`.
 
@@ -53,7 +53,12 @@ from lambdaexec.storage import open_storage
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
 _MAX_THREADS = 96  # sender threads: enough for ~3,000 invocations/s at AWS's ~30 ms latency
 _MAX_UNSTARTED = 3  # start-deadline misses of one call before it counts as an attempt
-_GRACE = 15.0  # seconds past ``timeout`` before a started call without a result is lost
+
+def grace(timeout: float) -> float:
+    """Seconds past ``timeout`` before a started call without a result is reported lost: room
+    for Lambda's own timing, the listing interval and storage latency."""
+    return max(2.0, min(15.0, 0.25 * timeout))
+
 _POLL_MIN, _POLL_MAX = 0.1, 2.0  # adaptive listing interval bounds, seconds
 _BACKOFF_BASE, _BACKOFF_MAX = 0.05, 20.0  # exponential backoff bounds, seconds
 _MAX_ERROR_RETRIES = 12  # 5xx / connection errors in a row before an invocation fails
@@ -297,6 +302,7 @@ class LambdaInvoker(Invoker):
         self.storage = open_storage(config.storage_spec())
         self.cap = config.max_workers or _DEFAULT_INFLIGHT
         self.timeout, self.start_deadline = config.timeout, config.start_deadline
+        self.grace = grace(config.timeout)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # senders wait for calls and capacity
         self._news = threading.Event()  # wakes poll()
@@ -429,7 +435,7 @@ class LambdaInvoker(Invoker):
         hint = {
             "ResourceNotFoundException": "run `lambdaexec deploy` (or set function_name / LAMBDAEXEC_FUNCTION_NAME)",
             "AccessDeniedException": "give your AWS identity lambda:InvokeFunction on the function",
-            "RequestEntityTooLargeException": "the event is over Lambda's 256 KB async limit",
+            "RequestTooLargeException": "the event is over Lambda's 256 KB async limit",
         }.get(result.error, "check `lambdaexec doctor`")
         message = (f"Lambda refused to invoke function {self.config.function_name!r}: HTTP {result.status} "
                    f"{result.error}: {result.message}; {hint}")
@@ -498,11 +504,11 @@ class LambdaInvoker(Invoker):
                         notices.append(Done(prefix, c))
                         job.misses.pop(c, None)
                     elif info.started:
-                        if now - info.started <= self.timeout + _GRACE:
+                        if now - info.started <= self.timeout + self.grace:
                             continue
                         notices.append(Lost(prefix, c, (
                             f"it started on Lambda but wrote no result within its timeout of {self.timeout:g} s "
-                            f"(+{_GRACE:g} s): Lambda stopped it at the timeout, or its worker crashed or ran "
+                            f"(+{self.grace:g} s): Lambda stopped it at the timeout, or its worker crashed or ran "
                             "out of memory (see the function's CloudWatch logs)"), timed_out=True, started=True))
                     elif c in started:
                         info.started = now

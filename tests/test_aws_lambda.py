@@ -1,0 +1,347 @@
+"""The ``lambda`` backend end to end, with no AWS account: the invoker's real HTTP code path
+against the Lambda emulator (running the deployment package ``deploy`` builds, in separate
+processes) and SeaweedFS's S3. The core's concurrent.futures contract tests are re-run here
+with ``backend="lambda"`` (this module's ``executor`` and ``storage_settings`` fixtures)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import signal
+import time
+
+import boto3
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config as BotoConfig
+from botocore.credentials import Credentials
+from lambda_helpers import EmulatorProcess
+from test_executor import (  # noqa: F401  (re-run here on the lambda backend)
+    test_50_mb_argument_and_result,
+    test_cancel_pending_call_never_runs,
+    test_closure_over_numpy_array,
+    test_context_manager_waits,
+    test_failing_initializer_breaks_calls,
+    test_first_exception_wait,
+    test_initializer_runs_once_per_worker,
+    test_job_data_deleted_after_results,
+    test_keep_data_keeps_results,
+    test_kwargs_and_builtins,
+    test_map_futures_all_at_once,
+    test_map_keeps_order_and_zip_semantics,
+    test_result_too_large_is_a_clear_error,
+    test_shutdown_cancel_futures,
+    test_shutdown_semantics,
+    test_stdout_and_stats_are_kept,
+    test_submit_returns_real_futures,
+    test_unpicklable_argument_refused_at_submit,
+    test_unpicklable_exception_becomes_remote_error,
+    test_user_exception_reraised_with_remote_traceback,
+    test_version_mismatch_names_both_versions,
+    test_wait_as_completed_and_callbacks,
+)
+
+import lambdaexec
+from lambdaexec import LambdaExecutor
+from lambdaexec.config import load_config
+from lambdaexec.deploy import build_package
+from lambdaexec.invokers.aws_lambda import Boto3Sender, HttpSender, LambdaInvoker, SigV4Signer
+
+
+@pytest.fixture(scope="session")
+def lambda_package(tmp_path_factory):
+    """The deployment zip, as ``lambdaexec deploy`` builds it."""
+    path = str(tmp_path_factory.mktemp("package") / "lambdaexec-worker.zip")
+    build_package(path)
+    return path
+
+
+def start(package, **options):
+    return EmulatorProcess(package, **options)
+
+
+@pytest.fixture(scope="module")
+def emulator(lambda_package, seaweed):
+    emu = start(lambda_package, concurrency=6, timeout=30)
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture(scope="module")
+def lambda_settings(emulator, s3_settings):
+    return {"backend": "lambda", "lambda_endpoint_url": emulator.url, "timeout": 30, "start_deadline": 20,
+            **s3_settings}
+
+
+@pytest.fixture
+def storage_settings(lambda_settings):
+    """Overrides conftest's: the contract tests' executors run on the lambda backend."""
+    return lambda_settings
+
+
+@pytest.fixture
+def executor(lambda_settings):
+    """Overrides conftest's: two calls in flight on the emulator."""
+    ex = LambdaExecutor(max_workers=2, **lambda_settings)
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)
+
+
+def square(x):
+    return x * x
+
+
+def worker_facts():
+    import lambdaexec
+    import worker.handler
+
+    keys = ("AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_REGION",
+            "AWS_LAMBDA_LOG_STREAM_NAME", "LAMBDA_TASK_ROOT", "AWS_ACCESS_KEY_ID")
+    return {"env": {k: os.environ.get(k) for k in keys}, "lambdaexec": lambdaexec.__file__,
+            "handler": worker.handler.__file__, "pid": os.getpid()}
+
+
+def die_once(marker):
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "second time lucky"
+
+
+def hang(seconds):
+    time.sleep(seconds)
+    return "woke up"
+
+
+# --- the worker runs the package, in a Lambda-like environment ---------------------------------
+def test_worker_runs_the_package_with_lambda_environment(executor):
+    facts = executor.submit(worker_facts).result(timeout=60)
+    env = facts["env"]
+    root = env["LAMBDA_TASK_ROOT"]
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == "lambdaexec-worker" and env["AWS_REGION"] == "us-east-1"
+    assert env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] and env["AWS_LAMBDA_LOG_STREAM_NAME"]
+    assert env["AWS_ACCESS_KEY_ID"] == os.environ["AWS_ACCESS_KEY_ID"]  # from its environment
+    assert facts["lambdaexec"].startswith(root + os.sep) and facts["handler"].startswith(root + os.sep)
+    assert facts["pid"] != os.getpid()
+
+
+def test_events_carry_keys_not_data_or_credentials(lambda_settings, monkeypatch):
+    sent = []
+    real = HttpSender.invoke
+
+    def spy(self, payload, invocation_type="Event"):
+        sent.append(payload)
+        return real(self, payload, invocation_type)
+
+    monkeypatch.setattr(HttpSender, "invoke", spy)
+    secret = f"secret-{os.getpid()}-{time.time()}"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)  # this test's client signs with it
+    executor = LambdaExecutor(max_workers=2, **lambda_settings)
+    blob = os.urandom(300_000)
+    assert executor.submit(len, blob).result(timeout=60) == 300_000
+    assert sent and all(len(p) < 2048 for p in sent)
+    executor.shutdown()
+    for p in sent:
+        event = json.loads(p)
+        assert secret not in p.decode() and "credentials" not in event["storage"]
+        assert event["mark_start"] is True and event["calls"][0][2] - event["calls"][0][1] > 300_000
+
+
+def test_many_calls_and_chunksize(lambda_settings, emulator):
+    with LambdaExecutor(**lambda_settings) as ex:
+        before = emulator.stats().get("accepted", 0)
+        assert list(ex.map(square, range(300), chunksize=20)) == [x * x for x in range(300)]
+        assert emulator.stats()["accepted"] - before == 15  # 20 items per invocation
+        assert sum(ex.map(square, range(200))) == sum(x * x for x in range(200))
+
+
+def test_backend_from_environment(lambda_settings, monkeypatch):
+    for key, value in lambda_settings.items():
+        monkeypatch.setenv(f"LAMBDAEXEC_{key.upper()}", str(value))
+    with LambdaExecutor() as ex:
+        assert isinstance(ex._monitor.invoker, LambdaInvoker)
+        assert ex.submit(worker_facts).result(timeout=60)["env"]["LAMBDA_TASK_ROOT"]
+
+
+def test_unknown_function_fails_with_the_fix(lambda_settings):
+    with LambdaExecutor(**{**lambda_settings, "function_name": "no-such-function"}) as ex:
+        with pytest.raises(lambdaexec.LambdaExecError, match=r"ResourceNotFoundException.*lambdaexec deploy"):
+            ex.submit(square, 2).result(timeout=60)
+
+
+# --- throttling, dead workers, overruns, lost events -------------------------------------------
+@pytest.mark.slow
+def test_half_of_invocations_throttled_every_call_completes(lambda_package, s3_settings):
+    emu = start(lambda_package, concurrency=6, timeout=30, throttle_rate=0.5)
+    try:
+        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, **s3_settings) as ex:
+            assert list(ex.map(square, range(150))) == [x * x for x in range(150)]
+            stats = ex._monitor.invoker.stats
+        assert stats["throttled"] > 0 and emu.stats()["throttled"] == stats["throttled"]
+        assert emu.stats()["completed"] == 150
+    finally:
+        emu.stop()
+
+
+@pytest.fixture(scope="module")
+def short_emulator(lambda_package, seaweed):
+    """Functions time out after 3 s."""
+    emu = start(lambda_package, concurrency=4, timeout=3)
+    yield emu
+    emu.stop()
+
+
+def test_worker_killed_mid_call_is_retried(short_emulator, s3_settings, tmp_path):
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=3, **s3_settings) as ex:
+        f = ex.submit(die_once, str(tmp_path / "died"))
+        others = ex.map_futures(square, range(10))
+        assert f.result(timeout=90) == "second time lucky"
+        assert f.attempts == 2
+        assert [o.result(timeout=60) for o in others] == [x * x for x in range(10)]
+    assert short_emulator.stats()["died"] >= 1
+
+
+def test_overrunning_call_fails_with_timeout_error(short_emulator, s3_settings):
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=3, retries=1,
+                        **s3_settings) as ex:
+        stuck = ex.submit(hang, 60)
+        fine = ex.submit(hang, 0.1)
+        with pytest.raises(lambdaexec.CallTimeoutError, match="timeout of 3 s") as info:
+            stuck.result(timeout=90)
+        assert info.value.attempts == 2
+        assert fine.result(timeout=30) == "woke up"
+
+
+def test_never_started_call_is_invoked_again(lambda_package, s3_settings):
+    emu = start(lambda_package, concurrency=2, timeout=30, drop_events=2)
+    try:
+        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, start_deadline=1, retries=0,
+                            **s3_settings) as ex:
+            assert ex.submit(square, 12).result(timeout=60) == 144
+        assert emu.stats()["dropped"] == 2 and emu.stats()["accepted"] == 1
+    finally:
+        emu.stop()
+
+
+def test_call_that_never_starts_fails_within_a_bound(lambda_package, s3_settings):
+    emu = start(lambda_package, concurrency=2, timeout=30, drop_events=1000)
+    try:
+        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, start_deadline=0.5, retries=1,
+                            **s3_settings) as ex:
+            f = ex.submit(square, 3)
+            with pytest.raises(lambdaexec.WorkerDiedError, match="never started") as info:
+                f.result(timeout=60)
+            assert info.value.attempts == 2
+        assert emu.stats()["dropped"] == 6  # 3 start-deadline misses per attempt, 2 attempts
+    finally:
+        emu.stop()
+
+
+def test_in_flight_calls_are_capped(lambda_settings, emulator):
+    def peak_probe(seconds):
+        time.sleep(seconds)
+        return os.getpid()
+
+    with LambdaExecutor(max_workers=3, **lambda_settings) as ex:
+        futures = ex.map_futures(peak_probe, [0.3] * 12)
+        invoker = ex._monitor.invoker
+        peak = 0
+        while not all(f.done() for f in futures):
+            peak = max(peak, invoker._inflight)
+            time.sleep(0.01)
+        assert 0 < peak <= 3
+        assert all(isinstance(f.result(), int) for f in futures)
+
+
+# --- the emulator speaks the Invoke API as AWS documents it -----------------------------------
+def _lambda_client(url):
+    return boto3.client("lambda", endpoint_url=url, region_name="us-east-1",
+                        config=BotoConfig(retries={"max_attempts": 0}))
+
+
+def test_emulator_status_codes(emulator, lambda_settings):
+    client = _lambda_client(emulator.url)
+    resp = client.invoke(FunctionName="lambdaexec-worker", InvocationType="DryRun", Payload=b"{}")
+    assert resp["StatusCode"] == 204
+    resp = client.invoke(FunctionName="lambdaexec-worker", Payload=b"{}")  # RequestResponse
+    assert resp["StatusCode"] == 200 and resp["FunctionError"] == "Unhandled"
+    assert json.loads(resp["Payload"].read())["errorType"] == "KeyError"
+    with pytest.raises(client.exceptions.RequestTooLargeException):
+        client.invoke(FunctionName="lambdaexec-worker", InvocationType="Event",
+                      Payload=json.dumps({"x": "y" * 300_000}).encode())
+    with pytest.raises(client.exceptions.ResourceNotFoundException):
+        client.invoke(FunctionName="nope", InvocationType="Event", Payload=b"{}")
+    with pytest.raises(client.exceptions.InvalidRequestContentException):
+        client.invoke(FunctionName="lambdaexec-worker", Payload=b"not json")
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:lambdaexec-worker"
+    assert client.invoke(FunctionName=arn, InvocationType="Event", Payload=b"{}")["StatusCode"] == 202
+
+
+def test_emulator_429_when_concurrency_is_exhausted(lambda_package, s3_settings):
+    emu = start(lambda_package, concurrency=1, timeout=30)
+    try:
+        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, **s3_settings) as ex:
+            f = ex.submit(hang, 4)
+            while not ex.storage.list(ex.prefix + "/"):  # wait until the only container is busy
+                time.sleep(0.05)
+            deadline = time.monotonic() + 30
+            while not any(k.split("/")[-2] == "started" for k in ex.storage.list(ex.prefix + "/")):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            client = _lambda_client(emu.url)
+            with pytest.raises(client.exceptions.TooManyRequestsException) as info:
+                client.invoke(FunctionName="lambdaexec-worker", Payload=b"{}")
+            assert info.value.response["Reason"] == "ReservedFunctionConcurrentInvocationLimitExceeded"
+            assert f.result(timeout=60) == "woke up"
+    finally:
+        emu.stop()
+
+
+# --- the senders ------------------------------------------------------------------------------
+@pytest.mark.parametrize("token", [None, "session-token-xyz"])
+@pytest.mark.parametrize("name", ["lambdaexec-worker", "arn:aws:lambda:eu-west-1:123456789012:function:w"])
+def test_sigv4_signature_matches_botocore(token, name):
+    import urllib.parse
+
+    creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
+    path = f"/2015-03-31/functions/{urllib.parse.quote(name, safe='')}/invocations"
+    body = b'{"job_prefix": "p/x/000001", "calls": [[0, 0, 10]]}'
+    request = AWSRequest("POST", f"https://lambda.eu-west-1.amazonaws.com{path}", data=body,
+                         headers={"X-Amz-Invocation-Type": "Event"})
+    SigV4Auth(creds, "lambda", "eu-west-1").add_auth(request)
+    ours = SigV4Signer("eu-west-1").sign(creds.get_frozen_credentials(), "lambda.eu-west-1.amazonaws.com",
+                                         path, body, {"X-Amz-Invocation-Type": "Event"},
+                                         amz_date=request.headers["X-Amz-Date"])
+    assert ours["Authorization"] == request.headers["Authorization"]
+    assert datetime.datetime.strptime(ours["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
+
+
+@pytest.mark.parametrize("kind", [HttpSender, Boto3Sender])
+def test_senders_report_status_codes(kind, emulator, lambda_package, s3_settings):
+    config = load_config({"backend": "lambda", "lambda_endpoint_url": emulator.url, **s3_settings})
+    sender = kind(config)
+    assert sender.invoke(b"{}").status == 202
+    missing = kind(load_config({**config.__dict__, "function_name": "missing"})).invoke(b"{}")
+    assert (missing.status, missing.error, missing.retriable) == (404, "ResourceNotFoundException", False)
+    throttling = start(lambda_package, concurrency=1, throttle_rate=1.0)
+    try:
+        throttled = kind(load_config({**config.__dict__, "lambda_endpoint_url": throttling.url})).invoke(b"{}")
+        assert (throttled.status, throttled.error, throttled.retriable) == (429, "TooManyRequestsException", True)
+    finally:
+        throttling.stop()
+    sender.close()
+
+
+def test_missing_region_and_credentials_are_explained(monkeypatch, s3_settings, tmp_path):
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    settings = {**s3_settings, "backend": "lambda", "region": ""}
+    with pytest.raises(lambdaexec.ConfigError, match="no AWS region"):
+        HttpSender(load_config(settings))
+    with pytest.raises(lambdaexec.ConfigError, match="no AWS credentials.*aws configure"):
+        HttpSender(load_config({**settings, "region": "us-east-1"}))
