@@ -1,0 +1,133 @@
+"""``lambda_get``: a dask scheduler that runs each task (or fused chain) as one lambdaexec call.
+
+Outputs stay in storage under ``<executor prefix>/dask/<graph id>/``; a call gets its inputs as
+storage keys and returns only its output's size, so the client never downloads an intermediate
+and never uploads one again. Only the requested keys come back to the client (inside the
+result of the call that made them). Calls are submitted as soon as their inputs exist, all
+ready ones at once (the executor uploads a burst of submits as one job). Everything the graph
+stored is deleted when it finishes, whether it succeeded or failed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import queue
+import threading
+import uuid
+from collections.abc import Hashable
+from typing import Any
+
+from dask.local import nested_get
+from dask.sizeof import sizeof
+
+import lambdaexec
+from lambdaexec import LambdaExecutor, serialize
+from lambdaexec_dask.graph import Plan, plan
+from lambdaexec_dask.remote import run_task
+
+#: literals larger than this are stored once and read by key, not copied into every call
+INLINE_LIMIT = 64 << 10
+
+_executors: dict[int, LambdaExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def _executor_for(num_workers: int | None) -> LambdaExecutor:
+    """The shared default executor, or a shared one with ``num_workers`` workers."""
+    if not num_workers:
+        return lambdaexec.default_executor()
+    with _executors_lock:
+        ex = _executors.get(num_workers)
+        if ex is None or ex._shutdown:
+            ex = _executors[num_workers] = LambdaExecutor(max_workers=num_workers)
+        return ex
+
+
+def lambda_get(dsk: Any, keys: Any, executor: LambdaExecutor | None = None,
+               num_workers: int | None = None, **kwargs: Any) -> Any:
+    """Compute ``keys`` of dask graph ``dsk`` on lambdaexec workers (a dask ``scheduler=``).
+
+    ::
+
+        import dask, dask.array as da
+        from lambdaexec_dask import lambda_get
+
+        x = da.random.random((4000, 4000), chunks=(500, 500))
+        dask.compute(x.mean(), scheduler=lambda_get)
+        with dask.config.set(scheduler=lambda_get):
+            x.T.sum(axis=0).compute()
+
+    ``executor=`` runs on that executor; otherwise ``num_workers=`` picks a shared executor
+    with that many workers, and without either the shared ``lambdaexec.default_executor()``
+    is used. Other keywords dask passes to schedulers are accepted and ignored.
+    A task's exception is raised here as itself, with the remote traceback as its cause.
+    """
+    ex = executor if executor is not None else _executor_for(num_workers)
+    work = plan(dsk, keys)
+    values = _Run(ex, work).run()
+    return nested_get(keys, values)
+
+
+class _Run:
+    """One execution of a plan on an executor."""
+
+    def __init__(self, executor: LambdaExecutor, work: Plan):
+        self.ex, self.plan = executor, work
+        self.spec = executor.storage.spec
+        self.base = f"{executor.prefix}/dask/{uuid.uuid4().hex[:16]}"
+        self.wanted_tasks = {source for kind, source in work.sources.values() if kind == "task"}
+        self.waiting = {key: len({s for kind, s in srcs.values() if kind == "task"})
+                        for key, srcs in work.inputs.items()}
+        self.data_inputs: dict[Hashable, tuple[str, Any]] = {}
+        self.results: dict[Hashable, Any] = {}
+        self.outstanding: set[concurrent.futures.Future] = set()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+
+    def storage_key(self, key: Hashable) -> str:
+        return f"{self.base}/{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}"
+
+    def _data_input(self, key: Hashable) -> tuple[str, Any]:
+        """A literal as a call input: inline when small, else stored once and read by key."""
+        if key not in self.data_inputs:
+            value = self.plan.data[key]
+            if sizeof(value) <= INLINE_LIMIT:
+                self.data_inputs[key] = ("value", value)
+            else:
+                where = f"{self.base}/data/{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}"
+                self.ex.storage.put(where, serialize.dumps(value))
+                self.data_inputs[key] = ("ref", where)
+        return self.data_inputs[key]
+
+    def _submit(self, keys: list[Hashable]) -> None:
+        for key in sorted(keys, key=self.plan.priority.__getitem__):
+            inputs = {dep: self._data_input(source) if kind == "data" else ("ref", self.storage_key(source))
+                      for dep, (kind, source) in self.plan.inputs[key].items()}
+            out_key = self.storage_key(key) if self.plan.dependents[key] else None
+            future = self.ex.submit(run_task, self.spec, self.plan.tasks[key], inputs, out_key,
+                                    key in self.wanted_tasks)
+            self.outstanding.add(future)
+            future.add_done_callback(lambda f, k=key: self.done.put((k, f)))
+
+    def run(self) -> dict[Hashable, Any]:
+        """Run every call; return the requested keys' values."""
+        try:
+            self._submit([key for key, n in self.waiting.items() if n == 0])
+            while self.outstanding:
+                key, future = self.done.get()
+                self.outstanding.discard(future)
+                _, value = future.result()
+                if key in self.wanted_tasks:
+                    self.results[key] = value
+                ready = []
+                for dependent in self.plan.dependents[key]:
+                    self.waiting[dependent] -= 1
+                    if self.waiting[dependent] == 0:
+                        ready.append(dependent)
+                self._submit(ready)
+        finally:
+            for future in self.outstanding:
+                future.cancel()
+            self.ex.storage.delete(self.base + "/")
+        return {key: self.results[source] if kind == "task" else self.plan.data[source]
+                for key, (kind, source) in self.plan.sources.items()}

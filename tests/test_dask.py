@@ -1,0 +1,192 @@
+"""``lambda_get``: real dask collections, results identical to the sync scheduler, local and S3."""
+
+from __future__ import annotations
+
+import functools
+import operator
+
+import dask
+import dask.array as da
+import dask.bag as db
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import lambdaexec
+from lambdaexec import LambdaExecutor
+from lambdaexec.errors import RemoteTraceback
+from lambdaexec_dask import lambda_get
+
+
+class CountingStorage:
+    """The executor's real storage, counting what the client reads and writes through it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.reset()
+
+    def reset(self):
+        self.got, self.put_keys, self.bytes_got, self.bytes_put = [], [], 0, 0
+
+    def get(self, key, start=None, end=None):
+        data = self.inner.get(key, start, end)
+        self.got.append(key)
+        self.bytes_got += len(data)
+        return data
+
+    def put(self, key, data):
+        size = self.inner.put(key, data)
+        self.put_keys.append(key)
+        self.bytes_put += size
+        return size
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class CountingExecutor(LambdaExecutor):
+    """A real executor that counts its calls and sees every storage access of the client."""
+
+    def __init__(self, **settings):
+        super().__init__(**settings)
+        self.calls = 0
+        self.storage = self._monitor.storage = CountingStorage(self.storage)
+
+    def submit(self, fn, /, *args, **kwargs):
+        self.calls += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def ex(request, tmp_path_factory):
+    if request.param == "local":
+        settings = {"storage": "local", "storage_path": str(tmp_path_factory.mktemp("store"))}
+    else:
+        settings = request.getfixturevalue("s3_settings")
+    executor = CountingExecutor(max_workers=2, **settings)
+    yield executor
+    executor.shutdown()
+
+
+def same_as_sync(*collections, executor):
+    ours = dask.compute(*collections, scheduler=lambda_get, executor=executor)
+    theirs = dask.compute(*collections, scheduler="sync")
+    assert len(ours) == len(theirs)
+    return ours, theirs
+
+
+def test_array_reductions(ex):
+    x = da.random.random((300, 400), chunks=(100, 100))
+    ours, theirs = same_as_sync(x.mean(), x.sum(axis=0), x.std(), x.max(axis=1), executor=ex)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_array_transposes(ex):
+    y = da.from_array(np.arange(160_000.0).reshape(400, 400), chunks=100)
+    z = da.random.random((200, 300), chunks=(50, 100))
+    ours, theirs = same_as_sync((y + y.T).sum(axis=0), (y.T @ y)[::7], z.T.mean(axis=1), z.T, executor=ex)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_bag_frequencies(ex):
+    words = "the quick brown fox jumps over the lazy dog and the dog sleeps".split() * 20
+    bag = db.from_sequence(words, npartitions=5)
+    ours, theirs = same_as_sync(bag.frequencies(), bag.map(len).frequencies(), bag.distinct().count(), executor=ex)
+    assert sorted(ours[0]) == sorted(theirs[0])
+    assert sorted(ours[1]) == sorted(theirs[1])
+    assert ours[2] == theirs[2] == 10
+
+
+def test_dataframe_groupby(ex):
+    rng = np.random.default_rng(0)
+    pdf = pd.DataFrame({"k": rng.integers(0, 7, 1000), "v": rng.random(1000), "w": rng.integers(0, 100, 1000)})
+    df = dd.from_pandas(pdf, npartitions=4)
+    ours, theirs = same_as_sync(df.groupby("k").v.sum(), df.groupby("k").agg({"v": "mean", "w": "max"}),
+                                df[df.w > 50].groupby("k").size(), executor=ex)
+    for a, b in zip(ours, theirs):
+        pd.testing.assert_frame_equal(pd.DataFrame(a).sort_index(), pd.DataFrame(b).sort_index())
+    pd.testing.assert_series_equal(ours[0].sort_index(), pdf.groupby("k").v.sum(), check_exact=False)
+
+
+def test_intermediates_stay_in_storage(ex):
+    x = da.random.random((1000, 1000), chunks=(250, 250))  # 8 MB, 16 chunks
+    y = x + x.T  # each chunk of x is read by two tasks: it must be stored, not recomputed or shipped
+    ex.storage.reset()
+    calls = ex.calls
+    (total,) = dask.compute(y.sum(), scheduler=lambda_get, executor=ex)
+    assert total == dask.compute(y.sum(), scheduler="sync")[0]
+    assert ex.calls - calls < 40
+    assert not [k for k in ex.storage.got if "/dask/" in k], "the client downloaded an intermediate"
+    assert not [k for k in ex.storage.put_keys if "/dask/" in k], "the client uploaded an intermediate"
+    assert ex.storage.bytes_got < 1_000_000 and ex.storage.bytes_put < 1_000_000
+    assert ex.storage.list(ex.prefix + "/dask/") == []
+
+
+def test_large_literals_are_stored_once(ex):
+    data = np.arange(1_000_000.0).reshape(1000, 1000)
+    y = da.from_array(data, chunks=250)  # 16 literal chunks of 500 kB, each read by two tasks
+    ex.storage.reset()
+    (ours,) = dask.compute((y + y.T).sum(axis=0), scheduler=lambda_get, executor=ex)
+    np.testing.assert_array_equal(ours, (data + data.T).sum(axis=0))
+    # the 12 off-diagonal chunks are stored once each; a diagonal chunk has one reader and is
+    # fused into it; either way no literal is uploaded twice
+    literal_puts = [k for k in ex.storage.put_keys if "/dask/" in k]
+    assert len(literal_puts) == len(set(literal_puts)) >= 12
+    assert ex.storage.bytes_put < data.nbytes * 1.1
+
+
+def inc(x):
+    return x + 1
+
+
+def test_linear_chain_is_one_call(ex):
+    chain = {"x0": 1, **{f"x{i}": (inc, f"x{i - 1}") for i in range(1, 11)}}
+    calls = ex.calls
+    assert lambda_get(chain, "x10", executor=ex) == 11
+    assert ex.calls - calls == 1
+
+    diamond = {"a": (inc, 1), "b": (inc, "a"), "c": (operator.mul, "a", 10), "d": (operator.add, "b", "c")}
+    calls = ex.calls
+    assert lambda_get(diamond, ["d", "a"], executor=ex) == (2 + 1 + 20, 2)
+    assert ex.calls - calls == 4
+
+
+def test_requested_key_also_feeding_another(ex):
+    x = da.arange(100, chunks=10)
+    s = x.sum()
+    assert dask.compute(s, s * 2, x, scheduler=lambda_get, executor=ex)[:2] == (4950, 9900)
+    np.testing.assert_array_equal(dask.compute(x, scheduler=lambda_get, executor=ex)[0], np.arange(100))
+
+
+def fail_on_three(i):
+    if i == 3:
+        raise ZeroDivisionError(f"partition {i} failed")
+    return i
+
+
+def test_task_exception_is_raised_with_remote_traceback(ex):
+    bag = db.from_sequence(range(8), npartitions=8).map(fail_on_three)
+    with pytest.raises(ZeroDivisionError, match="partition 3 failed") as info:
+        bag.sum().compute(scheduler=lambda_get, executor=ex)
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "fail_on_three" in info.value.__cause__.tb
+    assert ex.storage.list(ex.prefix + "/dask/") == []
+
+
+def test_config_set_and_default_executor():
+    x = da.random.random((200, 200), chunks=(50, 50))
+    expected = x.sum(axis=1).compute(scheduler="sync")
+    try:
+        with dask.config.set(scheduler=lambda_get):
+            np.testing.assert_array_equal(x.sum(axis=1).compute(), expected)
+        with dask.config.set(scheduler=functools.partial(lambda_get, num_workers=1)):
+            np.testing.assert_array_equal(x.sum(axis=1).compute(), expected)
+    finally:
+        lambdaexec.default_executor().shutdown()
+        from lambdaexec_dask.scheduler import _executors
+
+        for executor in _executors.values():
+            executor.shutdown()
