@@ -52,7 +52,7 @@ def test_map_keeps_order_and_zip_semantics(executor):
 
 
 def test_map_timeout_raises_timeout_error(executor):
-    results = executor.map(slow, [0.0, 3.0], timeout=0.5)
+    results = executor.map(slow, [0.0, 6.0], timeout=3)
     assert next(results) is None
     with pytest.raises(cf.TimeoutError):
         next(results)
@@ -180,7 +180,9 @@ def test_shutdown_semantics(storage_settings):
 def test_shutdown_cancel_futures(storage_settings):
     ex = LambdaExecutor(max_workers=1, **storage_settings)
     futures = [ex.submit(slow, 0.5, i) for i in range(8)]
-    time.sleep(0.2)
+    deadline = time.monotonic() + 60
+    while not futures[0].running() and time.monotonic() < deadline:
+        time.sleep(0.01)
     ex.shutdown(wait=True, cancel_futures=True)
     assert all(f.done() for f in futures)
     assert futures[0].result() == 0
