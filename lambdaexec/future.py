@@ -20,11 +20,13 @@ class LambdaFuture(concurrent.futures.Future):
     - ``remote_traceback``: the worker-side traceback text when the call raised
     """
 
+    # class-level defaults: a map of 100,000 calls holds 100,000 of these, so no per-instance copies
+    call_id = ""
+    stdout = ""
+    stderr = ""
+    attempts = 0
+    remote_traceback: str | None = None
+
     def __init__(self) -> None:
         super().__init__()
-        self.call_id = ""
         self.stats: dict[str, Any] = {}
-        self.stdout = ""
-        self.stderr = ""
-        self.attempts = 0
-        self.remote_traceback: str | None = None

@@ -31,6 +31,9 @@ CLOUDPICKLE_VERSION = cloudpickle.__version__
 _RUNTIME_PACKAGES = {"lambdaexec", "worker", "lambdaexec_joblib", "lambdaexec_dask", "cloudpickle"}
 
 
+_JOIN_BELOW = 1 << 16
+
+
 def versions() -> dict[str, str]:
     """The versions a worker must match to unpickle what this client wrote."""
     return {"python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION}
@@ -92,6 +95,8 @@ def dumps(obj: Any) -> list[memoryview]:
         raise UnpicklableError(describe_unpicklable(obj, "value", err)) from err
     raws = [b.raw() for b in buffers]
     head = struct.pack(f"<I{len(raws)}QQ", len(raws), *(len(r) for r in raws), len(data))
+    if not raws and len(data) < _JOIN_BELOW:  # one small object: cheaper to hold than three
+        return [memoryview(head + data)]
     return [memoryview(head), memoryview(data), *raws]
 
 
