@@ -29,14 +29,14 @@ from lambdaexec.storage import open_storage
 _live: weakref.WeakSet = weakref.WeakSet()
 
 
-def _make_invoker(config: Config) -> Invoker:
+def _make_invoker(config: Config, max_tasks_per_child: int | None) -> Invoker:
     if config.backend == "lambda":
         from lambdaexec.invokers.aws_lambda import LambdaInvoker
 
         return LambdaInvoker(config)
     from lambdaexec.invokers.local import LocalInvoker
 
-    return LocalInvoker(config.resolved_workers(), config.timeout)
+    return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child)
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:
@@ -56,13 +56,17 @@ class LambdaExecutor(concurrent.futures.Executor):
     ``max_workers``, ``backend``, ``storage`` and every other setting of
     :class:`lambdaexec.config.Config` may be given as keywords; what is not given comes from
     ``LAMBDAEXEC_*`` environment variables, then the config file, then defaults.
-    ``initializer(*initargs)`` runs once in each worker before its first call.
+    ``initializer(*initargs)`` runs once in each worker before its first call; local workers
+    are replaced after ``max_tasks_per_child`` calls when it is set (Lambda recycles its own).
     ``mp_context`` is accepted for compatibility and ignored: workers always start as fresh
     interpreters, as Lambda's do.
     """
 
     def __init__(self, max_workers: int | None = None, mp_context: Any = None,
-                 initializer: Callable | None = None, initargs: tuple = (), **settings: Any):
+                 initializer: Callable | None = None, initargs: tuple = (), *,
+                 max_tasks_per_child: int | None = None, **settings: Any):
+        if max_tasks_per_child is not None and max_tasks_per_child < 1:
+            raise ValueError("max_tasks_per_child must be >= 1")
         self.config = load_config({"max_workers": max_workers, **settings})
         self.storage = open_storage(self.config.storage_spec())
         self.storage.check()
@@ -78,7 +82,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._memo: tuple[Any, bytes] | None = None
         self._cond = threading.Condition()
         self._shutdown = False
-        self._monitor = Monitor(self.storage, _make_invoker(self.config), self.config)
+        self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child), self.config)
         self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
         self._flusher.start()
         self._closed = threading.Event()

@@ -275,3 +275,10 @@ def test_default_executor_and_get_all_results():
 def test_max_workers_defaults_to_cores():
     assert LambdaExecutor.__init__.__defaults__[0] is None
     assert lambdaexec.load_config({}).resolved_workers() == (os.cpu_count() or 1)
+
+
+def test_max_tasks_per_child_replaces_workers(storage_settings):
+    with LambdaExecutor(max_workers=1, max_tasks_per_child=2, **storage_settings) as ex:
+        pids = [ex.submit(os.getpid).result(timeout=30) for _ in range(6)]
+    assert len(set(pids)) == 3
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5]

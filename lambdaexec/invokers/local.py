@@ -52,6 +52,7 @@ class _Worker:
         self.ready = False
         self.inflight: collections.deque[list] = collections.deque()  # [seq, job, [calls]]
         self.clock = 0.0  # when its current call started (approximately: last progress)
+        self.calls_sent = 0
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -114,8 +115,9 @@ class _Worker:
 class LocalInvoker(Invoker):
     """Runs calls on ``workers`` local processes; see the module docstring."""
 
-    def __init__(self, workers: int, timeout: float):
+    def __init__(self, workers: int, timeout: float, max_tasks_per_child: int | None = None):
         self.timeout = timeout
+        self.max_tasks = max_tasks_per_child
         self.env = dict(os.environ)
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         for var in _BLAS_THREAD_VARS:  # like loky: cores shared out, not oversubscribed
@@ -142,11 +144,11 @@ class LocalInvoker(Invoker):
         except (BlockingIOError, OSError):
             pass
 
-    def _next_event(self) -> tuple[str, dict] | None:
+    def _next_event(self, cap: int) -> tuple[str, dict] | None:
         with self._lock:
             while self._pending:
                 unit = self._pending[0]
-                group = max(1, min(_MAX_GROUP, self._pending_calls // (4 * len(self._workers))))
+                group = max(1, min(_MAX_GROUP, cap, self._pending_calls // (4 * len(self._workers))))
                 calls, unit.calls = unit.calls[:group], unit.calls[group:]
                 self._pending_calls -= len(calls)
                 if not unit.calls:
@@ -160,10 +162,14 @@ class LocalInvoker(Invoker):
         now = time.monotonic()
         for w in self._workers:
             while w.ready and len(w.inflight) < _PREFETCH:
-                item = self._next_event()
+                cap = self.max_tasks - w.calls_sent if self.max_tasks else _MAX_GROUP
+                if cap <= 0:
+                    break
+                item = self._next_event(cap)
                 if item is None:
                     return
                 job, event = item
+                w.calls_sent += len(event["calls"])
                 self._seq += 1
                 if not w.inflight:
                     w.clock = now
@@ -236,6 +242,9 @@ class LocalInvoker(Invoker):
                         r.clock = time.monotonic()
                         if not head[2]:
                             r.inflight.popleft()
+                if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
+                    r.stop()  # it has done its share: a fresh process takes its place
+                    self._replace(r)
             now = time.monotonic()
             for w in list(self._workers):
                 if w.inflight and now - w.clock > self.timeout:
