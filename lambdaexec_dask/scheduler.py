@@ -18,11 +18,13 @@ import uuid
 from collections.abc import Hashable
 from typing import Any
 
+from dask.callbacks import local_callbacks, unpack_callbacks
 from dask.local import nested_get
 from dask.sizeof import sizeof
 
 import lambdaexec
-from lambdaexec import LambdaExecutor, serialize
+from lambdaexec import LambdaExecutor
+from lambdaexec_dask.codec import pack, packed, unpack
 from lambdaexec_dask.graph import Plan, plan
 from lambdaexec_dask.remote import run_task
 
@@ -45,7 +47,7 @@ def _executor_for(num_workers: int | None) -> LambdaExecutor:
 
 
 def lambda_get(dsk: Any, keys: Any, executor: LambdaExecutor | None = None,
-               num_workers: int | None = None, **kwargs: Any) -> Any:
+               num_workers: int | None = None, callbacks: Any = None, **kwargs: Any) -> Any:
     """Compute ``keys`` of dask graph ``dsk`` on lambdaexec workers (a dask ``scheduler=``).
 
     ::
@@ -60,20 +62,24 @@ def lambda_get(dsk: Any, keys: Any, executor: LambdaExecutor | None = None,
 
     ``executor=`` runs on that executor; otherwise ``num_workers=`` picks a shared executor
     with that many workers, and without either the shared ``lambdaexec.default_executor()``
-    is used. Other keywords dask passes to schedulers are accepted and ignored.
+    is used. dask's local callbacks (``dask.diagnostics.ProgressBar``, ``callbacks=``) see one
+    task per call (a fused chain counts once) and get ``None`` as each task's result. Other
+    keywords dask passes to schedulers are accepted and ignored.
     A task's exception is raised here as itself, with the remote traceback as its cause.
     """
     ex = executor if executor is not None else _executor_for(num_workers)
     work = plan(dsk, keys)
-    values = _Run(ex, work).run()
+    with local_callbacks(callbacks) as active:
+        values = _Run(ex, work, unpack_callbacks(active)).run()
     return nested_get(keys, values)
 
 
 class _Run:
     """One execution of a plan on an executor."""
 
-    def __init__(self, executor: LambdaExecutor, work: Plan):
+    def __init__(self, executor: LambdaExecutor, work: Plan, callbacks: tuple = ((),) * 5):
         self.ex, self.plan = executor, work
+        self.starts, self.start_states, self.pretasks, self.posttasks, self.finishes = callbacks
         self.spec = executor.storage.spec
         self.base = f"{executor.prefix}/dask/{uuid.uuid4().hex[:16]}"
         self.wanted_tasks = {source for kind, source in work.sources.values() if kind == "task"}
@@ -83,6 +89,9 @@ class _Run:
         self.results: dict[Hashable, Any] = {}
         self.outstanding: set[concurrent.futures.Future] = set()
         self.done: queue.SimpleQueue = queue.SimpleQueue()
+        # what dask's callbacks look at (dask.local's state, reduced to what they read)
+        self.state: dict[str, Any] = {"ready": [], "waiting": {k: n for k, n in self.waiting.items() if n},
+                                      "running": set(), "finished": set(), "cache": {}}
 
     def storage_key(self, key: Hashable) -> str:
         return f"{self.base}/{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}"
@@ -92,10 +101,10 @@ class _Run:
         if key not in self.data_inputs:
             value = self.plan.data[key]
             if sizeof(value) <= INLINE_LIMIT:
-                self.data_inputs[key] = ("value", value)
+                self.data_inputs[key] = ("packed", packed(value))
             else:
                 where = f"{self.base}/data/{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}"
-                self.ex.storage.put(where, serialize.dumps(value))
+                self.ex.storage.put(where, pack(value))
                 self.data_inputs[key] = ("ref", where)
         return self.data_inputs[key]
 
@@ -107,27 +116,56 @@ class _Run:
             future = self.ex.submit(run_task, self.spec, self.plan.tasks[key], inputs, out_key,
                                     key in self.wanted_tasks)
             self.outstanding.add(future)
+            self.state["waiting"].pop(key, None)
+            self.state["running"].add(key)
+            for pretask in self.pretasks:
+                pretask(key, self.plan.tasks, self.state)
             future.add_done_callback(lambda f, k=key: self.done.put((k, f)))
+
+    def _clean_up(self) -> None:
+        """Delete what the graph stored; after a failure, once its running calls have ended."""
+        running = [f for f in self.outstanding if not f.cancel()]
+        if not running:
+            self.ex.storage.delete(self.base + "/")
+            return
+        threading.Thread(target=_delete_after, args=(running, self.ex.storage, self.base + "/"),
+                         name="lambdaexec-dask-cleanup", daemon=True).start()
 
     def run(self) -> dict[Hashable, Any]:
         """Run every call; return the requested keys' values."""
+        failed = True
         try:
+            for start in self.starts:
+                start(self.plan.tasks)
+            for start_state in self.start_states:
+                start_state(self.plan.tasks, self.state)
             self._submit([key for key, n in self.waiting.items() if n == 0])
             while self.outstanding:
                 key, future = self.done.get()
                 self.outstanding.discard(future)
                 _, value = future.result()
                 if key in self.wanted_tasks:
-                    self.results[key] = value
+                    self.results[key] = unpack(value)
+                self.state["running"].discard(key)
+                self.state["finished"].add(key)
+                for posttask in self.posttasks:
+                    posttask(key, None, self.plan.tasks, self.state, future.stats.get("worker"))
                 ready = []
                 for dependent in self.plan.dependents[key]:
                     self.waiting[dependent] -= 1
                     if self.waiting[dependent] == 0:
                         ready.append(dependent)
                 self._submit(ready)
+            failed = False
         finally:
-            for future in self.outstanding:
-                future.cancel()
-            self.ex.storage.delete(self.base + "/")
+            self._clean_up()
+            for finish in self.finishes:
+                finish(self.plan.tasks, self.state, failed)
         return {key: self.results[source] if kind == "task" else self.plan.data[source]
                 for key, (kind, source) in self.plan.sources.items()}
+
+
+def _delete_after(futures: list[concurrent.futures.Future], storage: Any, prefix: str) -> None:
+    """Wait for calls that could not be cancelled, then delete ``prefix`` (their outputs too)."""
+    concurrent.futures.wait(futures)
+    storage.delete(prefix)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import operator
+import time
 
 import dask
 import dask.array as da
@@ -173,6 +174,10 @@ def test_task_exception_is_raised_with_remote_traceback(ex):
         bag.sum().compute(scheduler=lambda_get, executor=ex)
     assert isinstance(info.value.__cause__, RemoteTraceback)
     assert "fail_on_three" in info.value.__cause__.tb
+    # partitions still running when the error came are awaited in the background, then deleted
+    deadline = time.monotonic() + 30
+    while ex.storage.list(ex.prefix + "/dask/") and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert ex.storage.list(ex.prefix + "/dask/") == []
 
 
@@ -190,3 +195,27 @@ def test_config_set_and_default_executor():
 
         for executor in _executors.values():
             executor.shutdown()
+
+
+def test_progress_bar(ex, capsys):
+    from dask.diagnostics import ProgressBar
+
+    x = da.random.random((200, 200), chunks=(50, 50))
+    expected = x.sum(axis=0).compute(scheduler="sync")
+    capsys.readouterr()
+    with ProgressBar(minimum=0, dt=0.01):
+        ours = x.sum(axis=0).compute(scheduler=lambda_get, executor=ex)
+    np.testing.assert_array_equal(ours, expected)
+    assert "100%" in capsys.readouterr().out
+
+
+def test_stored_arrays_come_back_aligned():
+    from lambdaexec_dask.codec import pack, unpack
+
+    value = {"odd": np.arange(3, dtype=np.int8), "x": np.random.default_rng(0).random((50, 70)), "s": "text",
+             "c": np.arange(5, dtype=np.complex128)}
+    out = unpack(bytearray(b"".join(pack(value))))
+    for name in ("odd", "x", "c"):
+        np.testing.assert_array_equal(out[name], value[name])
+        assert out[name].flags.aligned and out[name].flags.writeable
+    assert out["x"].ctypes.data % 8 == 0 and out["x"].sum() == value["x"].sum()
