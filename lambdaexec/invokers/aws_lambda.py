@@ -62,6 +62,7 @@ def grace(timeout: float) -> float:
 _POLL_MIN, _POLL_MAX = 0.1, 2.0  # adaptive listing interval bounds, seconds
 _BACKOFF_BASE, _BACKOFF_MAX = 0.05, 20.0  # exponential backoff bounds, seconds
 _MAX_ERROR_RETRIES = 12  # 5xx / connection errors in a row before an invocation fails
+_SWEEP_INTERVAL = 1.0  # seconds between deadline sweeps over every call in flight
 _SHARED_LISTING_JOBS = 3  # active jobs of one executor from which one listing serves all
 
 
@@ -277,11 +278,12 @@ class _Call:
 class _Job:
     """The calls of one job that are in flight, and how often each missed its start deadline."""
 
-    __slots__ = ("inflight", "misses")
+    __slots__ = ("inflight", "misses", "unstarted")
 
     def __init__(self) -> None:
         self.inflight: dict[int, _Call] = {}
         self.misses: dict[int, int] = {}
+        self.unstarted = 0  # calls in flight whose start marker has not been seen
 
 
 class LambdaInvoker(Invoker):
@@ -311,7 +313,7 @@ class LambdaInvoker(Invoker):
         self._jobs: dict[str, _Job] = {}
         self._notices: list[Notice] = []
         self._interval = _POLL_MIN
-        self._next_scan = 0.0
+        self._next_scan = self._next_sweep = 0.0
         self._closed = False
         #: counters, for benchmarks and tests: invocations sent, retried after throttling or errors
         self.stats = {"invoked": 0, "throttled": 0, "errors": 0, "scans": 0, "list_requests": 0}
@@ -399,11 +401,12 @@ class LambdaInvoker(Invoker):
                     job = self._jobs.get(unit.job_prefix)
                     if job is None:
                         job = self._jobs[unit.job_prefix] = _Job()
-                    for c in calls:
-                        job.inflight[c] = _Call(now)
-                    if self._interval > _POLL_MIN:  # new calls: look again soon
+                    if not job.inflight:  # a job starting: look soon, whatever the interval was
                         self._interval = _POLL_MIN
                         self._next_scan = min(self._next_scan, now + _POLL_MIN)
+                    for c in calls:
+                        job.inflight[c] = _Call(now)
+                    job.unstarted += len(calls)
                     continue
                 self._release(len(calls))
             self._refused(unit.job_prefix, calls, result)
@@ -456,7 +459,7 @@ class LambdaInvoker(Invoker):
         when several of its jobs are active (so many small jobs do not cost a request each)."""
         with self._lock:
             active = [p for p, j in self._jobs.items() if j.inflight]
-            need_started = {p for p in active if any(not c.started for c in self._jobs[p].inflight.values())}
+            need_started = {p for p in active if self._jobs[p].unstarted}
         parents = collections.Counter(p.rpartition("/")[0] for p in active)
         out: dict[str, list[str]] = {p: [] for p in active}
         for parent, n in parents.items():
@@ -478,56 +481,72 @@ class LambdaInvoker(Invoker):
         return out
 
     def _scan(self, notices: list[Notice]) -> bool:
-        """List storage, report finished and lost calls; return whether anything progressed."""
+        """List storage, report finished and lost calls; return whether anything progressed.
+
+        Finished and started calls are found from the listed keys; the deadline sweep over every
+        call in flight runs at most once a second, so a scan costs O(keys listed), not O(calls).
+        """
         self.stats["scans"] += 1
         try:
             listings = self._listings()
         except Exception:  # storage hiccup: the next scan will see it
             return False
         now = time.monotonic()
+        sweep = now >= self._next_sweep
+        if sweep:
+            self._next_sweep = now + _SWEEP_INTERVAL
         progressed = False
         with self._lock:
             for prefix, keys in listings.items():
                 job = self._jobs.get(prefix)
                 if job is None:
                     continue
-                done, started = set(), set()
+                inflight = job.inflight
                 for k in keys:
                     head, _, call = k.rpartition("/")
-                    kind = head.rpartition("/")[2]
-                    if kind == "calls":
-                        done.add(int(call))
-                    elif kind == "started":
-                        started.add(int(call))
-                for c, info in list(job.inflight.items()):
-                    if c in done:
+                    info = inflight.get(int(call))
+                    if info is None:
+                        continue
+                    if head.endswith("/calls"):
+                        c = int(call)
                         notices.append(Done(prefix, c))
                         job.misses.pop(c, None)
-                    elif info.started:
-                        if now - info.started <= self.timeout + self.grace:
-                            continue
-                        notices.append(Lost(prefix, c, (
-                            f"it started on Lambda but wrote no result within its timeout of {self.timeout:g} s "
-                            f"(+{self.grace:g} s): Lambda stopped it at the timeout, or its worker crashed or ran "
-                            "out of memory (see the function's CloudWatch logs)"), timed_out=True, started=True))
-                    elif c in started:
-                        info.started = now
+                        if not info.started:
+                            job.unstarted -= 1
+                        del inflight[c]
+                        self._release(1)
                         progressed = True
-                        continue
-                    elif now - info.invoked > self.start_deadline:
-                        misses = job.misses[c] = job.misses.get(c, 0) + 1
-                        final = misses >= _MAX_UNSTARTED
-                        notices.append(Lost(prefix, c, (
-                            f"it was invoked {misses} time(s) but never started within start_deadline "
-                            f"({self.start_deadline:g} s): Lambda dropped or delayed the event (throttling, "
-                            "or the function failed to initialize: see its CloudWatch logs)"), started=final))
-                        if final:
-                            del job.misses[c]
-                    else:
-                        continue
-                    del job.inflight[c]
-                    self._release(1)
-                    progressed = True
-                if not job.inflight and not job.misses:
+                    elif not info.started:
+                        info.started = now
+                        job.unstarted -= 1
+                        progressed = True
+                if sweep:
+                    self._sweep(prefix, job, now, notices)
+                if not inflight and not job.misses:
                     del self._jobs[prefix]
         return progressed
+
+    def _sweep(self, prefix: str, job: _Job, now: float, notices: list[Notice]) -> None:
+        """Report the calls of ``job`` past their start or run deadline (lock held)."""
+        for c, info in list(job.inflight.items()):
+            if info.started:
+                if now - info.started <= self.timeout + self.grace:
+                    continue
+                notices.append(Lost(prefix, c, (
+                    f"it started on Lambda but wrote no result within its timeout of {self.timeout:g} s "
+                    f"(+{self.grace:g} s): Lambda stopped it at the timeout, or its worker crashed or ran "
+                    "out of memory (see the function's CloudWatch logs)"), timed_out=True, started=True))
+            elif now - info.invoked > self.start_deadline:
+                job.unstarted -= 1
+                misses = job.misses[c] = job.misses.get(c, 0) + 1
+                final = misses >= _MAX_UNSTARTED
+                notices.append(Lost(prefix, c, (
+                    f"it was invoked {misses} time(s) but never started within start_deadline "
+                    f"({self.start_deadline:g} s): Lambda dropped or delayed the event (throttling, "
+                    "or the function failed to initialize: see its CloudWatch logs)"), started=final))
+                if final:
+                    del job.misses[c]
+            else:
+                continue
+            del job.inflight[c]
+            self._release(1)
