@@ -4,7 +4,8 @@ Format: ``u32 n`` | ``n x u64`` buffer sizes | ``u64`` pickle size | pickle (clo
 protocol 5) | then each out-of-band buffer after zero padding to the next multiple of
 :data:`ALIGN`. Unaligned arrays are slower, and NumPy sums them in a different order, so
 without the padding a reduction in a worker could differ from the same reduction in the
-client in the last bit.
+client in the last bit. (lambdaexec's own format does not pad yet; both adapters use this one
+for the data they send, and it needs only cloudpickle, not dask.)
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from typing import Any
 
 import cloudpickle
 
+from lambdaexec import serialize
+
 ALIGN = 64
 
 
 def pack(value: Any) -> list[memoryview]:
     """Serialize ``value`` to chunks, each buffer starting at a multiple of :data:`ALIGN`."""
+    serialize.register_user_modules()  # the user's own functions and classes travel by value
     buffers: list[pickle.PickleBuffer] = []
     data = cloudpickle.dumps(value, protocol=5, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]

@@ -167,3 +167,12 @@ def test_scikit_learn_matches_n_jobs_1(storage_settings):
     np.testing.assert_array_equal(scores, seq_scores)
     np.testing.assert_array_equal(forest.feature_importances_, seq_forest.feature_importances_)
     np.testing.assert_array_equal(forest.predict_proba(X), seq_forest.predict_proba(X))
+
+
+def test_numpy_reductions_match_sequential():
+    # arrays must arrive aligned in the worker, or NumPy sums them in another order
+    rng = np.random.default_rng(0)
+    arrays = [rng.random(10_000 + i) for i in range(40)]
+    with parallel_backend("lambda", max_workers=2):
+        sums = Parallel(n_jobs=-1)(delayed(np.sum)(a) for a in arrays)
+    assert sums == [a.sum() for a in arrays]
