@@ -201,6 +201,9 @@ class LambdaExecutor(concurrent.futures.Executor):
                 ranges.append((offset, offset + size))
                 chunks.extend(call_chunks)
                 offset += size
+                if serialize.padding(offset):  # each call's inputs start 64-byte aligned
+                    chunks.append(memoryview(bytes(serialize.padding(offset))))
+                    offset += serialize.padding(offset)
             args_key = f"{prefix}/args"
             self.storage.put(args_key, chunks)
         except Exception as err:

@@ -18,6 +18,8 @@ import json
 import struct
 from typing import Any, TypedDict
 
+from lambdaexec import serialize
+
 
 class Event(TypedDict):
     """The payload of one invocation: which function, which calls, where their inputs are."""
@@ -51,6 +53,7 @@ def call_of(key: str) -> int:
 def pack_result(status: dict[str, Any], value: list[memoryview]) -> list[memoryview]:
     """The chunks of a result object: a JSON status header, then the serialized value."""
     head = json.dumps(status).encode()
+    head += b" " * serialize.padding(4 + len(head))  # the value starts 64-byte aligned
     return [memoryview(struct.pack("<I", len(head))), memoryview(head), *value]
 
 

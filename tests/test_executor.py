@@ -282,3 +282,19 @@ def test_max_tasks_per_child_replaces_workers(storage_settings):
         pids = [ex.submit(os.getpid).result(timeout=30) for _ in range(6)]
     assert len(set(pids)) == 3
     assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5]
+
+
+def sum_and_alignment(a):
+    return a.sum(), a.ctypes.data % 16, a.flags.aligned
+
+
+def test_arrays_arrive_aligned_and_reduce_bit_identically(executor):
+    rng = np.random.default_rng(1)
+    arrays = [rng.random(n) for n in (3, 1001, 250_000)]  # inputs of several sizes share one job
+    futures = executor.map_futures(sum_and_alignment, arrays)
+    for a, f in zip(arrays, futures):
+        total, misalignment, aligned = f.result(timeout=60)
+        assert aligned and misalignment == 0
+        assert total == a.sum()  # bit for bit: same SIMD path, same summation order
+    back = executor.submit(np.copy, arrays[2]).result(timeout=60)
+    assert back.flags.aligned and back.ctypes.data % 16 == 0
