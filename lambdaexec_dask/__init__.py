@@ -14,16 +14,6 @@ Intermediate results stay in storage; see ``docs/dask.md``.
 
 from __future__ import annotations
 
-from typing import Any
+from lambdaexec_dask.scheduler import lambda_get
 
 __all__ = ["lambda_get"]
-
-
-def __getattr__(name: str) -> Any:
-    # imported on first use, so that ``lambdaexec_dask.codec`` (which the joblib adapter uses)
-    # does not import dask
-    if name == "lambda_get":
-        from lambdaexec_dask.scheduler import lambda_get
-
-        return lambda_get
-    raise AttributeError(f"module 'lambdaexec_dask' has no attribute {name!r}")

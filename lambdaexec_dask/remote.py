@@ -13,8 +13,8 @@ from typing import Any
 
 from dask._task_spec import GraphNode
 
+from lambdaexec import serialize
 from lambdaexec.storage import Storage, open_storage
-from lambdaexec_dask.codec import pack, packed, unpack
 
 CACHE_BYTES = 128 << 20  # per worker process
 
@@ -51,25 +51,24 @@ def _load(store: Storage, key: str) -> Any:
             _cache.move_to_end(key)
             return hit[0]
     blob = store.get(key)
-    value = unpack(blob)
+    value = serialize.loads(blob)
     _remember(key, value, len(blob))
     return value
 
 
 def run_task(spec: dict[str, Any], node: GraphNode, inputs: dict[Hashable, tuple[str, Any]],
-             out_key: str | None, return_value: bool) -> tuple[int, bytearray | None]:
+             out_key: str | None, return_value: bool) -> tuple[int, Any]:
     """Run ``node`` on its inputs; store the output at ``out_key`` (if given).
 
-    ``inputs`` maps each key the node reads to ``("ref", storage_key)`` or ``("packed", bytes)``
-    (see :mod:`lambdaexec_dask.codec`). Returns ``(stored bytes, the packed output if
-    return_value else None)``: only a small reference travels back to the client unless it
-    asked for the value itself.
+    ``inputs`` maps each key the node reads to ``("ref", storage_key)`` or ``("value", value)``.
+    Returns ``(stored bytes, the output if return_value else None)``: only a small reference
+    travels back to the client unless it asked for the value itself.
     """
     store = _store(spec)
-    values = {key: _load(store, where) if how == "ref" else unpack(where) for key, (how, where) in inputs.items()}
+    values = {key: _load(store, where) if how == "ref" else where for key, (how, where) in inputs.items()}
     result = node(values)
     nbytes = 0
     if out_key is not None:
-        nbytes = store.put(out_key, pack(result))
+        nbytes = store.put(out_key, serialize.dumps(result))
         _remember(out_key, result, nbytes)
-    return nbytes, (packed(result) if return_value else None)
+    return nbytes, (result if return_value else None)

@@ -23,8 +23,7 @@ from dask.local import nested_get
 from dask.sizeof import sizeof
 
 import lambdaexec
-from lambdaexec import LambdaExecutor
-from lambdaexec_dask.codec import pack, packed, unpack
+from lambdaexec import LambdaExecutor, serialize
 from lambdaexec_dask.graph import Plan, plan
 from lambdaexec_dask.remote import run_task
 
@@ -101,10 +100,10 @@ class _Run:
         if key not in self.data_inputs:
             value = self.plan.data[key]
             if sizeof(value) <= INLINE_LIMIT:
-                self.data_inputs[key] = ("packed", packed(value))
+                self.data_inputs[key] = ("value", value)
             else:
                 where = f"{self.base}/data/{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}"
-                self.ex.storage.put(where, pack(value))
+                self.ex.storage.put(where, serialize.dumps(value))
                 self.data_inputs[key] = ("ref", where)
         return self.data_inputs[key]
 
@@ -145,7 +144,7 @@ class _Run:
                 self.outstanding.discard(future)
                 _, value = future.result()
                 if key in self.wanted_tasks:
-                    self.results[key] = unpack(value)
+                    self.results[key] = value
                 self.state["running"].discard(key)
                 self.state["finished"].add(key)
                 for posttask in self.posttasks:

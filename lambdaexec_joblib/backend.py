@@ -25,7 +25,6 @@ from joblib._parallel_backends import (
 
 from lambdaexec import LambdaExecutor, load_config
 from lambdaexec.future import LambdaFuture
-from lambdaexec_dask.codec import packed, unpack
 
 
 def in_worker() -> bool:
@@ -33,15 +32,13 @@ def in_worker() -> bool:
     return os.environ.get("LAMBDAEXEC_IN_WORKER") == "1"
 
 
-def _run_batch(batch: bytearray) -> list:
+def _run_batch(batch: Callable[[], list]) -> list:
     """Run one of joblib's ``BatchedCalls`` in a worker.
 
     It is submitted as the argument of this one module-level function (pickled by reference),
-    so the batches submitted together travel as one job with one upload. The batch comes
-    packed by :mod:`lambdaexec_dask.codec`, so its NumPy arrays arrive aligned and compute
-    exactly as they would in the client.
+    so the batches submitted together travel as one job with one upload.
     """
-    return unpack(batch)()
+    return batch()
 
 
 def _release(executor: LambdaExecutor) -> None:
@@ -143,7 +140,7 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         proxy: concurrent.futures.Future = concurrent.futures.Future()
         if callback is not None:
             proxy.add_done_callback(callback)
-        inner = self.executor.submit(_run_batch, packed(func))
+        inner = self.executor.submit(_run_batch, func)
         inflight = self._inflight
         inflight.add(inner)
         inner.add_done_callback(inflight.discard)
