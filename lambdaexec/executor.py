@@ -115,8 +115,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         blob = self._function_blob(fn)
-        future = LambdaFuture()
-        future.stats["submitted"] = time.time()
+        future = LambdaFuture(time.time())
         self._enqueue([(blob, serialize.dumps_call(fn, args, kwargs), future)])
         return future
 
@@ -136,10 +135,9 @@ class LambdaExecutor(concurrent.futures.Executor):
         now = time.time()
         if chunksize == 1:
             blob = self._function_blob(fn)
-            futures = [LambdaFuture() for _ in items]
+            futures = [LambdaFuture(now) for _ in items]
             batch = []
             for args, f in zip(items, futures):
-                f.stats["submitted"] = now
                 batch.append((blob, serialize.dumps_call(fn, args, {}), f))
             self._enqueue(batch)
             return futures
@@ -147,9 +145,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         outer = self.map_futures(functools.partial(_run_chunk, fn), chunks)
         futures = []
         for chunk_future, chunk in zip(outer, chunks):
-            inner = [LambdaFuture() for _ in chunk]
-            for f in inner:
-                f.stats["submitted"] = now
+            inner = [LambdaFuture(now) for _ in chunk]
             chunk_future.add_done_callback(functools.partial(_spread, inner))
             futures.extend(inner)
         return futures
@@ -183,6 +179,7 @@ class LambdaExecutor(concurrent.futures.Executor):
                     return
             for blob, group in itertools.groupby(batch, key=lambda item: item[0]):
                 self._start_job(blob, [(chunks, f) for _, chunks, f in group])
+            del batch, group  # uploaded: do not hold every call's inputs while waiting
 
     def _closed_flag(self) -> bool:
         return self._shutdown and not self._pending

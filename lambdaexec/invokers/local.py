@@ -204,7 +204,8 @@ class LocalInvoker(Invoker):
     def poll(self, timeout: float) -> list[Notice]:
         notices: list[Notice] = []
         end = time.monotonic() + timeout
-        while not notices:
+        woken = False
+        while not notices and not woken:
             self._dispatch()
             now = time.monotonic()
             busy = [w.clock + self.timeout for w in self._workers if w.inflight]
@@ -217,6 +218,7 @@ class LocalInvoker(Invoker):
                             pass
                     except BlockingIOError:
                         pass
+                    woken = True  # new work was dispatched above, or the monitor is stopping
                     continue
                 frames = r.frames()
                 if frames is None:
