@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
 import time
 
 import boto3
@@ -42,6 +41,7 @@ from test_executor import (  # noqa: F401  (re-run here on the lambda backend)
     test_version_mismatch_names_both_versions,
     test_wait_as_completed_and_callbacks,
 )
+from workloads import die_once, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor
@@ -101,18 +101,6 @@ def worker_facts():
             "AWS_LAMBDA_LOG_STREAM_NAME", "LAMBDA_TASK_ROOT", "AWS_ACCESS_KEY_ID")
     return {"env": {k: os.environ.get(k) for k in keys}, "lambdaexec": lambdaexec.__file__,
             "handler": worker.handler.__file__, "pid": os.getpid()}
-
-
-def die_once(marker):
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return "second time lucky"
-
-
-def hang(seconds):
-    time.sleep(seconds)
-    return "woke up"
 
 
 # --- the worker runs the package, in a Lambda-like environment ---------------------------------

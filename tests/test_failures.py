@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 
 import pytest
+from workloads import die_once, exit_now, exit_via_kill, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor
-
-
-def exit_now(code):
-    os._exit(code)
-
-
-def die_once(marker):
-    if not os.path.exists(marker):
-        open(marker, "w").close()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return "second time lucky"
-
-
-def hang(seconds):
-    time.sleep(seconds)
-    return "woke up"
 
 
 def test_worker_calling_os_exit_fails_after_retries(executor):
@@ -47,10 +30,6 @@ def test_no_retries_means_one_attempt(storage_settings):
         with pytest.raises(lambdaexec.WorkerDiedError, match="SIGKILL") as info:
             ex.submit(exit_via_kill).result(timeout=60)
         assert info.value.attempts == 1
-
-
-def exit_via_kill():
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_overrunning_call_times_out_and_others_finish(storage_settings):
