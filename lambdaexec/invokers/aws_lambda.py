@@ -369,8 +369,8 @@ class LambdaInvoker(Invoker):
             if self._closed:
                 return None
             unit = self._pending[0]
-            calls, unit.calls = unit.calls[:1], unit.calls[1:]
-            if not unit.calls:
+            calls = unit.take(1)
+            if unit.exhausted:
                 self._pending.popleft()
             self._inflight += len(calls)
             return unit, calls

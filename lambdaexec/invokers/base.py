@@ -27,6 +27,23 @@ class Dispatch:
     calls: list[int]
     attempt: int
     make_event: Callable[[list[int], int], Event | None]
+    taken: int = 0
+
+    def take(self, n: int) -> list[int]:
+        """The next ``n`` calls not yet taken (in O(n): a job may have 100,000 calls)."""
+        out = self.calls[self.taken : self.taken + n]
+        self.taken += len(out)
+        return out
+
+    @property
+    def left(self) -> list[int]:
+        """The calls not yet taken."""
+        return self.calls[self.taken :]
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether every call has been taken."""
+        return self.taken >= len(self.calls)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -149,9 +149,9 @@ class LocalInvoker(Invoker):
             while self._pending:
                 unit = self._pending[0]
                 group = max(1, min(_MAX_GROUP, cap, self._pending_calls // (4 * len(self._workers))))
-                calls, unit.calls = unit.calls[:group], unit.calls[group:]
+                calls = unit.take(group)
                 self._pending_calls -= len(calls)
-                if not unit.calls:
+                if unit.exhausted:
                     self._pending.popleft()
                 event = unit.make_event(calls, unit.attempt)
                 if event is not None:
@@ -192,7 +192,7 @@ class LocalInvoker(Invoker):
         with self._lock:
             pending, self._pending, self._pending_calls = list(self._pending), collections.deque(), 0
         for unit in pending:
-            notices.extend(Lost(unit.job_prefix, c, reason, fatal=True) for c in unit.calls)
+            notices.extend(Lost(unit.job_prefix, c, reason, fatal=True) for c in unit.left)
 
     def _replace(self, w: _Worker) -> None:
         i = self._workers.index(w)
