@@ -13,6 +13,14 @@ from servers import RedisServer, SeaweedS3  # noqa: E402
 
 from lambdaexec import LambdaExecutor  # noqa: E402
 
+SLOW_CASES = {"test_2000_tiny_tasks[s3]"}  # slow on one storage only: marked here, by name
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.name in SLOW_CASES:
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def seaweed():

@@ -181,6 +181,7 @@ def short_emulator(lambda_package, seaweed):
     emu.stop()
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_call_is_retried(short_emulator, s3_settings, tmp_path):
     with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=3, **s3_settings) as ex:
         f = ex.submit(die_once, str(tmp_path / "died"))
@@ -191,6 +192,7 @@ def test_worker_killed_mid_call_is_retried(short_emulator, s3_settings, tmp_path
     assert short_emulator.stats()["died"] >= 1
 
 
+@pytest.mark.slow
 def test_overrunning_call_fails_with_timeout_error(short_emulator, s3_settings):
     with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=3, retries=1,
                         **s3_settings) as ex:
@@ -213,6 +215,7 @@ def test_never_started_call_is_invoked_again(lambda_package, s3_settings):
         emu.stop()
 
 
+@pytest.mark.slow
 def test_call_that_never_starts_fails_within_a_bound(lambda_package, s3_settings):
     emu = start(lambda_package, concurrency=2, timeout=30, drop_events=1000)
     try:

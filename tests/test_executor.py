@@ -72,7 +72,7 @@ def test_wait_as_completed_and_callbacks(executor):
 
 
 def test_first_exception_wait(executor):
-    futures = [executor.submit(slow, 5.0), executor.submit(fail, "boom")]
+    futures = [executor.submit(slow, 2.0), executor.submit(fail, "boom")]
     done, _ = cf.wait(futures, timeout=30, return_when=cf.FIRST_EXCEPTION)
     assert futures[1] in done
 
