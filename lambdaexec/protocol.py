@@ -5,7 +5,7 @@ One prefix per job, every key written once by a single atomic put::
     <prefix>/<executor-id>/funcs/<sha256>          a function, by content hash (shared by jobs)
     <prefix>/<executor-id>/<job-id>/args           every call's inputs, concatenated
     <prefix>/<executor-id>/<job-id>/calls/<call>   the call's status header + its result
-    <prefix>/<executor-id>/<job-id>/started/<call> (only when asked) the call has started
+    <prefix>/<executor-id>/<job-id>/started/<call>.<attempt>  (only when asked) it has started
 
 Status and result share one object so that they are committed together: a reader can never see
 a status whose result is missing. The event carries keys, ids and byte ranges, never data and
@@ -40,14 +40,18 @@ def result_key(job_prefix: str, call: int) -> str:
     return f"{job_prefix}/calls/{call}"
 
 
-def started_key(job_prefix: str, call: int) -> str:
-    """Where a worker marks that it started ``call`` (when the event asks it to)."""
-    return f"{job_prefix}/started/{call}"
+def started_key(job_prefix: str, call: int, attempt: int) -> str:
+    """Where a worker marks that it started ``attempt`` of ``call`` (when the event asks it to).
+
+    The attempt is part of the key so that a retry is not taken for started by the marker an
+    earlier attempt left behind."""
+    return f"{job_prefix}/started/{call}.{attempt}"
 
 
-def call_of(key: str) -> int:
-    """The call index in a ``calls/`` or ``started/`` key."""
-    return int(key.rpartition("/")[2])
+def parse_started(key: str) -> tuple[int, int]:
+    """``(call, attempt)`` of a ``started/`` key."""
+    call, _, attempt = key.rpartition("/")[2].partition(".")
+    return int(call), int(attempt or 0)
 
 
 def pack_result(status: dict[str, Any], value: list[memoryview]) -> list[memoryview]:

@@ -44,7 +44,7 @@ from test_executor import (  # noqa: F401  (re-run here on the lambda backend)
 from workloads import die_once, hang
 
 import lambdaexec
-from lambdaexec import LambdaExecutor
+from lambdaexec import LambdaExecutor, protocol
 from lambdaexec.config import load_config
 from lambdaexec.deploy import build_package
 from lambdaexec.invokers.aws_lambda import Boto3Sender, HttpSender, LambdaInvoker, SigV4Signer
@@ -336,3 +336,30 @@ def test_missing_region_and_credentials_are_explained(monkeypatch, s3_settings, 
         HttpSender(load_config(settings))
     with pytest.raises(lambdaexec.ConfigError, match="no AWS credentials.*aws configure"):
         HttpSender(load_config({**settings, "region": "us-east-1"}))
+
+
+def test_a_retry_is_not_taken_for_started_by_an_earlier_attempts_marker(lambda_package, s3_settings):
+    from lambdaexec.invokers.base import Dispatch, Lost
+    from lambdaexec.storage import open_storage
+
+    emu = start(lambda_package, concurrency=2, timeout=30, drop_events=1)  # attempt 1's event is lost
+    invoker = None
+    try:
+        config = load_config({"backend": "lambda", "lambda_endpoint_url": emu.url, "timeout": 60,
+                              "start_deadline": 0.5, **s3_settings})
+        store = open_storage(config.storage_spec())
+        job = "lambdaexec/stale-marker-test/000000"
+        store.put(protocol.started_key(job, 0, 0), b"")  # attempt 0 started, then its worker died
+        event = {"storage": store.spec, "job_prefix": job, "calls": [[0, 0, 0]], "attempt": 1}
+        invoker = LambdaInvoker(config)
+        invoker.invoke(Dispatch(job, [0], 1, lambda calls, attempt: event))
+        deadline, lost = time.monotonic() + 20, []
+        while not lost and time.monotonic() < deadline:
+            lost = [n for n in invoker.poll(0.5) if isinstance(n, Lost)]
+        # reported at the start deadline as never started, not after the 60 s run deadline
+        assert lost and not lost[0].started and "never started" in lost[0].reason
+        store.delete(job + "/")
+    finally:
+        if invoker is not None:
+            invoker.close()
+        emu.stop()

@@ -143,7 +143,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         }
         func_bytes = 0
         if event.get("mark_start"):
-            store.put(protocol.started_key(prefix, call), b"")
+            store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
         try:
             ok, value = _run_one(fn, blob[start - lo : end - lo], status)
             status["ok"] = ok

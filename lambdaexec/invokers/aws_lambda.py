@@ -10,7 +10,7 @@ How a call travels:
    with exponential backoff and full jitter: a throttled call is delayed, never lost. An
    invocation Lambda refuses for good (no such function, access denied, ...) fails its calls
    with a :class:`~lambdaexec.errors.LambdaExecError` naming the fix.
-3. The worker writes ``started/<call>`` when it starts a call and ``calls/<call>`` when done.
+3. The worker writes ``started/<call>.<attempt>`` when it starts a call and ``calls/<call>`` when done.
    :meth:`LambdaInvoker.poll` lists those prefixes (one request per 1,000 keys; one listing of
    the executor's prefix when many jobs are active) at an adaptive interval, 0.1 s after news up
    to 2 s when idle, and reports :class:`Done` for every new result.
@@ -266,13 +266,14 @@ def make_sender(config: Config) -> HttpSender | Boto3Sender:
 
 
 class _Call:
-    """One call in flight: when it was invoked and when its start marker was first seen."""
+    """One call in flight: its attempt, when it was invoked, when its start marker was seen."""
 
-    __slots__ = ("invoked", "started")
+    __slots__ = ("invoked", "started", "attempt")
 
-    def __init__(self, invoked: float):
+    def __init__(self, invoked: float, attempt: int):
         self.invoked = invoked
         self.started = 0.0
+        self.attempt = attempt
 
 
 class _Job:
@@ -295,7 +296,7 @@ class LambdaInvoker(Invoker):
             print(sum(ex.map(abs, range(-1000, 0))))
     """
 
-    #: ask workers to write ``started/<call>`` markers, so never-started calls can be told apart
+    #: ask workers to write ``started/<call>.<attempt>`` markers, so never-started calls can be told apart
     mark_start = True
 
     def __init__(self, config: Config, sender: Any = None):
@@ -405,7 +406,7 @@ class LambdaInvoker(Invoker):
                         self._interval = _POLL_MIN
                         self._next_scan = min(self._next_scan, now + _POLL_MIN)
                     for c in calls:
-                        job.inflight[c] = _Call(now)
+                        job.inflight[c] = _Call(now, unit.attempt)
                     job.unstarted += len(calls)
                     continue
                 self._release(len(calls))
@@ -503,12 +504,12 @@ class LambdaInvoker(Invoker):
                     continue
                 inflight = job.inflight
                 for k in keys:
-                    head, _, call = k.rpartition("/")
-                    info = inflight.get(int(call))
-                    if info is None:
-                        continue
+                    head, _, name = k.rpartition("/")
                     if head.endswith("/calls"):
-                        c = int(call)
+                        c = int(name)
+                        info = inflight.get(c)
+                        if info is None:
+                            continue
                         notices.append(Done(prefix, c))
                         job.misses.pop(c, None)
                         if not info.started:
@@ -516,7 +517,10 @@ class LambdaInvoker(Invoker):
                         del inflight[c]
                         self._release(1)
                         progressed = True
-                    elif not info.started:
+                        continue
+                    c, attempt = protocol.parse_started(k)
+                    info = inflight.get(c)
+                    if info is not None and info.attempt == attempt and not info.started:
                         info.started = now
                         job.unstarted -= 1
                         progressed = True
