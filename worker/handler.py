@@ -142,9 +142,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             "bytes_in": end - start + func_bytes,
         }
         func_bytes = 0
-        if event.get("mark_start"):
-            store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
         try:
+            if event.get("mark_start"):
+                store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
             ok, value = _run_one(fn, blob[start - lo : end - lo], status)
             status["ok"] = ok
             chunks = _serialize_value(ok, value, status)
