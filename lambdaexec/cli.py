@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         from lambdaexec import deploy  # noqa: F401  (registers deploy, teardown, doctor)
     except ImportError:
         pass
-    parser = argparse.ArgumentParser(prog="lambdaexec", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="lambdaexec", description="Run Python calls on local worker processes or AWS Lambda.",
+        epilog="Settings come from LAMBDAEXEC_* variables and ~/.config/lambdaexec/config.ini.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help))
