@@ -298,3 +298,10 @@ def test_arrays_arrive_aligned_and_reduce_bit_identically(executor):
         assert total == a.sum()  # bit for bit: same SIMD path, same summation order
     back = executor.submit(np.copy, arrays[2]).result(timeout=60)
     assert back.flags.aligned and back.ctypes.data % 16 == 0
+
+
+def test_calls_spread_over_idle_workers(storage_settings):
+    with LambdaExecutor(max_workers=2, **storage_settings) as ex:  # submitted while workers start
+        futures = ex.map_futures(slow, [1.0, 1.0])
+        cf.wait(futures, timeout=60)
+    assert len({f.stats["worker"] for f in futures}) == 2  # side by side, not one after the other

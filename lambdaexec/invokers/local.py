@@ -159,12 +159,18 @@ class LocalInvoker(Invoker):
         return None
 
     def _dispatch(self) -> None:
+        """Send waiting events breadth first: every worker gets one before any gets a second
+        (prefetched), so two slow calls on two workers run side by side, not one after the other."""
         now = time.monotonic()
-        for w in self._workers:
-            while w.ready and len(w.inflight) < _PREFETCH:
+        for depth in range(1, _PREFETCH + 1):
+            if depth > 1 and any(not w.inflight for w in self._workers):
+                return  # a worker still starting up: keep the rest for it rather than queue them
+            for w in self._workers:
+                if not w.ready or len(w.inflight) >= depth:
+                    continue
                 cap = self.max_tasks - w.calls_sent if self.max_tasks else _MAX_GROUP
                 if cap <= 0:
-                    break
+                    continue
                 item = self._next_event(cap)
                 if item is None:
                     return
@@ -177,7 +183,7 @@ class LocalInvoker(Invoker):
                 try:
                     send(w.sock, (self._seq, event))
                 except OSError:
-                    break  # it died; poll() notices the end of its stream
+                    pass  # it died; poll() notices the end of its stream
 
     def _lose(self, w: _Worker, reason: str, timed_out: bool, notices: list[Notice]) -> None:
         first = True

@@ -35,15 +35,22 @@ class LocalStorage(Storage):
     def put(self, key: str, data: Chunks) -> int:
         target = self._file(key)
         folder = os.path.dirname(target)
-        os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f".tmp-{os.getpid()}-{threading.get_ident()}-{next(_tmp_names)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+        try:
+            fd = os.open(tmp, flags, 0o600)
+        except FileNotFoundError:  # first object in this folder (cheaper than checking every time)
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(tmp, flags, 0o600)
         size = 0
         try:
-            with os.fdopen(fd, "wb") as f:
+            try:
                 for chunk in as_chunks(data):
-                    f.write(chunk)
-                    size += len(chunk)
+                    while chunk:
+                        n = os.write(fd, chunk)
+                        chunk, size = chunk[n:], size + n
+            finally:
+                os.close(fd)
             os.replace(tmp, target)
         except BaseException:
             try:
