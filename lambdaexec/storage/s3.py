@@ -39,18 +39,25 @@ def s3_client(region: str | None = None, endpoint_url: str | None = None, pool: 
 
 def _explain(err: Exception, bucket: str) -> Exception:
     """Turn boto3's credential and bucket errors into one that says what to do."""
-    from botocore.exceptions import ClientError, NoCredentialsError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(err, NoCredentialsError):
         return ConfigError(
             "no AWS credentials found for S3 storage: set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run `aws configure`"
         )
-    if isinstance(err, ClientError) and err.response["Error"]["Code"] in ("NoSuchBucket", "404"):
+    if isinstance(err, EndpointConnectionError):
+        return ConfigError(f"cannot reach S3 at {err.kwargs.get('endpoint_url')}: check endpoint_url "
+                           "(LAMBDAEXEC_ENDPOINT_URL) and your network")
+    code = err.response["Error"]["Code"] if isinstance(err, ClientError) else ""
+    if code in ("NoSuchBucket", "404"):
         return ConfigError(
             f"S3 bucket {bucket!r} does not exist: create it (`lambdaexec deploy` does) or set "
             "LAMBDAEXEC_BUCKET to an existing bucket"
         )
+    if code in ("403", "AccessDenied", "Forbidden"):
+        return ConfigError(f"access to S3 bucket {bucket!r} is denied: use credentials allowed to read "
+                           "and write it (`lambdaexec doctor` checks the setup)")
     return err
 
 
@@ -69,24 +76,7 @@ class S3Storage(Storage):
 
     def check(self) -> None:
         """Credentials present and the bucket reachable: one HEAD request."""
-        from botocore.exceptions import ClientError, EndpointConnectionError
-
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except EndpointConnectionError as err:
-            raise ConfigError(f"cannot reach S3 at {err.kwargs.get('endpoint_url')}: check endpoint_url "
-                              "(LAMBDAEXEC_ENDPOINT_URL) and your network") from None
-        except ClientError as err:
-            code = err.response["Error"]["Code"]
-            if code in ("403", "AccessDenied", "Forbidden"):
-                raise ConfigError(f"access to S3 bucket {self.bucket!r} is denied: use credentials allowed "
-                                  "to read and write it (`lambdaexec doctor` checks the setup)") from None
-            raise _explain(err, self.bucket) from None
-        except Exception as err:
-            explained = _explain(err, self.bucket)
-            if explained is err:
-                raise
-            raise explained from None
+        self._call("head_bucket")
 
     def _call(self, op: str, **kwargs: Any) -> Any:
         try:
