@@ -82,10 +82,10 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._memo: tuple[Any, bytes] | None = None
         self._cond = threading.Condition()
         self._shutdown = False
+        self._closed = threading.Event()
         self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child), self.config)
         self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
         self._flusher.start()
-        self._closed = threading.Event()
         _live.add(self)
 
     # --- submitting -----------------------------------------------------------------------
@@ -116,7 +116,7 @@ class LambdaExecutor(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         blob = self._function_blob(fn)
         future = LambdaFuture(time.time())
-        self._enqueue([(blob, serialize.dumps_call(fn, args, kwargs), future)])
+        self._enqueue([(blob, serialize.dumps_call(args, kwargs), future)])
         return future
 
     def map_futures(self, fn: Callable, *iterables: Iterable, chunksize: int = 1) -> list[LambdaFuture]:
@@ -138,7 +138,7 @@ class LambdaExecutor(concurrent.futures.Executor):
             futures = [LambdaFuture(now) for _ in items]
             batch = []
             for args, f in zip(items, futures):
-                batch.append((blob, serialize.dumps_call(fn, args, {}), f))
+                batch.append((blob, serialize.dumps_call(args, {}), f))
             self._enqueue(batch)
             return futures
         chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]

@@ -198,7 +198,7 @@ def describe_unpicklable(obj: Any, what: str, err: Exception) -> str:
     )
 
 
-def dumps_call(fn: Any, args: tuple, kwargs: dict) -> list[memoryview]:
+def dumps_call(args: tuple, kwargs: dict) -> list[memoryview]:
     """Serialize one call's inputs, naming the argument that fails (``argument 0 -> ...``)."""
     try:
         return dumps((args, kwargs))
