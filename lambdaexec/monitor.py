@@ -133,22 +133,25 @@ class Monitor:
                     self._lost(job, notice)
 
     def _lost(self, job: Job, notice: Lost) -> None:
+        """Re-dispatch a lost call, or fail it once its retries are spent (any thread)."""
         c = notice.call
+        with self.lock:  # fetch threads report unreadable results here too
+            if job.state[c] == FINISHED:
+                return
+            if notice.started and not notice.fatal:
+                job.lost[c] += 1
+            tries = job.lost[c]
         if notice.fatal:
-            self._complete(job, c, exc=errors.WorkerDiedError(
-                f"call {job.futures[c].call_id} cannot run: {notice.reason}", attempts=job.lost[c]))
+            exc: errors.CallLostError = errors.WorkerDiedError(
+                f"call {job.futures[c].call_id} cannot run: {notice.reason}", attempts=tries)
+        elif not notice.started or tries <= self.config.retries:
+            self.invoker.invoke(Dispatch(job.prefix, [c], tries, functools.partial(self._make_event, job)))
             return
-        if not notice.started:
-            self.invoker.invoke(Dispatch(job.prefix, [c], job.lost[c], functools.partial(self._make_event, job)))
-            return
-        job.lost[c] += 1
-        if job.lost[c] <= self.config.retries:
-            self.invoker.invoke(Dispatch(job.prefix, [c], job.lost[c], functools.partial(self._make_event, job)))
-            return
-        kind = errors.CallTimeoutError if notice.timed_out else errors.WorkerDiedError
-        exc = kind(f"call {job.futures[c].call_id} failed after {job.lost[c]} attempt(s): {notice.reason}",
-                   attempts=job.lost[c])
-        job.futures[c].attempts = job.lost[c]
+        else:
+            kind = errors.CallTimeoutError if notice.timed_out else errors.WorkerDiedError
+            exc = kind(f"call {job.futures[c].call_id} failed after {tries} attempt(s): {notice.reason}",
+                       attempts=tries)
+        job.futures[c].attempts = tries
         self._complete(job, c, exc=exc)
 
     def _collect(self, job: Job, c: int) -> None:
