@@ -9,6 +9,8 @@ import sys
 import tempfile
 import urllib.request
 
+from servers import stop_process
+
 
 class EmulatorProcess:
     """``python -m lambdaexec.lambda_emulator`` on 127.0.0.1 and a free port, stopped by its PID."""
@@ -36,11 +38,6 @@ class EmulatorProcess:
             return json.loads(r.read())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, grace=15)
         self.proc.stdout.close()
         self.log.close()
