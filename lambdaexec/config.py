@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from lambdaexec.errors import ConfigError
 
 BACKENDS = ("local", "lambda")
+STORAGES = ("local", "s3", "redis")
 
 
 def default_storage_path() -> str:
@@ -37,7 +38,6 @@ def default_storage_path() -> str:
     except OSError:
         pass
     return os.path.join(tempfile.gettempdir(), "lambdaexec-storage")
-STORAGES = ("local", "s3", "redis")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -197,10 +197,7 @@ class LambdaExecutor(concurrent.futures.Executor):
                 size = serialize.size_of(call_chunks)
                 ranges.append((offset, offset + size))
                 chunks.extend(call_chunks)
-                offset += size
-                if serialize.padding(offset):  # each call's inputs start 64-byte aligned
-                    chunks.append(memoryview(bytes(serialize.padding(offset))))
-                    offset += serialize.padding(offset)
+                offset = serialize.pad(chunks, offset + size)  # each call's inputs start aligned
             args_key = f"{prefix}/args"
             self.storage.put(args_key, chunks)
         except Exception as err:

@@ -43,6 +43,14 @@ def padding(size: int) -> int:
     return -size % ALIGN
 
 
+def pad(chunks: list[memoryview], size: int) -> int:
+    """Append the zero bytes that align ``size`` (the chunks' length so far); return the new size."""
+    n = padding(size)
+    if n:
+        chunks.append(memoryview(bytes(n)))
+    return size + n
+
+
 def versions() -> dict[str, str]:
     """The versions a worker must match to unpickle what this client wrote."""
     return {"python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION}
@@ -108,9 +116,7 @@ def dumps(obj: Any) -> list[memoryview]:
         return [memoryview(head + data)]
     out, pos = [memoryview(head), memoryview(data)], len(head) + len(data)
     for raw in raws:
-        if padding(pos):
-            out.append(memoryview(bytes(padding(pos))))
-            pos += padding(pos)
+        pos = pad(out, pos)
         out.append(raw)
         pos += raw.nbytes
     return out

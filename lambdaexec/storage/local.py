@@ -7,6 +7,7 @@ import os
 import shutil
 import threading
 
+from lambdaexec.errors import ConfigError
 from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
 
 _tmp_names = itertools.count()
@@ -23,8 +24,6 @@ class LocalStorage(Storage):
 
     def check(self) -> None:
         if not os.access(self.path, os.W_OK):
-            from lambdaexec.errors import ConfigError
-
             raise ConfigError(f"local storage directory {self.path} is not writable: set storage_path")
 
     def _file(self, key: str) -> str:

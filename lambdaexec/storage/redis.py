@@ -5,6 +5,7 @@ Objects live in memory on the Redis server, so keep large inputs and results on 
 
 from __future__ import annotations
 
+from lambdaexec.errors import ConfigError
 from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
 
 
@@ -25,8 +26,6 @@ class RedisStorage(Storage):
         self.client = redis.Redis.from_url(url)
 
     def check(self) -> None:
-        from lambdaexec.errors import ConfigError
-
         try:
             self.client.ping()
         except Exception as err:
