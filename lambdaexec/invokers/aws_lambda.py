@@ -54,16 +54,17 @@ _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
 _MAX_THREADS = 96  # sender threads: enough for ~3,000 invocations/s at AWS's ~30 ms latency
 _MAX_UNSTARTED = 3  # start-deadline misses of one call before it counts as an attempt
 
-def grace(timeout: float) -> float:
-    """Seconds past ``timeout`` before a started call without a result is reported lost: room
-    for Lambda's own timing, the listing interval and storage latency."""
-    return max(2.0, min(15.0, 0.25 * timeout))
-
 _POLL_MIN, _POLL_MAX = 0.1, 2.0  # adaptive listing interval bounds, seconds
 _BACKOFF_BASE, _BACKOFF_MAX = 0.05, 20.0  # exponential backoff bounds, seconds
 _MAX_ERROR_RETRIES = 12  # 5xx / connection errors in a row before an invocation fails
 _SWEEP_INTERVAL = 1.0  # seconds between deadline sweeps over every call in flight
 _SHARED_LISTING_JOBS = 3  # active jobs of one executor from which one listing serves all
+
+
+def grace(timeout: float) -> float:
+    """Seconds past ``timeout`` before a started call without a result is reported lost: room
+    for Lambda's own timing, the listing interval and storage latency."""
+    return max(2.0, min(15.0, 0.25 * timeout))
 
 
 class InvokeResult:
