@@ -79,6 +79,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._jobs = itertools.count()
         self._funcs_uploaded: set[str] = set()
         self._pending: list[tuple[bytes, list[memoryview], LambdaFuture]] = []
+        self._flushing: list[tuple[bytes, list[memoryview], LambdaFuture]] = []  # being uploaded
         self._memo: tuple[Any, bytes] | None = None
         self._cond = threading.Condition()
         self._shutdown = False
@@ -177,8 +178,11 @@ class LambdaExecutor(concurrent.futures.Executor):
                 batch, self._pending, self._memo = self._pending, [], None
                 if not batch:
                     return
+                self._flushing = batch  # so shutdown(cancel_futures=True) sees these calls too
             for blob, group in itertools.groupby(batch, key=lambda item: item[0]):
                 self._start_job(blob, [(chunks, f) for _, chunks, f in group])
+            with self._cond:
+                self._flushing = []  # every call is now the monitor's
             del batch, group  # uploaded: do not hold every call's inputs while waiting
 
     def _closed_flag(self) -> bool:
@@ -219,7 +223,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         """
         with self._cond:
             self._shutdown = True
-            pending = [f for _, _, f in self._pending]
+            pending = [f for _, _, f in self._pending + self._flushing]
             self._cond.notify()
         if cancel_futures:
             for f in pending + self._monitor.outstanding():

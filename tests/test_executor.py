@@ -181,12 +181,15 @@ def test_shutdown_cancel_futures(storage_settings):
     ex = LambdaExecutor(max_workers=1, **storage_settings)
     futures = [ex.submit(slow, 0.5, i) for i in range(8)]
     deadline = time.monotonic() + 60
-    while not futures[0].running() and time.monotonic() < deadline:
+    while not (futures[0].running() or futures[0].done()) and time.monotonic() < deadline:
         time.sleep(0.01)
+    # a call whose inputs are still being uploaded when shutdown comes is cancelled too
+    late = ex.submit(slow, 0, np.zeros(2_000_000))
+    time.sleep(0.002)
     ex.shutdown(wait=True, cancel_futures=True)
     assert all(f.done() for f in futures)
     assert futures[0].result() == 0
-    assert any(f.cancelled() for f in futures)
+    assert futures[-1].cancelled() and late.cancelled()
 
 
 def test_context_manager_waits(storage_settings):
