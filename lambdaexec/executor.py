@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import concurrent.futures.thread  # noqa: F401  (registers its exit hook before ours: see the end)
 import functools
 import hashlib
 import itertools
@@ -287,7 +288,13 @@ def _results_in_order(futures: list, end_time: float | None) -> Iterator:
             f.cancel()
 
 
-@atexit.register
 def _shutdown_all() -> None:
+    """At exit, let every executor finish its calls, as ``ProcessPoolExecutor`` does."""
     for ex in list(_live):
         ex.shutdown(wait=True)
+
+
+# As the stdlib executors do, finish before the interpreter refuses new threads: a plain
+# ``atexit`` hook runs too late. Registered after ``ThreadPoolExecutor``'s own hook so that it
+# runs before it (they run in reverse), while the monitor's and boto3's thread pools still work.
+getattr(threading, "_register_atexit", atexit.register)(_shutdown_all)

@@ -59,6 +59,8 @@ class Monitor:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self._stopping = False
+        #: set when the monitor thread has failed: every call fails with it
+        self.broken: concurrent.futures.BrokenExecutor | None = None
         self._fetchers = (
             concurrent.futures.ThreadPoolExecutor(storage.concurrency, "lambdaexec-fetch")
             if storage.concurrency > 1 else None
@@ -72,6 +74,9 @@ class Monitor:
         """Track ``job`` and start all of its calls."""
         with self.lock:
             self.jobs[job.prefix] = job
+        if self.broken is not None:
+            self._break(self.broken)
+            return
         self.invoker.invoke(Dispatch(job.prefix, list(range(len(job.futures))), 0,
                                      functools.partial(self._make_event, job)))
 
@@ -119,6 +124,25 @@ class Monitor:
 
     # --- the thread -----------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._watch()
+        except BaseException as err:  # a bug here must fail the calls, not leave them hanging
+            self._break(err)
+            raise
+
+    def _break(self, err: BaseException) -> None:
+        """Fail every call, now and from now on: nothing is left to finish them."""
+        if self.broken is None:
+            self.broken = concurrent.futures.BrokenExecutor(
+                f"lambdaexec's monitor thread failed with {err!r}, so this executor cannot finish "
+                "its calls; start a new one (and please report this as a bug)")
+        with self.lock:
+            stranded = [(job, c) for job in list(self.jobs.values())
+                        for c, state in enumerate(job.state) if state != FINISHED]
+        for job, c in stranded:
+            self._complete(job, c, exc=self.broken)
+
+    def _watch(self) -> None:
         while not self._stopping:
             for notice in self.invoker.poll(0.5):
                 job = self.jobs.get(notice.job_prefix)
@@ -208,5 +232,8 @@ class Monitor:
         if job.remaining == 0:
             del self.jobs[job.prefix]
             if not self.config.keep_data:
-                self._cleaner.submit(self.storage.delete, job.prefix + "/")
+                try:
+                    self._cleaner.submit(self.storage.delete, job.prefix + "/")
+                except RuntimeError:  # the interpreter is exiting: leave the data, not the future
+                    pass
             self.idle.notify_all()

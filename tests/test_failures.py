@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -63,3 +67,49 @@ def test_broken_worker_runtime_fails_calls_instead_of_hanging(tmp_path, monkeypa
         with pytest.raises(lambdaexec.WorkerDiedError, match="before they were ready") as info:
             ex.submit(pow, 2, 2).result(timeout=60)
     assert "this runtime is broken" in str(info.value)
+
+
+_LEAVE_WITHOUT_WAITING = """
+import json, pathlib, sys, time
+from lambdaexec import LambdaExecutor
+
+def mark(path):
+    time.sleep(0.3)
+    pathlib.Path(path).touch()
+
+settings, folder, crash = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3] == "crash"
+ex = LambdaExecutor(max_workers=2, **settings)
+for i in range(4):
+    ex.submit(mark, f"{folder}/{i}")
+if crash:
+    raise SystemExit("the script failed")
+"""
+
+
+@pytest.mark.parametrize("ending", ["return", "crash"])
+def test_script_leaving_without_waiting_still_finishes_its_calls(storage_settings, tmp_path, ending):
+    # as with ProcessPoolExecutor, the interpreter's exit waits for the submitted calls
+    script = tmp_path / "leave.py"
+    script.write_text(_LEAVE_WITHOUT_WAITING)
+    done = tmp_path / "done"
+    done.mkdir()
+    proc = subprocess.run([sys.executable, str(script), json.dumps(storage_settings), str(done), ending],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == (1 if ending == "crash" else 0), proc.stderr
+    assert sorted(p.name for p in done.iterdir()) == ["0", "1", "2", "3"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the bug is printed
+def test_a_broken_monitor_fails_calls_instead_of_hanging(storage_settings):
+    ex = LambdaExecutor(max_workers=1, **storage_settings)
+    running = ex.submit(hang, 2)
+
+    def broken_poll(timeout):
+        raise RuntimeError("simulated bug")
+
+    ex._monitor.invoker.poll = broken_poll
+    with pytest.raises(cf.BrokenExecutor, match="simulated bug"):
+        running.result(timeout=30)
+    with pytest.raises(cf.BrokenExecutor, match="start a new one"):
+        ex.submit(pow, 2, 2).result(timeout=30)
+    ex.shutdown(wait=True)
