@@ -4,8 +4,10 @@ Outputs stay in storage under ``<executor prefix>/dask/<graph id>/``; a call get
 storage keys and returns only its output's size, so the client never downloads an intermediate
 and never uploads one again. Only the requested keys come back to the client (inside the
 result of the call that made them). Calls are submitted as soon as their inputs exist, all
-ready ones at once (the executor uploads a burst of submits as one job). Everything the graph
-stored is deleted when it finishes, whether it succeeded or failed.
+ready ones at once (the executor uploads a burst of submits as one job). An output is deleted
+as soon as every call that reads it has finished, as dask's own schedulers release data, so
+a graph holds only its frontier in storage; whatever is left goes when the graph ends,
+whether it succeeded or failed.
 """
 
 from __future__ import annotations
@@ -82,8 +84,10 @@ class _Run:
         self.spec = executor.storage.spec
         self.base = f"{executor.prefix}/dask/{uuid.uuid4().hex[:16]}"
         self.wanted_tasks = {source for kind, source in work.sources.values() if kind == "task"}
-        self.waiting = {key: len({s for kind, s in srcs.values() if kind == "task"})
-                        for key, srcs in work.inputs.items()}
+        self.reads = {key: {s for kind, s in srcs.values() if kind == "task"} for key, srcs in work.inputs.items()}
+        self.waiting = {key: len(sources) for key, sources in self.reads.items()}
+        self.readers = {key: len(dependents) for key, dependents in work.dependents.items()}
+        self.freer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lambdaexec-dask-free")
         self.data_inputs: dict[Hashable, tuple[str, Any]] = {}
         self.results: dict[Hashable, Any] = {}
         self.outstanding: set[concurrent.futures.Future] = set()
@@ -121,8 +125,19 @@ class _Run:
                 pretask(key, self.plan.tasks, self.state)
             future.add_done_callback(lambda f, k=key: self.done.put((k, f)))
 
+    def _release_inputs(self, key: Hashable) -> None:
+        """``key``'s call has finished: delete the outputs no other call still has to read."""
+        unread = []
+        for source in self.reads[key]:
+            self.readers[source] -= 1
+            if self.readers[source] == 0:
+                unread.append(self.storage_key(source))
+        if unread:
+            self.freer.submit(self.ex.storage.delete_keys, unread)
+
     def _clean_up(self) -> None:
         """Delete what the graph stored; after a failure, once its running calls have ended."""
+        self.freer.shutdown(wait=True)
         running = [f for f in self.outstanding if not f.cancel()]
         if not running:
             self.ex.storage.delete(self.base + "/")
@@ -145,6 +160,7 @@ class _Run:
                 _, value = future.result()
                 if key in self.wanted_tasks:
                     self.results[key] = value
+                self._release_inputs(key)
                 self.state["running"].discard(key)
                 self.state["finished"].add(key)
                 for posttask in self.posttasks:

@@ -155,6 +155,25 @@ def test_linear_chain_is_one_call(ex):
     assert ex.calls - calls == 4
 
 
+def test_outputs_are_deleted_once_read(ex):
+    # a chain whose every link is read twice (by the next link and by a side task), so nothing
+    # fuses: 40 outputs are stored, but each is needed only until its two readers have run
+    graph = {"a0": (inc, 0)}
+    for i in range(1, 41):
+        graph[f"a{i}"] = (inc, f"a{i - 1}")
+        graph[f"b{i}"] = (operator.neg, f"a{i - 1}")
+    stored = []
+
+    def count_stored(key, result, dsk, state, worker_id):
+        stored.append(len(ex.storage.list(ex.prefix + "/dask/")))
+
+    with dask.callbacks.Callback(posttask=count_stored):
+        got = lambda_get(graph, ["a40", [f"b{i}" for i in range(1, 41)]], executor=ex)
+    assert got == (41, tuple(-i for i in range(1, 41)))
+    assert len(stored) == 81 and max(stored) <= 10  # without the release it climbs to 40
+    assert ex.storage.list(ex.prefix + "/dask/") == []
+
+
 def test_requested_key_also_feeding_another(ex):
     x = da.arange(100, chunks=10)
     s = x.sum()

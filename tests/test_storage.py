@@ -36,6 +36,9 @@ def test_put_get_range_list_delete(store, request):
     assert store.exists(base + "b/z") and not store.exists(base + "b/nope")
     with pytest.raises(KeyError):
         store.get(base + "missing")
+    store.put(base + "a/xx", b"longer name, same prefix")
+    store.delete_keys([base + "a/x", base + "a/gone"])  # exact keys: a/xx stays, absent ones are fine
+    assert store.list(base + "a/") == [base + "a/xx", base + "a/y"]
     store.delete(base + "a/")
     assert store.list(base) == [base + "b/z"]
     store.delete(base)

@@ -1,14 +1,14 @@
 """The storage interface every backend implements, and the registry that finds them.
 
 Everything between the client and the workers passes through one of these: a flat key space
-with whole-object atomic writes, ranged reads, prefix listing and prefix deletion. Keys are
+with whole-object atomic writes, ranged reads, prefix listing, and deletion by prefix or key. Keys are
 ``/``-separated strings; a backend maps them to files, S3 objects or Redis keys.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable, Iterable, Sequence, Union
 
 Chunks = Union[bytes, bytearray, memoryview, Iterable[Union[bytes, bytearray, memoryview]]]
 
@@ -39,9 +39,13 @@ class Storage(abc.ABC):
     def list(self, prefix: str) -> list[str]:
         """Return every key that starts with ``prefix``."""
 
-    @abc.abstractmethod
     def delete(self, prefix: str) -> None:
         """Delete every key that starts with ``prefix`` (nothing if there are none)."""
+        self.delete_keys(self.list(prefix))
+
+    @abc.abstractmethod
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete exactly ``keys``, skipping absent ones, without listing anything."""
 
     def check(self) -> None:
         """Raise :class:`~lambdaexec.errors.ConfigError` saying what to fix if the store is unusable."""

@@ -6,6 +6,7 @@ import itertools
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 
 from lambdaexec.errors import ConfigError
 from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
@@ -94,7 +95,10 @@ class LocalStorage(Storage):
         if prefix.endswith("/") and os.path.isdir(self._file(prefix.rstrip("/"))):
             shutil.rmtree(self._file(prefix.rstrip("/")), ignore_errors=True)
             return
-        for key in self.list(prefix):
+        self.delete_keys(self.list(prefix))
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        for key in keys:
             try:
                 os.unlink(self._file(key))
             except FileNotFoundError:

@@ -5,6 +5,8 @@ Objects live in memory on the Redis server, so keep large inputs and results on 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from lambdaexec.errors import ConfigError
 from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
 
@@ -58,8 +60,7 @@ class RedisStorage(Storage):
     def exists(self, key: str) -> bool:
         return bool(self.client.exists(key))
 
-    def delete(self, prefix: str) -> None:
-        keys = self.list(prefix)
+    def delete_keys(self, keys: Sequence[str]) -> None:
         for i in range(0, len(keys), 1000):
             self.client.delete(*keys[i : i + 1000])
 

@@ -7,6 +7,7 @@ never written into a job or an invocation event.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from lambdaexec.errors import ConfigError
@@ -147,8 +148,7 @@ class S3Storage(Storage):
         except Exception:
             return False
 
-    def delete(self, prefix: str) -> None:
-        keys = self.list(prefix)
-        for i in range(0, len(keys), 1000):
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
             batch = [{"Key": k} for k in keys[i : i + 1000]]
             self._call("delete_objects", Delete={"Objects": batch, "Quiet": True})
