@@ -1,8 +1,8 @@
 """The storage interface every backend implements, and the registry that finds them.
 
 Everything between the client and the workers passes through one of these: a flat key space
-with whole-object atomic writes, ranged reads, prefix listing, and deletion by prefix or key. Keys are
-``/``-separated strings; a backend maps them to files, S3 objects or Redis keys.
+with whole-object atomic writes, ranged reads, prefix listing, and deletion by prefix or by
+key. Keys are ``/``-separated strings; a backend maps them to files, S3 objects or Redis keys.
 """
 
 from __future__ import annotations
