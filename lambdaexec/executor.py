@@ -1,9 +1,8 @@
 """``LambdaExecutor``: a ``concurrent.futures.Executor`` whose calls run on stateless workers.
 
-Submits go to a pending list; a flusher thread takes everything pending at once and uploads it
-as one job per function (the function once, by content hash; all inputs in one object with byte
-ranges), so the many one-at-a-time submits of joblib or dask cost a few uploads, not one each.
-When the flusher is idle the first submit goes out at once: there is no batching delay.
+This module is the public face: it serializes each call at ``submit`` (so a bad argument is
+refused there) and hands it to its :mod:`~lambdaexec.engine`, which uploads calls as jobs and
+owns the threads; the monitor and the invoker do the rest.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import atexit
 import concurrent.futures
 import concurrent.futures.thread  # noqa: F401  (registers its exit hook before ours: see the end)
 import functools
-import hashlib
 import itertools
 import threading
 import time
@@ -22,12 +20,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 from lambdaexec import serialize
 from lambdaexec.config import Config, load_config
+from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Invoker
-from lambdaexec.monitor import Job, Monitor
+from lambdaexec.monitor import Monitor
 from lambdaexec.storage import open_storage
-
-_live: weakref.WeakSet = weakref.WeakSet()
 
 
 def _make_invoker(config: Config, max_tasks_per_child: int | None) -> Invoker:
@@ -77,36 +74,26 @@ class LambdaExecutor(concurrent.futures.Executor):
         if initializer is not None:
             self._init_key = f"{self.prefix}/init"
             self.storage.put(self._init_key, serialize.dumps_function((initializer, tuple(initargs))))
-        self._jobs = itertools.count()
-        self._funcs_uploaded: set[str] = set()
-        self._pending: list[tuple[bytes, list[memoryview], LambdaFuture]] = []
-        self._flushing: list[tuple[bytes, list[memoryview], LambdaFuture]] = []  # being uploaded
-        self._memo: tuple[Any, bytes] | None = None
-        self._cond = threading.Condition()
-        self._shutdown = False
-        self._closed = threading.Event()
         self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child), self.config)
-        self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
-        self._flusher.start()
-        _live.add(self)
+        self._engine = Engine(self.config, self.prefix, self._init_key, self._monitor)
+        # dropped without shutdown: the engine finishes the submitted calls, then stops the workers
+        self._finalizer = weakref.finalize(self, self._engine.shutdown, False)
+        self._finalizer.atexit = False  # the exit hook below waits for every engine instead
 
     # --- submitting -----------------------------------------------------------------------
     def _function_blob(self, fn: Callable) -> bytes:
-        memo = self._memo
+        memo = self._engine.memo
         if memo is not None and memo[0] is fn:
             return memo[1]
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         blob = serialize.dumps_function(fn)
-        self._memo = (fn, blob)
+        self._engine.memo = (fn, blob)
         return blob
 
-    def _enqueue(self, items: list[tuple[bytes, list[memoryview], LambdaFuture]]) -> None:
-        with self._cond:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._pending.extend(items)
-            self._cond.notify()
+    @property
+    def _shutdown(self) -> bool:
+        return self._engine.closing
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> LambdaFuture:
         """Schedule ``fn(*args, **kwargs)``; return its future.
@@ -118,7 +105,7 @@ class LambdaExecutor(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         blob = self._function_blob(fn)
         future = LambdaFuture(time.time())
-        self._enqueue([(blob, serialize.dumps_call(args, kwargs), future)])
+        self._engine.enqueue([(blob, serialize.dumps_call(args, kwargs), future)])
         return future
 
     def map_futures(self, fn: Callable, *iterables: Iterable, chunksize: int = 1) -> list[LambdaFuture]:
@@ -141,7 +128,7 @@ class LambdaExecutor(concurrent.futures.Executor):
             batch = []
             for args, f in zip(items, futures):
                 batch.append((blob, serialize.dumps_call(args, {}), f))
-            self._enqueue(batch)
+            self._engine.enqueue(batch)
             return futures
         chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
         outer = self.map_futures(functools.partial(_run_chunk, fn), chunks)
@@ -170,51 +157,6 @@ class LambdaExecutor(concurrent.futures.Executor):
         results = _results_in_order(futures, end_time)
         return results if chunksize == 1 else itertools.chain.from_iterable(results)
 
-    # --- the flusher thread ---------------------------------------------------------------
-    def _flush_loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed_flag():
-                    self._cond.wait()
-                batch, self._pending, self._memo = self._pending, [], None
-                if not batch:
-                    return
-                self._flushing = batch  # so shutdown(cancel_futures=True) sees these calls too
-            for blob, group in itertools.groupby(batch, key=lambda item: item[0]):
-                self._start_job(blob, [(chunks, f) for _, chunks, f in group])
-            with self._cond:
-                self._flushing = []  # every call is now the monitor's
-            del batch, group  # uploaded: do not hold every call's inputs while waiting
-
-    def _closed_flag(self) -> bool:
-        return self._shutdown and not self._pending
-
-    def _start_job(self, blob: bytes, calls: list[tuple[list[memoryview], LambdaFuture]]) -> None:
-        job_id = f"{next(self._jobs):06d}"
-        prefix = f"{self.prefix}/{job_id}"
-        try:
-            func_key = f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}"
-            if func_key not in self._funcs_uploaded:
-                self.storage.put(func_key, blob)
-                self._funcs_uploaded.add(func_key)
-            ranges, chunks, offset = [], [], 0
-            for call_chunks, _ in calls:
-                size = serialize.size_of(call_chunks)
-                ranges.append((offset, offset + size))
-                chunks.extend(call_chunks)
-                offset = serialize.pad(chunks, offset + size)  # each call's inputs start aligned
-            args_key = f"{prefix}/args"
-            self.storage.put(args_key, chunks)
-        except Exception as err:
-            for _, f in calls:
-                if f.set_running_or_notify_cancel():
-                    f.set_exception(err)
-            return
-        futures = [f for _, f in calls]
-        for i, f in enumerate(futures):
-            f.call_id = f"{job_id}/{i}"
-        self._monitor.add(Job(prefix, func_key, args_key, ranges, futures, init_key=self._init_key))
-
     # --- shutting down --------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; with ``wait``, return once every call has finished.
@@ -222,35 +164,8 @@ class LambdaExecutor(concurrent.futures.Executor):
         ``cancel_futures`` cancels every call that has not started. Without ``wait`` the
         executor finishes its calls and releases its workers in the background.
         """
-        with self._cond:
-            self._shutdown = True
-            pending = [f for _, _, f in self._pending + self._flushing]
-            self._cond.notify()
-        if cancel_futures:
-            for f in pending + self._monitor.outstanding():
-                f.cancel()
-        if wait:
-            self._finish()
-        else:
-            threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
-
-    def _finish(self) -> None:
-        self._flusher.join()
-        while True:
-            outstanding = self._monitor.outstanding()
-            if not outstanding:
-                break
-            concurrent.futures.wait(outstanding)
-        with self._cond:
-            if self._closed.is_set():
-                return
-            self._closed.set()
-        self._monitor.stop()
-        self._monitor.invoker.close()
-        if not self.config.keep_data:
-            self.storage.delete(self.prefix + "/")
-        self.storage.close()
-        _live.discard(self)
+        self._finalizer.detach()
+        self._engine.shutdown(wait, cancel_futures)
 
 
 def _spread(inner: list[LambdaFuture], chunk_future: concurrent.futures.Future) -> None:
@@ -288,13 +203,7 @@ def _results_in_order(futures: list, end_time: float | None) -> Iterator:
             f.cancel()
 
 
-def _shutdown_all() -> None:
-    """At exit, let every executor finish its calls, as ``ProcessPoolExecutor`` does."""
-    for ex in list(_live):
-        ex.shutdown(wait=True)
-
-
 # As the stdlib executors do, finish before the interpreter refuses new threads: a plain
 # ``atexit`` hook runs too late. Registered after ``ThreadPoolExecutor``'s own hook so that it
 # runs before it (they run in reverse), while the monitor's and boto3's thread pools still work.
-getattr(threading, "_register_atexit", atexit.register)(_shutdown_all)
+getattr(threading, "_register_atexit", atexit.register)(shutdown_all)

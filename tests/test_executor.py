@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
 import os
 import socket
 import threading
@@ -190,6 +191,21 @@ def test_shutdown_cancel_futures(storage_settings):
     assert all(f.done() for f in futures)
     assert futures[0].result() == 0
     assert futures[-1].cancelled() and late.cancelled()
+
+
+def test_executor_dropped_without_shutdown_finishes_and_stops_its_workers(storage_settings):
+    # as with ProcessPoolExecutor: the calls already submitted still complete, then the
+    # workers go away, without anyone calling shutdown
+    ex = LambdaExecutor(max_workers=2, **storage_settings)
+    futures = [ex.submit(slow, 0.3, i) for i in range(4)]
+    processes = [w.popen for w in getattr(ex._monitor.invoker, "_workers", [])]
+    del ex
+    gc.collect()
+    assert [f.result(timeout=60) for f in futures] == [0, 1, 2, 3]
+    deadline = time.monotonic() + 30
+    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(p.poll() is not None for p in processes)
 
 
 def test_context_manager_waits(storage_settings):

@@ -12,20 +12,20 @@ import pytest
 from joblib import Parallel, delayed, parallel_backend
 
 import lambdaexec_joblib  # noqa: F401  (registers "lambda")
-from lambdaexec import LambdaExecutor, executor
+from lambdaexec import LambdaExecutor, engine
 from lambdaexec.errors import RemoteTraceback
 
 
 @pytest.fixture(autouse=True)
 def no_executor_left_running():
     """Every executor a test's backend created is closed (workers stopped) soon after the test."""
-    before = set(executor._live)
+    before = set(engine._live)
     yield
     gc.collect()  # a caught exception's traceback may hold the last Parallel call in a cycle
     deadline = time.monotonic() + 30
-    while set(executor._live) - before and time.monotonic() < deadline:
+    while set(engine._live) - before and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not set(executor._live) - before, "the backend left an executor running"
+    assert not set(engine._live) - before, "the backend left an executor running"
 
 
 def square(x):
