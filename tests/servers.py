@@ -5,6 +5,7 @@ Each is started by the test session itself and stopped by its own PID.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -62,13 +63,21 @@ class SeaweedS3:
         ports = {k: free_port() for k in self.PORTS}
         self.endpoint_url = f"http://127.0.0.1:{ports['s3.port']}"
         self.bucket = bucket
-        args = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.dir}", "-s3",
-                "-master.volumeSizeLimitMB=256", "-volume.max=0", *(f"-{k}={v}" for k, v in ports.items())]
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        # one identity, as on AWS: every request must carry a valid SigV4 signature for it
+        identities = os.path.join(self.dir, "s3-identities.json")
+        with open(identities, "w") as f:
+            json.dump({"identities": [{
+                "name": "tests", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                "credentials": [{"accessKey": os.environ["AWS_ACCESS_KEY_ID"],
+                                 "secretKey": os.environ["AWS_SECRET_ACCESS_KEY"]}]}]}, f)
+        args = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.dir}", "-s3",
+                f"-s3.config={identities}", "-master.volumeSizeLimitMB=256", "-volume.max=0",
+                *(f"-{k}={v}" for k, v in ports.items())]
+        with open(self.log, "w") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         import boto3
 
         client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")

@@ -6,6 +6,7 @@ with ``backend="lambda"`` (this module's ``executor`` and ``storage_settings`` f
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import time
@@ -47,7 +48,8 @@ import lambdaexec
 from lambdaexec import LambdaExecutor, protocol
 from lambdaexec.config import load_config
 from lambdaexec.deploy import build_package
-from lambdaexec.invokers.aws_lambda import Boto3Sender, HttpSender, LambdaInvoker, SigV4Signer
+from lambdaexec.invokers.aws_lambda import Boto3Sender, HttpSender, LambdaInvoker
+from lambdaexec.sigv4 import SigV4Signer
 
 
 @pytest.fixture(scope="session")
@@ -302,9 +304,9 @@ def test_sigv4_signature_matches_botocore(token, name):
     request = AWSRequest("POST", f"https://lambda.eu-west-1.amazonaws.com{path}", data=body,
                          headers={"X-Amz-Invocation-Type": "Event"})
     SigV4Auth(creds, "lambda", "eu-west-1").add_auth(request)
-    ours = SigV4Signer("eu-west-1").sign(creds.get_frozen_credentials(), "lambda.eu-west-1.amazonaws.com",
-                                         path, body, {"X-Amz-Invocation-Type": "Event"},
-                                         amz_date=request.headers["X-Amz-Date"])
+    ours = SigV4Signer("eu-west-1", "lambda").sign(
+        creds.get_frozen_credentials(), "POST", "lambda.eu-west-1.amazonaws.com", urllib.parse.quote(path, safe="/~"),
+        {"X-Amz-Invocation-Type": "Event"}, hashlib.sha256(body).hexdigest(), amz_date=request.headers["X-Amz-Date"])
     assert ours["Authorization"] == request.headers["Authorization"]
     assert datetime.datetime.strptime(ours["X-Amz-Date"], "%Y%m%dT%H%M%SZ")
 

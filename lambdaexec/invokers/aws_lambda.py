@@ -31,9 +31,7 @@ an HTTP(S) proxy is configured in the environment, boto3's own client is used in
 from __future__ import annotations
 
 import collections
-import datetime
 import hashlib
-import hmac
 import http.client
 import json
 import random
@@ -48,6 +46,7 @@ from lambdaexec import protocol
 from lambdaexec.config import Config
 from lambdaexec.errors import ConfigError
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
+from lambdaexec.sigv4 import SigV4Signer
 from lambdaexec.storage import open_storage
 
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
@@ -105,49 +104,6 @@ def invoke_url(config: Config, region: str) -> str:
     return f"{base}/2015-03-31/functions/{urllib.parse.quote(config.function_name, safe='')}/invocations"
 
 
-class SigV4Signer:
-    """AWS Signature Version 4 for ``POST`` requests with a small fixed set of headers.
-
-    Equivalent to ``botocore.auth.SigV4Auth`` for these requests (the tests check that both
-    produce the same ``Authorization``), without botocore's per-request overhead; the signing
-    key is cached per day.
-    """
-
-    def __init__(self, region: str, service: str = "lambda"):
-        self.region, self.service = region, service
-        self._key: tuple[str, str, bytes] = ("", "", b"")
-
-    def _signing_key(self, secret: str, day: str) -> bytes:
-        if self._key[:2] != (secret, day):
-            k = hmac.new(("AWS4" + secret).encode(), day.encode(), hashlib.sha256).digest()
-            for part in (self.region, self.service, "aws4_request"):
-                k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-            self._key = (secret, day, k)
-        return self._key[2]
-
-    def sign(self, creds: Any, host: str, path: str, body: bytes, headers: dict[str, str],
-             amz_date: str | None = None) -> dict[str, str]:
-        """Return ``headers`` plus ``Host``, ``X-Amz-Date``, ``X-Amz-Security-Token`` (when the
-        credentials have a token) and ``Authorization``, every header signed."""
-        amz_date = amz_date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        day = amz_date[:8]
-        out = {"Host": host, "X-Amz-Date": amz_date, **headers}
-        if creds.token:
-            out["X-Amz-Security-Token"] = creds.token
-        canon = sorted((k.lower(), " ".join(v.split())) for k, v in out.items())
-        signed = ";".join(k for k, _ in canon)
-        request = "\n".join([
-            "POST", urllib.parse.quote(path, safe="/~"), "",
-            *(f"{k}:{v}" for k, v in canon), "", signed, hashlib.sha256(body).hexdigest(),
-        ])
-        scope = f"{day}/{self.region}/{self.service}/aws4_request"
-        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(request.encode()).hexdigest()}"
-        signature = hmac.new(self._signing_key(creds.secret_key, day), to_sign.encode(), hashlib.sha256).hexdigest()
-        out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
-                                f"SignedHeaders={signed}, Signature={signature}")
-        return out
-
-
 def _credentials(session: Any) -> Any:
     creds = session.get_credentials()
     if creds is None:
@@ -167,7 +123,7 @@ class HttpSender:
         self.https = parts.scheme == "https"
         self.host, self.path = parts.netloc, parts.path
         self.credentials = _credentials(session)
-        self.signer = SigV4Signer(self.region)
+        self.signer = SigV4Signer(self.region, "lambda")
         self._ssl = ssl.create_default_context() if self.https else None
         self._local = threading.local()
 
@@ -184,8 +140,8 @@ class HttpSender:
     def invoke(self, payload: bytes, invocation_type: str = "Event") -> InvokeResult:
         """Send one invocation; never raises for network or HTTP errors."""
         creds = self.credentials.get_frozen_credentials()
-        headers = self.signer.sign(creds, self.host, self.path, payload,
-                                   {"X-Amz-Invocation-Type": invocation_type})
+        headers = self.signer.sign(creds, "POST", self.host, urllib.parse.quote(self.path, safe="/~"),
+                                   {"X-Amz-Invocation-Type": invocation_type}, hashlib.sha256(payload).hexdigest())
         headers["Content-Type"] = "application/json"
         conn = self._connection()
         try:
