@@ -46,10 +46,10 @@ from workloads import die_once, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor, protocol
+from lambdaexec.aws_http import SigV4Signer
 from lambdaexec.config import load_config
 from lambdaexec.deploy import build_package
 from lambdaexec.invokers.aws_lambda import Boto3Sender, HttpSender, LambdaInvoker
-from lambdaexec.sigv4 import SigV4Signer
 
 
 @pytest.fixture(scope="session")

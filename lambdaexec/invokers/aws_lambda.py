@@ -35,7 +35,6 @@ import hashlib
 import http.client
 import json
 import random
-import ssl
 import threading
 import time
 import urllib.parse
@@ -43,10 +42,10 @@ import urllib.request
 from typing import Any
 
 from lambdaexec import protocol
+from lambdaexec.aws_http import Connections, SigV4Signer, proxied
 from lambdaexec.config import Config
 from lambdaexec.errors import ConfigError
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
-from lambdaexec.sigv4 import SigV4Signer
 from lambdaexec.storage import open_storage
 
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
@@ -120,37 +119,25 @@ class HttpSender:
         self.region = resolve_region(config, session)
         self.url = invoke_url(config, self.region)
         parts = urllib.parse.urlsplit(self.url)
-        self.https = parts.scheme == "https"
         self.host, self.path = parts.netloc, parts.path
+        self.canonical_path = urllib.parse.quote(self.path, safe="/~")  # Lambda's: encoded once more
         self.credentials = _credentials(session)
         self.signer = SigV4Signer(self.region, "lambda")
-        self._ssl = ssl.create_default_context() if self.https else None
-        self._local = threading.local()
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self.https:
-                conn = http.client.HTTPSConnection(self.host, timeout=30, context=self._ssl)
-            else:
-                conn = http.client.HTTPConnection(self.host, timeout=30)
-            self._local.conn = conn
-        return conn
+        self.connections = Connections(self.host, parts.scheme == "https", timeout=30)
 
     def invoke(self, payload: bytes, invocation_type: str = "Event") -> InvokeResult:
         """Send one invocation; never raises for network or HTTP errors."""
         creds = self.credentials.get_frozen_credentials()
-        headers = self.signer.sign(creds, "POST", self.host, urllib.parse.quote(self.path, safe="/~"),
+        headers = self.signer.sign(creds, "POST", self.host, self.canonical_path,
                                    {"X-Amz-Invocation-Type": invocation_type}, hashlib.sha256(payload).hexdigest())
         headers["Content-Type"] = "application/json"
-        conn = self._connection()
+        conn = self.connections.get()
         try:
             conn.request("POST", self.path, body=payload, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as err:
-            conn.close()
-            self._local.conn = None
+            self.connections.drop()
             return InvokeResult(0, type(err).__name__, str(err))
         if resp.status < 300:
             return InvokeResult(resp.status)
@@ -213,11 +200,7 @@ class Boto3Sender:
 
 def make_sender(config: Config) -> HttpSender | Boto3Sender:
     """The fast :class:`HttpSender`, or :class:`Boto3Sender` when an HTTP(S) proxy is set."""
-    proxies = urllib.request.getproxies()
-    url = invoke_url(config, config.region or "us-east-1")
-    scheme = urllib.parse.urlsplit(url).scheme
-    bypass = urllib.request.proxy_bypass(urllib.parse.urlsplit(url).hostname or "") if proxies else True
-    if proxies.get(scheme) and not bypass:
+    if proxied(invoke_url(config, config.region or "us-east-1")):
         return Boto3Sender(config)
     return HttpSender(config)
 

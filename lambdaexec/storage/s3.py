@@ -7,15 +7,14 @@ never written into a job or an invocation event.
 from __future__ import annotations
 
 import http.client
-import ssl
 import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
+from lambdaexec.aws_http import EMPTY_SHA256, Connections, SigV4Signer, proxied
 from lambdaexec.errors import ConfigError
-from lambdaexec.sigv4 import EMPTY_SHA256, SigV4Signer
 from lambdaexec.storage.base import ChunkReader, Chunks, Storage, as_chunks, register
 
 _SINGLE_PUT_LIMIT = 16 * 2**20
@@ -69,7 +68,7 @@ def _explain(err: Exception, bucket: str) -> Exception:
 
 class _SignedGetter:
     """``GetObject`` over one keep-alive HTTP(S) connection per thread, signed with
-    :class:`~lambdaexec.sigv4.SigV4Signer`: about a quarter of boto3's client CPU per request,
+    :class:`~lambdaexec.aws_http.SigV4Signer`: about a seventh of boto3's client CPU per request,
     which is what bounds how fast a client collects many small results.
 
     It answers ``None`` whenever it is not sure (a redirect, any error but a missing key, a
@@ -80,7 +79,6 @@ class _SignedGetter:
 
     def __init__(self, url: str, path_style: bool, bucket: str, region: str, credentials: Any):
         parts = urllib.parse.urlsplit(url)
-        self.https = parts.scheme == "https"
         if path_style:
             self.host, self.base = parts.netloc, f"{parts.path.rstrip('/')}/{bucket}/"
         else:
@@ -88,16 +86,13 @@ class _SignedGetter:
         self.credentials = credentials
         self.signer = SigV4Signer(region, "s3")
         self.broken = False
-        self._ssl = ssl.create_default_context() if self.https else None
-        self._local = threading.local()
+        self.connections = Connections(self.host, parts.scheme == "https", timeout=60)
 
     @classmethod
     def for_client(cls, client: Any, bucket: str, endpoint_url: str | None) -> _SignedGetter | None:
         """One for ``client``'s endpoint, region and credentials; ``None`` where boto3 must do it."""
         url = client.meta.endpoint_url
-        scheme = urllib.parse.urlsplit(url).scheme
-        proxies = urllib.request.getproxies()
-        if proxies.get(scheme) and not urllib.request.proxy_bypass(urllib.parse.urlsplit(url).hostname or ""):
+        if proxied(url):
             return None
         # the client's own credentials (its chain, refreshed as they expire)
         credentials = getattr(getattr(client, "_request_signer", None), "_credentials", None)
@@ -107,16 +102,6 @@ class _SignedGetter:
         # when the bucket name cannot be a host name label
         path_style = bool(endpoint_url) or "." in bucket or bucket.lower() != bucket
         return cls(url, path_style, bucket, client.meta.region_name, credentials)
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            if self.https:
-                conn = http.client.HTTPSConnection(self.host, timeout=60, context=self._ssl)
-            else:
-                conn = http.client.HTTPConnection(self.host, timeout=60)
-            self._local.conn = conn
-        return conn
 
     def get(self, key: str, byte_range: str | None) -> bytearray | None:
         """The object (or its ``byte_range``); ``KeyError`` if it does not exist; ``None``: ask boto3."""
@@ -128,7 +113,7 @@ class _SignedGetter:
             headers["Range"] = byte_range
         headers = self.signer.sign(self.credentials.get_frozen_credentials(), "GET", self.host, path,
                                    headers, EMPTY_SHA256)
-        conn = self._connection()
+        conn = self.connections.get()
         try:
             conn.request("GET", path, headers=headers)
             resp = conn.getresponse()
@@ -148,8 +133,7 @@ class _SignedGetter:
                 got += n
             return buf
         except (OSError, http.client.HTTPException):
-            conn.close()
-            self._local.conn = None
+            self.connections.drop()
             return None
 
 

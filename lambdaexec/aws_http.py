@@ -1,5 +1,5 @@
-"""AWS Signature Version 4, for the two requests lambdaexec sends by hand: Lambda ``Invoke``
-(the invoker) and S3 ``GetObject`` (result downloads).
+"""The two AWS requests lambdaexec sends by hand, Lambda ``Invoke`` (the invoker) and S3
+``GetObject`` (result downloads): Signature Version 4 signing and keep-alive connections.
 
 botocore signs the same way but spends milliseconds of Python per request building its model
 of the call; at thousands of requests per second that is the client's bottleneck. The tests
@@ -11,6 +11,11 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import http.client
+import ssl
+import threading
+import urllib.parse
+import urllib.request
 from typing import Any
 
 #: the payload hash of a request without a body
@@ -61,3 +66,37 @@ class SigV4Signer:
         out["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
                                 f"SignedHeaders={signed}, Signature={signature}")
         return out
+
+
+def proxied(url: str) -> bool:
+    """Whether the environment sends requests to ``url`` through an HTTP(S) proxy (then
+    boto3, which speaks to proxies, sends them instead of us)."""
+    parts = urllib.parse.urlsplit(url)
+    return bool(urllib.request.getproxies().get(parts.scheme)) and not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+class Connections:
+    """One keep-alive HTTP(S) connection to ``host`` per thread (a connection is not thread-safe)."""
+
+    def __init__(self, host: str, https: bool, timeout: float):
+        self.host, self.https, self.timeout = host, https, timeout
+        self._ssl = ssl.create_default_context() if https else None
+        self._local = threading.local()
+
+    def get(self) -> http.client.HTTPConnection:
+        """This thread's connection, opened on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.https:
+                conn = http.client.HTTPSConnection(self.host, timeout=self.timeout, context=self._ssl)
+            else:
+                conn = http.client.HTTPConnection(self.host, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def drop(self) -> None:
+        """Close this thread's connection (after an error); the next :meth:`get` opens another."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
