@@ -124,7 +124,10 @@ class _SignedGetter:
                 if resp.status in (301, 307, 400):
                     self.broken = True
                 return None
-            buf = bytearray(int(resp.getheader("Content-Length") or 0))
+            length = resp.getheader("Content-Length")
+            if length is None:  # not S3's way, but then read to the end
+                return bytearray(resp.read())
+            buf = bytearray(int(length))
             view, got = memoryview(buf), 0
             while got < len(buf):
                 n = resp.readinto(view[got:])
