@@ -109,10 +109,10 @@ def test_missing_credentials_are_named_at_construction(s3_settings, monkeypatch,
         LambdaExecutor(**s3_settings)
 
 
-def test_s3_reads_are_signed_by_us_and_checked_by_the_server(s3_settings, monkeypatch):
-    # SeaweedFS checks every request's SigV4 signature, as AWS does: reads go through our own
-    # signer (not boto3) and are accepted; with a wrong secret they are refused, so the
-    # acceptance means something
+def test_s3_reads_and_writes_are_signed_by_us_and_checked_by_the_server(s3_settings, monkeypatch):
+    # SeaweedFS checks every request's SigV4 signature, as AWS does: reads and writes go
+    # through our own signer (not boto3) and are accepted; with a wrong secret they are
+    # refused, so the acceptance means something
     from lambdaexec.storage import s3
 
     spec = {"kind": "s3", "bucket": s3_settings["bucket"], "endpoint_url": s3_settings["endpoint_url"],
@@ -124,14 +124,17 @@ def test_s3_reads_are_signed_by_us_and_checked_by_the_server(s3_settings, monkey
     assert bytes(store.get("signed/a b+c~d", 7)) == b"789"
     with pytest.raises(KeyError):
         store.get("signed/missing")
-    assert store.stats == {"signed_gets": 3, "boto3_gets": 0}
+    assert store.stats == {"signed_gets": 3, "boto3_gets": 0, "signed_puts": 1, "boto3_puts": 0}
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
     monkeypatch.setattr(s3, "_clients", {})  # a fresh client, which reads the credentials anew
     impostor = open_storage(spec)
     with pytest.raises(Exception, match="SignatureDoesNotMatch"):
         impostor.get("signed/a b+c~d")
-    assert impostor.stats["boto3_gets"] == 1  # refused by hand, then by boto3, which raised
+    with pytest.raises(Exception, match="SignatureDoesNotMatch"):
+        impostor.put("signed/a b+c~d", b"overwritten")
+    assert impostor.stats["boto3_gets"] == impostor.stats["boto3_puts"] == 1  # refused by hand, then by boto3
+    assert bytes(store.get("signed/a b+c~d")) == b"0123456789"
 
 
 @pytest.mark.parametrize("token", [None, "session-token"])

@@ -6,6 +6,7 @@ never written into a job or an invocation event.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import threading
 import urllib.parse
@@ -66,10 +67,11 @@ def _explain(err: Exception, bucket: str) -> Exception:
     return err
 
 
-class _SignedGetter:
-    """``GetObject`` over one keep-alive HTTP(S) connection per thread, signed with
-    :class:`~lambdaexec.aws_http.SigV4Signer`: about a seventh of boto3's client CPU per request,
-    which is what bounds how fast a client collects many small results.
+class _SignedRequests:
+    """``GetObject`` and single-part ``PutObject`` over one keep-alive HTTP(S) connection per
+    thread, signed with :class:`~lambdaexec.aws_http.SigV4Signer`: about a seventh of boto3's
+    client CPU per request, which is what bounds how fast a client collects many small results
+    (and how much CPU a worker spends writing one).
 
     It answers ``None`` whenever it is not sure (a redirect, any error but a missing key, a
     broken connection) and the caller asks boto3 instead, which retries and explains errors.
@@ -89,7 +91,7 @@ class _SignedGetter:
         self.connections = Connections(self.host, parts.scheme == "https", timeout=60)
 
     @classmethod
-    def for_client(cls, client: Any, bucket: str, endpoint_url: str | None) -> _SignedGetter | None:
+    def for_client(cls, client: Any, bucket: str, endpoint_url: str | None) -> _SignedRequests | None:
         """One for ``client``'s endpoint, region and credentials; ``None`` where boto3 must do it."""
         url = client.meta.endpoint_url
         if proxied(url):
@@ -103,6 +105,19 @@ class _SignedGetter:
         path_style = bool(endpoint_url) or "." in bucket or bucket.lower() != bucket
         return cls(url, path_style, bucket, client.meta.region_name, credentials)
 
+    def put(self, key: str, chunks: list[memoryview], size: int) -> bool | None:
+        """Store ``chunks`` at ``key``: ``True``, or ``None``: ask boto3."""
+        if self.broken:
+            return None
+        digest = hashlib.sha256()
+        for chunk in chunks:
+            digest.update(chunk)
+        path = self.base + urllib.parse.quote(key, safe="/~")
+        headers = self.signer.sign(self.credentials.get_frozen_credentials(), "PUT", self.host, path,
+                                   {"Content-Length": str(size), "X-Amz-Content-SHA256": digest.hexdigest()},
+                                   digest.hexdigest())
+        return self._send("PUT", path, headers, chunks) is not None
+
     def get(self, key: str, byte_range: str | None) -> bytearray | None:
         """The object (or its ``byte_range``); ``KeyError`` if it does not exist; ``None``: ask boto3."""
         if self.broken:
@@ -113,13 +128,26 @@ class _SignedGetter:
             headers["Range"] = byte_range
         headers = self.signer.sign(self.credentials.get_frozen_credentials(), "GET", self.host, path,
                                    headers, EMPTY_SHA256)
+        return self._send("GET", path, headers, None, key)
+
+    def _send(self, method: str, path: str, headers: dict[str, str], body: list[memoryview] | None,
+              key: str = "") -> bytearray | None:
+        """The response body of a success; ``KeyError`` for a missing key; ``None`` otherwise."""
         conn = self.connections.get()
         try:
-            conn.request("GET", path, headers=headers)
+            if body is None:
+                conn.request(method, path, headers=headers)
+            else:
+                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                for name, value in headers.items():
+                    conn.putheader(name, value)
+                conn.endheaders()
+                for chunk in body:
+                    conn.send(chunk)
             resp = conn.getresponse()
             if resp.status not in (200, 206):
-                body = resp.read()
-                if resp.status == 404 and b"<Code>NoSuchKey</Code>" in body:
+                text = resp.read()
+                if resp.status == 404 and b"<Code>NoSuchKey</Code>" in text:
                     raise KeyError(key)
                 if resp.status in (301, 307, 400):
                     self.broken = True
@@ -134,6 +162,7 @@ class _SignedGetter:
                 if not n:
                     raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
                 got += n
+            resp.read()  # ends the response (an empty one too), so the connection can be reused
             return buf
         except (OSError, http.client.HTTPException):
             self.connections.drop()
@@ -152,9 +181,9 @@ class S3Storage(Storage):
         self.bucket = bucket
         self.spec = {"kind": "s3", "bucket": bucket, "region": region, "endpoint_url": endpoint_url}
         self.client = s3_client(region, endpoint_url)
-        self._signed = _SignedGetter.for_client(self.client, bucket, endpoint_url)
-        #: how reads were served, for benchmarks and tests
-        self.stats = {"signed_gets": 0, "boto3_gets": 0}
+        self._signed = _SignedRequests.for_client(self.client, bucket, endpoint_url)
+        #: how reads and single-part writes were sent, for benchmarks and tests
+        self.stats = {"signed_gets": 0, "boto3_gets": 0, "signed_puts": 0, "boto3_puts": 0}
 
     def check(self) -> None:
         """Credentials present and the bucket reachable: one HEAD request."""
@@ -173,6 +202,10 @@ class S3Storage(Storage):
         chunks = as_chunks(data)
         size = sum(len(c) for c in chunks)
         if size <= _SINGLE_PUT_LIMIT:
+            if self._signed is not None and self._signed.put(key, chunks, size):
+                self.stats["signed_puts"] += 1
+                return size
+            self.stats["boto3_puts"] += 1
             body = bytes(chunks[0]) if len(chunks) == 1 else b"".join(chunks)
             self._call("put_object", Key=key, Body=body)
         else:
