@@ -177,12 +177,10 @@ class _Aws:
     ``lambda_endpoint_url``; other services honour boto3's ``AWS_ENDPOINT_URL_<SERVICE>``."""
 
     def __init__(self, config: Config):
-        import boto3
-
-        from lambdaexec.invokers.aws_lambda import resolve_region
+        from lambdaexec.invokers.aws_lambda import aws_session, resolve_region
 
         self.config = config
-        self.session = boto3.session.Session(region_name=config.region or None)
+        self.session = aws_session(config)
         self.region = resolve_region(config, self.session)
         self._clients: dict[str, Any] = {}
         self._identity: dict[str, str] | None = None

@@ -38,7 +38,6 @@ import random
 import threading
 import time
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from lambdaexec import protocol
@@ -82,7 +81,8 @@ class InvokeResult:
         return f"InvokeResult({self.status}, {self.error!r}, {self.message!r})"
 
 
-def _session(config: Config) -> Any:
+def aws_session(config: Config) -> Any:
+    """A boto3 session in ``config``'s region (its credential chain is boto3's own)."""
     import boto3
 
     return boto3.session.Session(region_name=config.region or None)
@@ -90,7 +90,7 @@ def _session(config: Config) -> Any:
 
 def resolve_region(config: Config, session: Any = None) -> str:
     """The AWS region: the ``region`` setting, else boto3's (``AWS_REGION``, profile, ...)."""
-    region = config.region or (session or _session(config)).region_name
+    region = config.region or (session or aws_session(config)).region_name
     if not region:
         raise ConfigError("no AWS region set: set region= or LAMBDAEXEC_REGION (or AWS_REGION, or a "
                           "region in your AWS profile: `aws configure set region us-east-1`)")
@@ -115,7 +115,7 @@ class HttpSender:
     """Sends Invoke requests over one keep-alive HTTP(S) connection per thread."""
 
     def __init__(self, config: Config, session: Any = None):
-        session = session or _session(config)
+        session = session or aws_session(config)
         self.region = resolve_region(config, session)
         self.url = invoke_url(config, self.region)
         parts = urllib.parse.urlsplit(self.url)
@@ -164,7 +164,7 @@ class Boto3Sender:
     def __init__(self, config: Config, session: Any = None, pool: int = _MAX_THREADS):
         from botocore.config import Config as BotoConfig
 
-        session = session or _session(config)
+        session = session or aws_session(config)
         self.region = resolve_region(config, session)
         _credentials(session)
         self.client = session.client(

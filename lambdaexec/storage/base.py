@@ -95,6 +95,18 @@ def as_chunks(data: Chunks) -> list[memoryview]:
     return [memoryview(c).cast("B") for c in data]
 
 
+def read_exactly(readinto: Callable[[memoryview], int | None], size: int, what: str) -> bytearray:
+    """Read ``size`` bytes with a stream's ``readinto``; ``OSError`` naming ``what`` if it ends sooner."""
+    buf = bytearray(size)
+    view, got = memoryview(buf), 0
+    while got < size:
+        n = readinto(view[got:])
+        if not n:
+            raise OSError(f"{what} ended after {got} of {size} bytes")
+        got += n
+    return buf
+
+
 class ChunkReader:
     """A read-only binary file over a list of byte chunks, for uploaders that want a file."""
 

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 
 from lambdaexec.errors import ConfigError
-from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
+from lambdaexec.storage.base import Chunks, Storage, as_chunks, read_exactly, register
 
 _tmp_names = itertools.count()
 
@@ -69,14 +69,7 @@ class LocalStorage(Storage):
             if start:
                 f.seek(start)
             size = os.fstat(f.fileno()).st_size if end is None else min(end, os.fstat(f.fileno()).st_size)
-            buf = bytearray(max(0, size - (start or 0)))
-            view, got = memoryview(buf), 0
-            while got < len(buf):
-                n = f.readinto(view[got:])
-                if not n:
-                    break
-                got += n
-            return buf
+            return read_exactly(f.readinto, max(0, size - (start or 0)), f"stored object {key!r}")
 
     def list(self, prefix: str) -> list[str]:
         folder, _, _ = prefix.rpartition("/")

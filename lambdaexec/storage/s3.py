@@ -10,13 +10,12 @@ import hashlib
 import http.client
 import threading
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
 from lambdaexec.aws_http import EMPTY_SHA256, Connections, SigV4Signer, proxied
 from lambdaexec.errors import ConfigError
-from lambdaexec.storage.base import ChunkReader, Chunks, Storage, as_chunks, register
+from lambdaexec.storage.base import ChunkReader, Chunks, Storage, as_chunks, read_exactly, register
 
 _SINGLE_PUT_LIMIT = 16 * 2**20
 _READ_CHUNK = 2**20
@@ -107,43 +106,36 @@ class _SignedRequests:
 
     def put(self, key: str, chunks: list[memoryview], size: int) -> bool | None:
         """Store ``chunks`` at ``key``: ``True``, or ``None``: ask boto3."""
-        if self.broken:
-            return None
         digest = hashlib.sha256()
         for chunk in chunks:
             digest.update(chunk)
-        path = self.base + urllib.parse.quote(key, safe="/~")
-        headers = self.signer.sign(self.credentials.get_frozen_credentials(), "PUT", self.host, path,
-                                   {"Content-Length": str(size), "X-Amz-Content-SHA256": digest.hexdigest()},
-                                   digest.hexdigest())
-        return self._send("PUT", path, headers, chunks) is not None
+        payload_hash = digest.hexdigest()
+        headers = {"Content-Length": str(size), "X-Amz-Content-SHA256": payload_hash}
+        return self._send("PUT", key, headers, payload_hash, chunks) is not None
 
     def get(self, key: str, byte_range: str | None) -> bytearray | None:
         """The object (or its ``byte_range``); ``KeyError`` if it does not exist; ``None``: ask boto3."""
-        if self.broken:
-            return None
-        path = self.base + urllib.parse.quote(key, safe="/~")
         headers = {"X-Amz-Content-SHA256": EMPTY_SHA256}
         if byte_range:
             headers["Range"] = byte_range
-        headers = self.signer.sign(self.credentials.get_frozen_credentials(), "GET", self.host, path,
-                                   headers, EMPTY_SHA256)
-        return self._send("GET", path, headers, None, key)
+        return self._send("GET", key, headers, EMPTY_SHA256, ())
 
-    def _send(self, method: str, path: str, headers: dict[str, str], body: list[memoryview] | None,
-              key: str = "") -> bytearray | None:
+    def _send(self, method: str, key: str, headers: dict[str, str], payload_hash: str,
+              body: list[memoryview] | tuple) -> bytearray | None:
         """The response body of a success; ``KeyError`` for a missing key; ``None`` otherwise."""
+        if self.broken:
+            return None
+        path = self.base + urllib.parse.quote(key, safe="/~")
+        headers = self.signer.sign(self.credentials.get_frozen_credentials(), method, self.host, path,
+                                   headers, payload_hash)
         conn = self.connections.get()
         try:
-            if body is None:
-                conn.request(method, path, headers=headers)
-            else:
-                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
-                for name, value in headers.items():
-                    conn.putheader(name, value)
-                conn.endheaders()
-                for chunk in body:
-                    conn.send(chunk)
+            conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            for chunk in body:
+                conn.send(chunk)
             resp = conn.getresponse()
             if resp.status not in (200, 206):
                 text = resp.read()
@@ -155,13 +147,7 @@ class _SignedRequests:
             length = resp.getheader("Content-Length")
             if length is None:  # not S3's way, but then read to the end
                 return bytearray(resp.read())
-            buf = bytearray(int(length))
-            view, got = memoryview(buf), 0
-            while got < len(buf):
-                n = resp.readinto(view[got:])
-                if not n:
-                    raise http.client.IncompleteRead(bytes(view[:got]), len(buf) - got)
-                got += n
+            buf = read_exactly(resp.readinto, int(length), f"S3 object {key!r}")
             resp.read()  # ends the response (an empty one too), so the connection can be reused
             return buf
         except (OSError, http.client.HTTPException):
