@@ -14,22 +14,13 @@ from typing import Any
 from dask._task_spec import GraphNode
 
 from lambdaexec import serialize
-from lambdaexec.storage import Storage, open_storage
+from lambdaexec.storage import Storage, shared_storage
 
 CACHE_BYTES = 128 << 20  # per worker process
 
-_stores: dict[str, Storage] = {}
 _cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 _cached_bytes = 0
 _lock = threading.Lock()
-
-
-def _store(spec: dict[str, Any]) -> Storage:
-    name = repr(sorted(spec.items()))
-    with _lock:
-        if name not in _stores:
-            _stores[name] = open_storage(spec)
-        return _stores[name]
 
 
 def _remember(key: str, value: Any, nbytes: int) -> None:
@@ -64,7 +55,7 @@ def run_task(spec: dict[str, Any], node: GraphNode, inputs: dict[Hashable, tuple
     Returns ``(stored bytes, the output if return_value else None)``: only a small reference
     travels back to the client unless it asked for the value itself.
     """
-    store = _store(spec)
+    store = shared_storage(spec)
     values = {key: _load(store, where) if how == "ref" else where for key, (how, where) in inputs.items()}
     result = node(values)
     nbytes = 0

@@ -18,19 +18,11 @@ from typing import Any
 
 from lambdaexec import protocol, serialize
 from lambdaexec.errors import RemoteError
-from lambdaexec.storage import Storage, open_storage
+from lambdaexec.storage import Storage, shared_storage
 
 _LOG_LIMIT = 1 << 20
-_stores: dict[str, Storage] = {}
 _functions: OrderedDict[str, Any] = OrderedDict()
 _initialized: set[str] = set()
-
-
-def _storage(spec: dict[str, Any]) -> Storage:
-    key = repr(sorted(spec.items()))
-    if key not in _stores:
-        _stores[key] = open_storage(spec)
-    return _stores[key]
 
 
 def _function(store: Storage, key: str) -> tuple[Any, int]:
@@ -101,7 +93,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Run the calls named in ``event`` and write each one's result to storage."""
     received = time.time()
     os.environ["LAMBDAEXEC_IN_WORKER"] = "1"
-    store = _storage(event["storage"])
+    store = shared_storage(event["storage"])
     prefix = event["job_prefix"]
     worker = _worker_id(context)
     try:

@@ -8,6 +8,7 @@ key. Keys are ``/``-separated strings; a backend maps them to files, S3 objects 
 from __future__ import annotations
 
 import abc
+import threading
 from typing import Any, Callable, Iterable, Sequence, Union
 
 Chunks = Union[bytes, bytearray, memoryview, Iterable[Union[bytes, bytearray, memoryview]]]
@@ -86,6 +87,20 @@ def open_storage(spec: dict[str, Any]) -> Storage:
             f"unknown storage kind {kind!r}; choose one of {sorted(_REGISTRY)}"
         ) from None
     return factory(**spec)
+
+
+_shared: dict[str, Storage] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_storage(spec: dict[str, Any]) -> Storage:
+    """This process's one open store for ``spec``, opened on first use and kept: a warm worker
+    reuses its connections from call to call (never closed; for workers, not clients)."""
+    name = repr(sorted(spec.items()))
+    with _shared_lock:
+        if name not in _shared:
+            _shared[name] = open_storage(spec)
+        return _shared[name]
 
 
 def as_chunks(data: Chunks) -> list[memoryview]:
