@@ -14,7 +14,9 @@ then takes the same SIMD paths, and sums in the same order, as on the client.
 
 from __future__ import annotations
 
+import collections
 import functools
+import io
 import os
 import pickle
 import struct
@@ -25,6 +27,7 @@ from typing import Any, Iterator
 
 import cloudpickle
 
+from lambdaexec import source
 from lambdaexec.errors import UnpicklableError
 
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -32,6 +35,24 @@ CLOUDPICKLE_VERSION = cloudpickle.__version__
 
 # packages that every worker runtime has installed: always by reference
 _RUNTIME_PACKAGES = {"lambdaexec", "worker", "lambdaexec_joblib", "lambdaexec_dask", "cloudpickle"}
+
+
+class Pickler(cloudpickle.Pickler):
+    """cloudpickle's pickler, but code shipped by value keeps its file name and source text.
+
+    See :mod:`lambdaexec.source`: remote tracebacks then name the user's file and show the line.
+    """
+
+    dispatch_table = collections.ChainMap(
+        {types.CodeType: source.reducer(cloudpickle.Pickler.dispatch_table[types.CodeType])},
+        cloudpickle.Pickler.dispatch_table,
+    )
+
+
+def _pickle(obj: Any, buffer_callback: Any) -> bytes:
+    with io.BytesIO() as out:
+        Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
+        return out.getvalue()
 
 
 _JOIN_BELOW = 1 << 16
@@ -107,7 +128,7 @@ def dumps(obj: Any) -> list[memoryview]:
     """Serialize ``obj`` to chunks (header, pickle, out-of-band buffers). See module docs."""
     buffers: list[pickle.PickleBuffer] = []
     try:
-        data = cloudpickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        data = _pickle(obj, buffers.append)
     except Exception as err:
         raise UnpicklableError(describe_unpicklable(obj, "value", err)) from err
     raws = [b.raw() for b in buffers]
@@ -147,7 +168,7 @@ def size_of(chunks: list[memoryview]) -> int:
 
 def _picklable(obj: Any) -> bool:
     try:
-        cloudpickle.dumps(obj, protocol=5, buffer_callback=lambda b: None)
+        _pickle(obj, lambda b: None)
         return True
     except Exception:
         return False

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from lambdaexec import LambdaExecutor
+from lambdaexec import LambdaExecutor, serialize
 
 
 def test_function_from_a_user_module_travels_by_value(tmp_path, monkeypatch):
@@ -56,3 +56,40 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
                                           "LAMBDAEXEC_STORAGE": "s3"})
     assert out.returncode == 1
     assert "needs a bucket" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_traceback_shows_source_of_a_file_the_worker_does_not_have(tmp_path):
+    """A worker without the user's files (as on Lambda) still shows their lines in tracebacks."""
+    (tmp_path / "gone.py").write_text(textwrap.dedent("""
+        def helper(x):
+            return 1 / x  # the line a user must see
+
+
+        def entry(x):
+            return helper(x)
+    """))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import gone
+
+        blob = serialize.dumps_function(gone.entry)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("gone", None)
+    (tmp_path / "gone.py").unlink()  # the worker's machine does not have it
+    (tmp_path / "fn.bin").write_bytes(blob)
+    script = textwrap.dedent(f"""
+        import traceback
+        from lambdaexec import serialize
+        fn = serialize.loads(open({str(tmp_path / "fn.bin")!r}, "rb").read())
+        try:
+            fn(0)
+        except ZeroDivisionError:
+            print(traceback.format_exc())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd="/")
+    assert out.returncode == 0, out.stderr
+    where = str(tmp_path / "gone.py")
+    assert f'File "{where}", line 7, in entry' in out.stdout
+    assert f'File "{where}", line 3, in helper' in out.stdout
+    assert "return 1 / x  # the line a user must see" in out.stdout
