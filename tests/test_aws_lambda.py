@@ -209,7 +209,7 @@ def test_overrunning_call_fails_with_timeout_error(short_emulator, s3_settings):
 def test_never_started_call_is_invoked_again(lambda_package, s3_settings):
     emu = start(lambda_package, concurrency=2, timeout=30, drop_events=2)
     try:
-        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, start_deadline=1, retries=0,
+        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, start_deadline=5, retries=0,
                             **s3_settings) as ex:
             assert ex.submit(square, 12).result(timeout=60) == 144
         assert emu.stats()["dropped"] == 2 and emu.stats()["accepted"] == 1
