@@ -29,7 +29,7 @@ from lambdaexec.storage import open_storage
 
 def _make_invoker(config: Config, max_tasks_per_child: int | None) -> Invoker:
     if config.backend == "lambda":
-        from lambdaexec.invokers.aws_lambda import LambdaInvoker
+        from lambdaexec.aws.invoker import LambdaInvoker
 
         return LambdaInvoker(config)
     from lambdaexec.invokers.local import LocalInvoker

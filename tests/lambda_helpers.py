@@ -13,14 +13,14 @@ from servers import stop_process
 
 
 class EmulatorProcess:
-    """``python -m lambdaexec.lambda_emulator`` on 127.0.0.1 and a free port, stopped by its PID."""
+    """``python -m lambdaexec.aws.emulator`` on 127.0.0.1 and a free port, stopped by its PID."""
 
     def __init__(self, package: str, *, function_name: str = "lambdaexec-worker", concurrency: int = 4,
                  timeout: float = 60, throttle_rate: float = 0.0, drop_events: int = 0,
                  max_event_age: float = 21600):
         self.log_path = tempfile.mktemp(prefix="lambda-emulator-", suffix=".log")
         self.log = open(self.log_path, "wb")
-        args = [sys.executable, "-m", "lambdaexec.lambda_emulator", "--package", package, "--port", "0",
+        args = [sys.executable, "-m", "lambdaexec.aws.emulator", "--package", package, "--port", "0",
                 "--function-name", function_name, "--concurrency", str(concurrency), "--timeout", str(timeout),
                 "--throttle-rate", str(throttle_rate), "--drop-events", str(drop_events),
                 "--max-event-age", str(max_event_age), "--region", "us-east-1", "--seed", "7"]

@@ -46,10 +46,11 @@ from workloads import die_once, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor, protocol
-from lambdaexec.aws_http import SigV4Signer
+from lambdaexec.aws.invoker import LambdaInvoker
+from lambdaexec.aws.package import build_package
+from lambdaexec.aws.senders import Boto3Sender, HttpSender
+from lambdaexec.aws.signing import SigV4Signer
 from lambdaexec.config import load_config
-from lambdaexec.deploy import build_package
-from lambdaexec.invokers.aws_lambda import Boto3Sender, HttpSender, LambdaInvoker
 
 
 @pytest.fixture(scope="session")

@@ -15,20 +15,11 @@ from lambda_helpers import EmulatorProcess
 from servers import free_port
 
 from lambdaexec import ConfigError
+from lambdaexec.aws.doctor import doctor, roundtrip
+from lambdaexec.aws.package import HANDLER, build_package, code_sha256, lambda_runtime, package_bytes
+from lambdaexec.aws.provision import deploy, role_name, teardown
 from lambdaexec.cli import main
 from lambdaexec.config import load_config
-from lambdaexec.deploy import (
-    HANDLER,
-    build_package,
-    code_sha256,
-    deploy,
-    doctor,
-    lambda_runtime,
-    package_bytes,
-    role_name,
-    roundtrip,
-    teardown,
-)
 
 BUCKET = "lambdaexec-deploy-test"
 
@@ -224,4 +215,19 @@ def test_cli_registers_aws_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert all(name in out for name in ("deploy", "teardown", "doctor", "emulate"))
-    assert sys.modules["lambdaexec.deploy"]
+    assert sys.modules["lambdaexec.aws.commands"]
+
+
+def test_aws_code_is_one_subpackage_without_an_import_cycle():
+    import ast
+    import pathlib
+
+    import lambdaexec
+
+    root = pathlib.Path(lambdaexec.__file__).parent
+    for old in ("deploy.py", "lambda_emulator.py", "aws_http.py", "invokers/aws_lambda.py"):
+        assert not (root / old).exists()
+    for path in (root / "aws").glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path
+        imported = {n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom)}
+        assert "lambdaexec.cli" not in imported, path  # the CLI reads aws.commands, never the reverse
