@@ -108,6 +108,10 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._engine.enqueue([(blob, serialize.dumps_call(args, kwargs), future)])
         return future
 
+    def call_async(self, fn: Callable, data: Any) -> LambdaFuture:
+        """``fn(data)``'s future: PyWren's ``call_async``, one-argument :meth:`submit`."""
+        return self.submit(fn, data)
+
     def map_futures(self, fn: Callable, *iterables: Iterable, chunksize: int = 1) -> list[LambdaFuture]:
         """Like :meth:`map`, but return every item's future at once, in order.
 

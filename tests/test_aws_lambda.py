@@ -42,6 +42,7 @@ from test_executor import (  # noqa: F401  (re-run here on the lambda backend)
     test_version_mismatch_names_both_versions,
     test_wait_as_completed_and_callbacks,
 )
+from test_pywren_compat import test_pickled_future_resolves_in_a_child_process  # noqa: F401
 from workloads import die_once, hang
 
 import lambdaexec
