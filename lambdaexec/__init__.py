@@ -30,6 +30,7 @@ from lambdaexec.errors import (
     UnpicklableError,
     WorkerDiedError,
     WorkerEnvironmentError,
+    WorkerStorageError,
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
@@ -38,7 +39,8 @@ __all__ = [
     "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "CallLostError", "CallTimeoutError", "Config",
     "ConfigError", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
-    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
+    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError",
+    "default_executor",
     "get_all_results", "get_logs", "load_config", "wait",
 ]
 

@@ -38,6 +38,13 @@ class WorkerEnvironmentError(LambdaExecError):
     """The worker's Python or cloudpickle version differs from the client's."""
 
 
+class WorkerStorageError(LambdaExecError):
+    """The worker cannot read or write the job storage (credentials, permissions, endpoint).
+
+    Found by the trial call a Lambda executor makes when it starts, so it surfaces within
+    seconds, not at the call deadline; the message names the step that failed and the fix."""
+
+
 class ResultTooLargeError(LambdaExecError):
     """A call's result is larger than ``max_result_size``."""
 

@@ -28,6 +28,7 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "ResultTooLargeError": errors.ResultTooLargeError,
     "UnpicklableError": errors.UnpicklableError,
     "InitializerError": errors.InitializerError,
+    "WorkerStorageError": errors.WorkerStorageError,
 }
 
 

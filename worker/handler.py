@@ -19,6 +19,7 @@ from typing import Any
 from lambdaexec import protocol, serialize
 from lambdaexec.errors import RemoteError
 from lambdaexec.storage import Storage, shared_storage
+from worker.probe import probe
 
 _LOG_LIMIT = 1 << 20
 _functions: OrderedDict[str, Any] = OrderedDict()
@@ -93,6 +94,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Run the calls named in ``event`` and write each one's result to storage."""
     received = time.time()
     os.environ["LAMBDAEXEC_IN_WORKER"] = "1"
+    if "lambdaexec_probe" in event:  # the client's trial call: can this worker reach storage?
+        return probe(event["lambdaexec_probe"])
     store = shared_storage(event["storage"])
     prefix = event["job_prefix"]
     worker = _worker_id(context)

@@ -1,12 +1,14 @@
 """A local endpoint implementing the AWS Lambda Invoke REST API, for tests and offline work.
 
-It runs a deployment package (the zip ``lambdaexec deploy`` uploads, unzipped) in separate
-worker processes, like Lambda's execution environments: a pool of warm "containers" per
-function, at most ``concurrency`` of them, each a fresh interpreter started with Lambda's
-environment variables (``AWS_LAMBDA_FUNCTION_NAME``, ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``,
-``AWS_REGION``, ``AWS_LAMBDA_LOG_STREAM_NAME``, ``LAMBDA_TASK_ROOT``, ... and the AWS
-credential variables the emulator itself was given, as a Lambda role's are), the package
-directory first on ``sys.path`` and the handler named ``worker.handler.handler``.
+It runs a deployment package (the zip ``lambdaexec deploy`` uploads, unzipped) as Lambda does:
+a pool of warm execution environments per function, at most ``concurrency`` of them, each
+``python -m awslambdaric worker.handler.handler`` (AWS's runtime interface client) served by
+its own Lambda Runtime API, with Lambda's environment variables (``AWS_LAMBDA_FUNCTION_NAME``,
+``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``, ``AWS_REGION``, ``AWS_LAMBDA_LOG_STREAM_NAME``,
+``LAMBDA_TASK_ROOT``, ... and the AWS credential variables the emulator itself was given, as a
+Lambda role's are), its memory size, timeout and a bound on file sizes enforced
+(:mod:`lambdaexec.aws.runtime_api`). Every failed invocation is printed to stderr, as Lambda
+writes it to the function's log.
 
 ``POST /2015-03-31/functions/<name>/invocations`` answers as AWS documents it:
 
@@ -14,7 +16,9 @@ directory first on ``sys.path`` and the handler named ``worker.handler.handler``
   like an async invocation with ``MaximumRetryAttempts=0`` it is dropped, not retried, if its
   container dies or times out, or if it waited longer than ``max_event_age``;
 - ``RequestResponse`` (the default): 200 with the handler's JSON result, or with
-  ``X-Amz-Function-Error: Unhandled`` and an ``errorMessage``/``errorType`` document;
+  ``X-Amz-Function-Error: Unhandled`` and an ``errorMessage``/``errorType`` document
+  (``Sandbox.Timedout``, ``Runtime.OutOfMemory``, ``Runtime.ExitError`` when the environment
+  died); with ``X-Amz-Log-Type: Tail`` the last 4 KB of its log in ``X-Amz-Log-Result``;
   429 ``TooManyRequestsException`` when every container is busy;
 - ``DryRun``: 204;
 - 413 ``RequestTooLargeException`` over 256 KB (Event) or 6 MB (RequestResponse),
@@ -23,9 +27,9 @@ directory first on ``sys.path`` and the handler named ``worker.handler.handler``
 
 For tests, ``throttle_rate`` answers that share of invocations with 429 at random,
 ``drop_events`` silently drops the first N async events (as if they had aged out of Lambda's
-queue), and ``GET /_emulator/stats`` returns counters. Not emulated: signature checks, the
-control plane (CreateFunction etc.), ``X-Amz-Log-Type: Tail``, layers (the host's
-site-packages stand in for them and for the runtime's boto3), memory limits.
+queue), and ``GET /_emulator/stats`` returns counters. Not emulated: signature checks and IAM,
+the control plane (CreateFunction etc.), layers (the host's site-packages stand in for them
+and for the runtime's boto3), a read-only file system outside ``/tmp``, CPU shares.
 
 Run it::
 
@@ -36,6 +40,7 @@ Run it::
 from __future__ import annotations
 
 import argparse
+import base64
 import http.server
 import json
 import os
@@ -48,7 +53,7 @@ import urllib.parse
 import uuid
 from typing import Any
 
-from lambdaexec.aws.runtime_api import STATS, Function, FunctionDied
+from lambdaexec.aws.runtime_api import STATS, Function
 
 ASYNC_LIMIT = 256 * 1024
 SYNC_LIMIT = 6 * 1024 * 1024
@@ -144,7 +149,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                                f"{len(body)} byte payload is too large for the {kind} invocation type "
                                f"(limit {limit} bytes)")
         try:
-            event = json.loads(body or b"{}")
+            json.loads(body or b"{}")
         except ValueError:
             return self._error(400, "InvalidRequestContentException", "Could not parse request body into json")
         if kind == "DryRun":
@@ -160,25 +165,22 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 emu.drop_events -= drop
             STATS["dropped" if drop else "accepted"] += 1
             if not drop:
-                fn.events.put((event, self.request_id, time.monotonic()))
+                fn.events.put((body or b"{}", self.request_id, time.monotonic()))
             return self._reply(202)
         if not fn.slots.acquire(blocking=False):
             STATS["throttled"] += 1
             return self._throttle("ReservedFunctionConcurrentInvocationLimitExceeded")
         try:
             STATS["sync"] += 1
-            try:
-                out = fn._run(event, self.request_id)
-            except (FunctionDied, TimeoutError) as err:
-                kind_name = "Sandbox.Timedout" if isinstance(err, TimeoutError) else "Runtime.ExitError"
-                out = {"error": {"errorMessage": str(err), "errorType": kind_name}}
+            kind, out, tail = fn.invoke(body or b"{}", self.request_id)
         finally:
             fn.slots.release()
         headers = {"X-Amz-Executed-Version": "$LATEST"}
-        if "error" in out:
+        if self.headers.get("X-Amz-Log-Type") == "Tail":
+            headers["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
+        if kind == "error":
             headers["X-Amz-Function-Error"] = "Unhandled"
-            return self._reply(200, out["error"], headers)
-        return self._reply(200, out["result"], headers)
+        return self._reply(200, out, headers)
 
     def _throttle(self, reason: str = "CallerRateLimitExceeded") -> None:
         self._reply(429, {"Type": "User", "message": "Rate Exceeded.", "Reason": reason},
@@ -194,7 +196,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=9001, help="port (0: any free port; default 9001)")
     p.add_argument("--concurrency", type=int, default=os.cpu_count() or 4, help="containers (default: cores)")
     p.add_argument("--timeout", type=float, default=None, help="function timeout, s (default: the timeout setting)")
-    p.add_argument("--memory", type=int, default=None, help="reported memory size, MB")
+    p.add_argument("--memory", type=int, default=None,
+                   help="memory size, MB: an environment using more is killed (default: the memory setting)")
+    p.add_argument("--ephemeral-storage", type=int, default=None,
+                   help="largest file an environment may write, MB (default: the ephemeral_storage setting)")
     p.add_argument("--region", default=None)
     p.add_argument("--max-event-age", type=float, default=21600, help="async events older than this are dropped")
     p.add_argument("--throttle-rate", type=float, default=0.0, help="share of invocations answered 429 (testing)")
@@ -211,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
     emu = Emulator({name: args.package}, host=args.host, port=args.port, throttle_rate=args.throttle_rate,
                    drop_events=args.drop_events, seed=args.seed, concurrency=args.concurrency,
                    timeout=args.timeout or min(cfg.timeout, 900), memory=args.memory or cfg.memory,
+                   ephemeral_storage=args.ephemeral_storage or cfg.ephemeral_storage,
                    region=args.region or cfg.region or "us-east-1", max_event_age=args.max_event_age)
     print(f"lambda emulator for function {name!r} listening on {emu.url}", flush=True)
     signal.signal(signal.SIGTERM, lambda *a: threading.Thread(target=emu.server.shutdown).start())

@@ -104,12 +104,15 @@ class LambdaInvoker(Invoker):
         self._interval = _POLL_MIN
         self._next_scan = self._next_sweep = 0.0
         self._closed = False
+        #: (error type, message) once the trial call showed that no call can succeed
+        self._broken: tuple[str, str] | None = None
         #: counters, for benchmarks and tests: invocations sent, retried after throttling or errors
         self.stats = {"invoked": 0, "throttled": 0, "errors": 0, "scans": 0, "list_requests": 0}
         self._threads = [threading.Thread(target=self._send_loop, name=f"lambdaexec-invoke-{i}", daemon=True)
                          for i in range(min(MAX_THREADS, self.cap))]
         for t in self._threads:
             t.start()
+        threading.Thread(target=self._trial, name="lambdaexec-trial", daemon=True).start()
 
     # --- Invoker interface --------------------------------------------------------------------
     def invoke(self, dispatch: Dispatch) -> None:
@@ -176,9 +179,11 @@ class LambdaInvoker(Invoker):
                 return
             unit, calls = taken
             event = unit.make_event(calls, unit.attempt)
-            if event is None:
+            if event is None or self._broken:
                 with self._lock:
                     self._release(len(calls))
+                if event is not None and self._broken:
+                    self._fail(unit.job_prefix, calls, *self._broken)
                 continue
             result = self._send(json.dumps(event, separators=(",", ":")).encode())
             now = time.monotonic()
@@ -186,7 +191,7 @@ class LambdaInvoker(Invoker):
                 if result is None:  # closing
                     self._release(len(calls))
                     return
-                if result.status < 300:
+                if result.status < 300 and not self._broken:
                     job = self._jobs.get(unit.job_prefix)
                     if job is None:
                         job = self._jobs[unit.job_prefix] = _Job()
@@ -198,7 +203,32 @@ class LambdaInvoker(Invoker):
                     job.unstarted += len(calls)
                     continue
                 self._release(len(calls))
-            self._refused(unit.job_prefix, calls, result)
+            if self._broken:
+                self._fail(unit.job_prefix, calls, *self._broken)
+            else:
+                self._refused(unit.job_prefix, calls, result)
+
+    def _trial(self) -> None:
+        """Make the trial call; if it shows that no call can succeed, fail them all at once."""
+        from lambdaexec.aws.trial import trial_call
+
+        try:
+            broken = trial_call(self.sender, self.storage.spec, self.config.prefix)
+        except Exception:  # the trial is a hint: the calls' own deadlines still hold
+            return
+        if broken is None:
+            return
+        with self._lock:
+            self._broken = broken
+            stranded = [(prefix, list(job.inflight)) for prefix, job in self._jobs.items()]
+            for prefix, calls in stranded:
+                job = self._jobs[prefix]
+                job.inflight.clear()
+                job.misses.clear()
+                job.unstarted = 0
+                self._release(len(calls))
+        for prefix, calls in stranded:
+            self._fail(prefix, calls, *broken)
 
     def _send(self, payload: bytes) -> InvokeResult | None:
         """Invoke until accepted or refused for good; back off on throttling and errors."""
@@ -231,7 +261,12 @@ class LambdaInvoker(Invoker):
         }.get(result.error, "check `lambdaexec doctor`")
         message = (f"Lambda refused to invoke function {self.config.function_name!r}: HTTP {result.status} "
                    f"{result.error}: {result.message}; {hint}")
-        status = {"ok": False, "error_type": "InvocationError", "message": message}
+        self._fail(job_prefix, calls, "InvocationError", message)
+
+    def _fail(self, job_prefix: str, calls: list[int], error_type: str, message: str) -> None:
+        """Fail ``calls`` with a status object of ``error_type`` (mapped to lambdaexec's own
+        exception types by the monitor) and ``message``."""
+        status = {"ok": False, "error_type": error_type, "message": message}
         for c in calls:
             try:
                 self.storage.put(protocol.result_key(job_prefix, c), protocol.pack_result(status, []))

@@ -21,12 +21,16 @@ MAX_THREADS = 96  # sender threads: enough for ~3,000 invocations/s at AWS's ~30
 
 
 class InvokeResult:
-    """What one Invoke request returned: HTTP status (0: no answer), error type and message."""
+    """What one Invoke request returned: HTTP status (0: no answer), error type and message;
+    for a synchronous call also the function's answer (``payload``), ``function_error``
+    (``Unhandled`` when the handler raised) and the end of its log (``log``, asked with Tail)."""
 
-    __slots__ = ("status", "error", "message", "retry_after")
+    __slots__ = ("status", "error", "message", "retry_after", "payload", "function_error", "log")
 
-    def __init__(self, status: int, error: str = "", message: str = "", retry_after: float = 0.0):
+    def __init__(self, status: int, error: str = "", message: str = "", retry_after: float = 0.0,
+                 payload: bytes = b"", function_error: str = "", log: str = ""):
         self.status, self.error, self.message, self.retry_after = status, error, message, retry_after
+        self.payload, self.function_error, self.log = payload, function_error, log
 
     @property
     def retriable(self) -> bool:
@@ -35,6 +39,13 @@ class InvokeResult:
 
     def __repr__(self) -> str:
         return f"InvokeResult({self.status}, {self.error!r}, {self.message!r})"
+
+
+def _log_tail(header: str | None) -> str:
+    """The text of an ``X-Amz-Log-Result`` header (base64 of the log's last 4 KB)."""
+    import base64
+
+    return base64.b64decode(header).decode(errors="replace") if header else ""
 
 
 def invoke_url(config: Config, region: str) -> str:
@@ -65,11 +76,13 @@ class HttpSender:
         self.signer = SigV4Signer(self.region, "lambda")
         self.connections = Connections(self.host, parts.scheme == "https", timeout=30)
 
-    def invoke(self, payload: bytes, invocation_type: str = "Event") -> InvokeResult:
-        """Send one invocation; never raises for network or HTTP errors."""
+    def invoke(self, payload: bytes, invocation_type: str = "Event", tail: bool = False) -> InvokeResult:
+        """Send one invocation (``tail``: ask for the end of its log); never raises for network
+        or HTTP errors."""
         creds = self.credentials.get_frozen_credentials()
-        headers = self.signer.sign(creds, "POST", self.host, self.canonical_path,
-                                   {"X-Amz-Invocation-Type": invocation_type}, hashlib.sha256(payload).hexdigest())
+        amz = {"X-Amz-Invocation-Type": invocation_type, **({"X-Amz-Log-Type": "Tail"} if tail else {})}
+        headers = self.signer.sign(creds, "POST", self.host, self.canonical_path, amz,
+                                   hashlib.sha256(payload).hexdigest())
         headers["Content-Type"] = "application/json"
         conn = self.connections.get()
         try:
@@ -80,7 +93,8 @@ class HttpSender:
             self.connections.drop()
             return InvokeResult(0, type(err).__name__, str(err))
         if resp.status < 300:
-            return InvokeResult(resp.status)
+            return InvokeResult(resp.status, payload=body, function_error=resp.getheader("X-Amz-Function-Error") or "",
+                                log=_log_tail(resp.getheader("X-Amz-Log-Result")))
         error = (resp.getheader("x-amzn-ErrorType") or "").split(":")[0]
         try:
             doc = json.loads(body)
@@ -113,14 +127,17 @@ class Boto3Sender:
                               connect_timeout=10, read_timeout=30))
         self.function_name = config.function_name
 
-    def invoke(self, payload: bytes, invocation_type: str = "Event") -> InvokeResult:
-        """Send one invocation; never raises for network or HTTP errors."""
+    def invoke(self, payload: bytes, invocation_type: str = "Event", tail: bool = False) -> InvokeResult:
+        """Send one invocation (``tail``: ask for the end of its log); never raises for network
+        or HTTP errors."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             resp = self.client.invoke(FunctionName=self.function_name, InvocationType=invocation_type,
-                                      Payload=payload)
-            return InvokeResult(resp["StatusCode"])
+                                      Payload=payload, LogType="Tail" if tail else "None")
+            body = resp["Payload"].read() if "Payload" in resp else b""
+            return InvokeResult(resp["StatusCode"], payload=body, function_error=resp.get("FunctionError", ""),
+                                log=_log_tail(resp.get("LogResult")))
         except ClientError as err:
             meta = err.response.get("ResponseMetadata", {})
             headers = meta.get("HTTPHeaders", {})
