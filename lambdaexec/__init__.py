@@ -25,6 +25,7 @@ from lambdaexec.errors import (
     ConfigError,
     InitializerError,
     LambdaExecError,
+    OutOfMemoryError,
     RemoteError,
     ResultTooLargeError,
     UnpicklableError,
@@ -38,7 +39,7 @@ from lambdaexec.future import LambdaFuture
 __all__ = [
     "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "CallLostError", "CallTimeoutError", "Config",
     "ConfigError", "InitializerError",
-    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
+    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "OutOfMemoryError", "RemoteError", "ResultTooLargeError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError",
     "default_executor",
     "get_all_results", "get_logs", "load_config", "wait",

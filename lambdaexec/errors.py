@@ -30,6 +30,11 @@ class WorkerDiedError(CallLostError):
     """The worker running the call exited (crash, ``os._exit``, out of memory, killed)."""
 
 
+class OutOfMemoryError(WorkerDiedError):
+    """The call needed more memory than the function's memory size (the ``memory`` setting);
+    its worker stopped, as Lambda stops an environment that exceeds it. Not retried."""
+
+
 class CallTimeoutError(CallLostError):
     """The call ran past the per-call ``timeout`` and its worker was stopped."""
 

@@ -29,6 +29,7 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "UnpicklableError": errors.UnpicklableError,
     "InitializerError": errors.InitializerError,
     "WorkerStorageError": errors.WorkerStorageError,
+    "OutOfMemoryError": errors.OutOfMemoryError,
 }
 
 
