@@ -248,6 +248,13 @@ class Function:
     def __init__(self, name: str, package: str, concurrency: int = 4, timeout: float = 300,
                  memory: int = 2048, ephemeral_storage: int = 512, region: str = "us-east-1",
                  handler: str = "worker.handler.handler", max_event_age: float = 21600, log_dir: str | None = None):
+        import importlib.util
+
+        if importlib.util.find_spec("awslambdaric") is None:
+            from lambdaexec.errors import ConfigError
+
+            raise ConfigError("the Lambda emulator runs each environment under AWS's runtime interface client, "
+                              "which is not installed: pip install 'lambdaexec[awslambdaric]'")
         self.name, self.timeout, self.concurrency, self.handler = name, timeout, concurrency, handler
         self.memory, self.ephemeral_storage = memory, ephemeral_storage
         self.max_event_age, self.init_timeout = max_event_age, 60.0
