@@ -149,36 +149,30 @@ def test_wait_any_complete(wrenexec):
 
 
 # --- test_pickle.py ----------------------------------------------------------------------------
-class CantPickle:
+class _PickleFails:
+    """PyWren's CantPickle objects: pickling fails at dump or at load, as asked."""
+
+    def __getstate__(self):
+        if self.dump_fail:
+            raise Exception("cannot pickle dump this object")
+        return {"foo": self.foo, "dump_fail": self.dump_fail, "load_fail": self.load_fail}
+
+    def __setstate__(self, arg):
+        if arg["load_fail"]:
+            raise Exception("cannot pickle load this object")
+        self.__dict__.update(arg)
+
+
+class CantPickle(_PickleFails):
     def __init__(self, foo, dump_fail=False, load_fail=False):
         self.foo, self.dump_fail, self.load_fail = foo, dump_fail, load_fail
 
-    def __getstate__(self):
-        if self.dump_fail:
-            raise Exception("cannot pickle dump this object")
-        return {"foo": self.foo, "dump_fail": self.dump_fail, "load_fail": self.load_fail}
 
-    def __setstate__(self, arg):
-        if arg["load_fail"]:
-            raise Exception("cannot pickle load this object")
-        self.__dict__.update(arg)
-
-
-class CantPickleException(Exception):
+class CantPickleException(_PickleFails, Exception):
     def __init__(self, foo, dump_fail=False, load_fail=False, skip_super=False):
         if not skip_super:
-            super().__init__(str(foo))
+            super(Exception, self).__init__(str(foo))
         self.foo, self.dump_fail, self.load_fail = foo, dump_fail, load_fail
-
-    def __getstate__(self):
-        if self.dump_fail:
-            raise Exception("cannot pickle dump this object")
-        return {"foo": self.foo, "dump_fail": self.dump_fail, "load_fail": self.load_fail}
-
-    def __setstate__(self, arg):
-        if arg["load_fail"]:
-            raise Exception("cannot pickle load this object")
-        self.__dict__.update(arg)
 
 
 def test_subprocess_fail(wrenexec):

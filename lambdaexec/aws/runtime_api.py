@@ -27,6 +27,7 @@ import json
 import os
 import queue
 import resource
+import select
 import shutil
 import signal
 import subprocess
@@ -186,6 +187,7 @@ class Container:
         self.inbox.put(inv)
         finished = inv.done.wait(fn.timeout)
         elapsed = (time.monotonic() - start) * 1000
+        self._drain()
         try:
             if not finished:
                 self.kill()
@@ -202,6 +204,15 @@ class Container:
             fn.write_log(f"END RequestId: {request_id}\nREPORT RequestId: {request_id}\tDuration: {elapsed:.2f} ms"
                          f"\tMemory Size: {fn.memory} MB\tMax Memory Used: {self.peak_mb:.0f} MB\n".encode())
             self.tail = bytes(self.output[-_TAIL:])
+
+    def _drain(self, limit: float = 0.5) -> None:
+        """Let the output the runtime wrote before answering reach the invocation's log."""
+        end = time.monotonic() + limit
+        while time.monotonic() < end and self.proc.poll() is None:
+            if not select.select([self.proc.stdout], [], [], 0)[0]:
+                time.sleep(0.01)  # the last line read may still be on its way into ``output``
+                return
+            time.sleep(0.005)
 
     def kill(self) -> None:
         """Stop the process, its server and its scratch space."""
