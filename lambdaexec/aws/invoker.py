@@ -213,7 +213,7 @@ class LambdaInvoker(Invoker):
         from lambdaexec.aws.trial import trial_call
 
         try:
-            broken = trial_call(self.sender, self.storage.spec, self.config.prefix)
+            broken = trial_call(self.sender, self.storage.spec, self.config.prefix, stats=self.stats)
         except Exception:  # the trial is a hint: the calls' own deadlines still hold
             return
         if broken is None:

@@ -20,12 +20,16 @@ _FATAL = ("StorageAccessError", "Runtime.ImportModuleError", "Runtime.HandlerNot
           "Runtime.OutOfMemory")
 
 
-def trial_call(sender: Any, storage_spec: dict[str, Any], prefix: str, attempts: int = 5) -> tuple[str, str] | None:
+def trial_call(sender: Any, storage_spec: dict[str, Any], prefix: str, attempts: int = 5,
+               stats: dict[str, int] | None = None) -> tuple[str, str] | None:
     """``(error_type, message)`` if the worker cannot run calls against ``storage_spec``, else
-    ``None`` (also when the trial itself got no answer: the calls' own deadlines then apply)."""
+    ``None`` (also when the trial itself got no answer: the calls' own deadlines then apply).
+    Its throttled requests are counted in ``stats`` (the invoker's)."""
+    stats = {} if stats is None else stats
     payload = json.dumps({"lambdaexec_probe": {"storage": storage_spec, "prefix": prefix}}).encode()
     for attempt in range(attempts):
         result = sender.invoke(payload, "RequestResponse", tail=True)
+        stats["throttled"] = stats.get("throttled", 0) + (result.status == 429)
         if not result.retriable:
             break
         time.sleep(min(2.0, 0.2 * 2 ** attempt))
