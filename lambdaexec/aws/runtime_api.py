@@ -12,7 +12,7 @@ environment variables, talking to its own small server of the Lambda Runtime API
 
 Limits, enforced from outside the process as Lambda enforces them: the function ``timeout``
 (the environment is killed: ``Sandbox.Timedout``), the ``memory`` size (resident memory of the
-environment's processes sampled every 20 ms; above it the environment is killed:
+environment's process tree sampled every 20 ms; above it the environment is killed:
 ``Runtime.OutOfMemory``), and, for ``ephemeral_storage``, a private ``TMPDIR`` per environment
 with ``RLIMIT_FSIZE`` so no file written there (or anywhere) grows past it. Each invocation's
 output, framed by ``START``/``END``/``REPORT`` lines as in CloudWatch, goes to the function's log
@@ -230,19 +230,19 @@ class Container:
 
 
 def _resident_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its children (its process group), in MB."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    """Resident memory of ``pid`` and all its descendants, in MB."""
+    pages, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
-            if int(fields[2]) == pid:  # process group id
-                total += int(fields[21])  # rss, in pages
-        except (OSError, IndexError, ValueError):
+            with open(f"/proc/{p}/statm") as f:
+                pages += int(f.read().split()[1])
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, IndexError, ValueError):  # it exited meanwhile
             continue
-    return total * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _error_doc(body: bytes) -> dict[str, Any]:
