@@ -181,6 +181,23 @@ def test_doctor_round_trip_runs_a_call(seaweed, s3_settings, tmp_path):
         emu.stop()
 
 
+def test_doctor_round_trip_names_a_worker_without_storage_access(seaweed, s3_settings, tmp_path):
+    import os
+
+    import lambdaexec
+
+    package = str(tmp_path / "pkg.zip")
+    build_package(package)
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}  # the worker's, not the client's
+    emu = EmulatorProcess(package, concurrency=1, timeout=300, env=env)
+    try:
+        cfg = load_config({"backend": "lambda", "lambda_endpoint_url": emu.url, "timeout": 300, **s3_settings})
+        with pytest.raises(lambdaexec.WorkerStorageError, match=r"could not write s3://.*lambdaexec deploy"):
+            roundtrip(cfg, timeout=60)
+    finally:
+        emu.stop()
+
+
 def test_no_matching_runtime_is_refused_clearly():
     assert lambda_runtime((3, 12)) == "python3.12"
     with pytest.raises(ConfigError, match=r"no Python 3\.8 runtime.*python|Python 3\.8") as info:
