@@ -73,8 +73,8 @@ def start_discard() -> tuple[subprocess.Popen, str]:
 
 def bench_invoker(url: str, n: int) -> float:
     """Invocations/s of the invoker alone."""
+    from lambdaexec.aws.invoker import LambdaInvoker
     from lambdaexec.config import load_config
-    from lambdaexec.invokers.aws_lambda import LambdaInvoker
     from lambdaexec.invokers.base import Dispatch
 
     config = load_config({"storage": "local", "lambda_endpoint_url": url, "region": "us-east-1", "max_workers": n})

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 from typing import Any, Iterable
 
+from lambdaexec.compat import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, get_logs, wait
 from lambdaexec.config import Config, load_config
 from lambdaexec.errors import (
     CallLostError,
@@ -24,20 +25,24 @@ from lambdaexec.errors import (
     ConfigError,
     InitializerError,
     LambdaExecError,
+    OutOfMemoryError,
     RemoteError,
     ResultTooLargeError,
     UnpicklableError,
     WorkerDiedError,
     WorkerEnvironmentError,
+    WorkerStorageError,
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
 
 __all__ = [
-    "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
-    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
-    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
-    "get_all_results", "load_config",
+    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "CallLostError", "CallTimeoutError", "Config",
+    "ConfigError", "InitializerError",
+    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "OutOfMemoryError", "RemoteError", "ResultTooLargeError",
+    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError",
+    "default_executor",
+    "get_all_results", "get_logs", "load_config", "wait",
 ]
 
 _default: LambdaExecutor | None = None

@@ -52,10 +52,10 @@ def demo(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lambdaexec`` console script."""
-    try:
-        from lambdaexec import deploy  # noqa: F401  (registers deploy, teardown, doctor)
-    except ImportError:
-        pass
+    from lambdaexec.aws.commands import COMMANDS as AWS_COMMANDS  # deploy, teardown, doctor, emulate
+
+    for name, spec in AWS_COMMANDS.items():
+        COMMANDS.setdefault(name, spec)
     parser = argparse.ArgumentParser(
         prog="lambdaexec", description="Run Python calls on local worker processes or AWS Lambda.",
         epilog="Settings come from LAMBDAEXEC_* variables and ~/.config/lambdaexec/config.ini.")

@@ -19,7 +19,7 @@ import itertools
 import threading
 from typing import Any
 
-from lambdaexec import serialize
+from lambdaexec import handles, serialize
 from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.monitor import Job, Monitor
@@ -96,8 +96,10 @@ class Engine:
                     f.set_exception(err)
             return
         futures = [f for _, f in calls]
+        home = handles.CallHome(storage.spec, prefix, handles.patience(self.config))
         for i, f in enumerate(futures):
             f.call_id = f"{job_id}/{i}"
+            f._home = home
         self.monitor.add(Job(prefix, func_key, args_key, ranges, futures, init_key=self.init_key))
 
     # --- closing --------------------------------------------------------------------------
@@ -130,7 +132,7 @@ class Engine:
         storage = self.monitor.storage
         self.monitor.stop()
         self.monitor.invoker.close()
-        if not self.config.keep_data:
+        if not self.config.keep_data and not any(p.startswith(self.prefix + "/") for p in handles.PINNED):
             storage.delete(self.prefix + "/")
         storage.close()
         _live.discard(self)

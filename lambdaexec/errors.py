@@ -30,12 +30,24 @@ class WorkerDiedError(CallLostError):
     """The worker running the call exited (crash, ``os._exit``, out of memory, killed)."""
 
 
+class OutOfMemoryError(WorkerDiedError):
+    """The call needed more memory than the function's memory size (the ``memory`` setting);
+    its worker stopped, as Lambda stops an environment that exceeds it. Not retried."""
+
+
 class CallTimeoutError(CallLostError):
     """The call ran past the per-call ``timeout`` and its worker was stopped."""
 
 
 class WorkerEnvironmentError(LambdaExecError):
     """The worker's Python or cloudpickle version differs from the client's."""
+
+
+class WorkerStorageError(LambdaExecError):
+    """The worker cannot read or write the job storage (credentials, permissions, endpoint).
+
+    Found by the trial call a Lambda executor makes when it starts, so it surfaces within
+    seconds, not at the call deadline; the message names the step that failed and the fix."""
 
 
 class ResultTooLargeError(LambdaExecError):

@@ -29,7 +29,7 @@ from lambdaexec.storage import open_storage
 
 def _make_invoker(config: Config, max_tasks_per_child: int | None) -> Invoker:
     if config.backend == "lambda":
-        from lambdaexec.invokers.aws_lambda import LambdaInvoker
+        from lambdaexec.aws.invoker import LambdaInvoker
 
         return LambdaInvoker(config)
     from lambdaexec.invokers.local import LocalInvoker
@@ -107,6 +107,10 @@ class LambdaExecutor(concurrent.futures.Executor):
         future = LambdaFuture(time.time())
         self._engine.enqueue([(blob, serialize.dumps_call(args, kwargs), future)])
         return future
+
+    def call_async(self, fn: Callable, data: Any) -> LambdaFuture:
+        """``fn(data)``'s future: PyWren's ``call_async``, one-argument :meth:`submit`."""
+        return self.submit(fn, data)
 
     def map_futures(self, fn: Callable, *iterables: Iterable, chunksize: int = 1) -> list[LambdaFuture]:
         """Like :meth:`map`, but return every item's future at once, in order.

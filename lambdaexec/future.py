@@ -70,6 +70,14 @@ class LambdaFuture(concurrent.futures.Future):
     - ``stdout``, ``stderr``: what the call printed (Python-level writes, up to 1 MiB each)
     - ``attempts``: how many times the call was started
     - ``remote_traceback``: the worker-side traceback text when the call raised
+
+    As PyWren's futures, it also answers :meth:`succeeded` and :meth:`errored`, and it can be
+    pickled: it unpickles in another process as a handle on the same call, completed from
+    storage (see :mod:`lambdaexec.handles`)::
+
+        blob = pickle.dumps(ex.submit(pow, 2, 10))
+        # in another process with access to the same storage:
+        pickle.loads(blob).result()  # 1024
     """
 
     # class-level defaults: a map of 100,000 calls holds 100,000 of these, so no per-instance copies
@@ -79,6 +87,7 @@ class LambdaFuture(concurrent.futures.Future):
     attempts = 0
     remote_traceback: str | None = None
     _stats: dict[str, Any] | None = None
+    _home: Any = None  # the job's :class:`~lambdaexec.handles.CallHome`, once uploaded
 
     def __init__(self, submitted: float = 0.0) -> None:
         super().__init__()
@@ -91,3 +100,19 @@ class LambdaFuture(concurrent.futures.Future):
         if self._stats is None:
             self._stats = {"submitted": self._submitted} if self._submitted else {}
         return self._stats
+
+    def succeeded(self) -> bool:
+        """Whether the call finished and returned a value (PyWren's; never waits).
+
+        False while it runs, when it raised and when it was cancelled."""
+        return self.done() and not self.cancelled() and self.exception() is None
+
+    def errored(self) -> bool:
+        """Whether the call finished by raising (PyWren's; never waits). False if cancelled."""
+        return self.done() and not self.cancelled() and self.exception() is not None
+
+    def __reduce__(self) -> tuple:
+        """Pickle as the outcome when finished, else as a handle on the call in storage."""
+        from lambdaexec import handles
+
+        return handles.reduce_future(self)

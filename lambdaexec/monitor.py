@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec import errors, protocol, serialize
+from lambdaexec import errors, handles, protocol, serialize
 from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
@@ -28,6 +28,8 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "ResultTooLargeError": errors.ResultTooLargeError,
     "UnpicklableError": errors.UnpicklableError,
     "InitializerError": errors.InitializerError,
+    "WorkerStorageError": errors.WorkerStorageError,
+    "OutOfMemoryError": errors.OutOfMemoryError,
 }
 
 
@@ -48,6 +50,40 @@ class Job:
     def __post_init__(self) -> None:
         n = len(self.futures)
         self.state, self.lost, self.remaining = [PENDING] * n, [0] * n, n
+
+
+def record_status(future: LambdaFuture, status: dict[str, Any]) -> None:
+    """Copy a call's stats, output and traceback from its status to its future."""
+    future.stats.update({k: status[k] for k in (
+        "received", "func_start", "func_end", "result_written", "worker", "bytes_in",
+        "bytes_out", "attempt") if k in status})
+    future.stats["seen"] = time.time()
+    future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
+    future.attempts = status.get("attempt", 0) + 1
+    future.remote_traceback = status.get("traceback")
+
+
+def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> tuple[bool, Any]:
+    """``(True, value)`` or ``(False, exception)`` from a call's status and payload: a user
+    exception as itself with the remote traceback as its ``__cause__``, an infrastructure
+    failure as lambdaexec's own type."""
+    if status["ok"]:
+        try:
+            return True, serialize.loads(payload)
+        except Exception as err:
+            return False, errors.LambdaExecError(f"the result of call {call_id} cannot be unpickled here: {err!r}")
+    if "error_type" in status:
+        kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
+        exc = kind(status["message"] if kind is not errors.LambdaExecError
+                   else f"{status['error_type']}: {status['message']}")
+    else:
+        try:
+            exc = serialize.loads(payload)
+        except Exception as err:
+            exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
+    if status.get("traceback"):
+        exc.__cause__ = errors.RemoteTraceback(status["traceback"])
+    return False, exc
 
 
 class Monitor:
@@ -185,32 +221,12 @@ class Monitor:
         except Exception as err:  # the object is gone or unreadable: run the call again
             self._lost(job, Lost(job.prefix, c, f"its result could not be read: {err!r}"))
             return
-        future.stats.update({k: status[k] for k in (
-            "received", "func_start", "func_end", "result_written", "worker", "bytes_in",
-            "bytes_out", "attempt") if k in status})
-        future.stats["seen"] = time.time()
-        future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
-        future.attempts = status.get("attempt", 0) + 1
-        future.remote_traceback = status.get("traceback")
-        if status["ok"]:
-            try:
-                self._complete(job, c, value=serialize.loads(payload))
-            except Exception as err:
-                self._complete(job, c, exc=errors.LambdaExecError(
-                    f"the result of call {future.call_id} cannot be unpickled here: {err!r}"))
-            return
-        if "error_type" in status:
-            kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
-            exc = kind(status["message"] if kind is not errors.LambdaExecError
-                       else f"{status['error_type']}: {status['message']}")
+        record_status(future, status)
+        ok, outcome = decode_result(status, payload, future.call_id)
+        if ok:
+            self._complete(job, c, value=outcome)
         else:
-            try:
-                exc = serialize.loads(payload)
-            except Exception as err:
-                exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
-        if future.remote_traceback:
-            exc.__cause__ = errors.RemoteTraceback(future.remote_traceback)
-        self._complete(job, c, exc=exc)
+            self._complete(job, c, exc=outcome)
 
     def _complete(self, job: Job, c: int, value: Any = None, exc: BaseException | None = None) -> None:
         with self.lock:
@@ -231,7 +247,7 @@ class Monitor:
         job.remaining -= 1
         if job.remaining == 0:
             del self.jobs[job.prefix]
-            if not self.config.keep_data:
+            if not self.config.keep_data and job.prefix not in handles.PINNED:
                 try:
                     self._cleaner.submit(self.storage.delete, job.prefix + "/")
                 except RuntimeError:  # the interpreter is exiting: leave the data, not the future

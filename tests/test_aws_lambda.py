@@ -42,14 +42,16 @@ from test_executor import (  # noqa: F401  (re-run here on the lambda backend)
     test_version_mismatch_names_both_versions,
     test_wait_as_completed_and_callbacks,
 )
+from test_pywren_compat import test_pickled_future_resolves_in_a_child_process  # noqa: F401
 from workloads import die_once, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor, protocol
-from lambdaexec.aws_http import SigV4Signer
+from lambdaexec.aws.invoker import LambdaInvoker
+from lambdaexec.aws.package import build_package
+from lambdaexec.aws.senders import Boto3Sender, HttpSender
+from lambdaexec.aws.signing import SigV4Signer
 from lambdaexec.config import load_config
-from lambdaexec.deploy import build_package
-from lambdaexec.invokers.aws_lambda import Boto3Sender, HttpSender, LambdaInvoker
 
 
 @pytest.fixture(scope="session")
@@ -364,4 +366,108 @@ def test_a_retry_is_not_taken_for_started_by_an_earlier_attempts_marker(lambda_p
     finally:
         if invoker is not None:
             invoker.close()
+        emu.stop()
+
+
+# --- the execution environment: awslambdaric, memory, /tmp, logs, storage access ----------------
+def test_environment_runs_awslambdaric_with_a_private_tmpdir(executor):
+    def facts():
+        import sys
+        import tempfile
+
+        return {"main": sys.modules["__main__"].__spec__.name, "tmp": tempfile.gettempdir(),
+                "runtime_api": os.environ.get("AWS_LAMBDA_RUNTIME_API", "")}
+
+    got = executor.submit(facts).result(timeout=60)
+    assert got["main"] == "awslambdaric.__main__" and got["runtime_api"].startswith("127.0.0.1:")
+    assert got["tmp"] != "/tmp" and os.path.basename(got["tmp"]).startswith("tmp-")
+
+
+def write_file_of(mb):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as f:
+        for _ in range(mb):
+            f.write(b"x" * 2**20)
+            f.flush()
+    return mb
+
+
+def allocate(mb):
+    import numpy as np
+
+    return int(np.ones(mb * 2**20, dtype=np.uint8).sum() // 2**20)
+
+
+def allocate_shared(mb):
+    import mmap
+
+    block = mmap.mmap(-1, mb * 2**20)  # shared memory: outside the worker's own cap, so Lambda's kill
+    for i in range(0, mb * 2**20, 4096):
+        block[i] = 1
+    return mb
+
+
+@pytest.fixture(scope="module")
+def small_emulator(lambda_package, seaweed):
+    """Functions of 256 MB, writing files of at most 8 MB, timing out after 10 s."""
+    emu = start(lambda_package, concurrency=2, timeout=10, memory=256, ephemeral_storage=8)
+    yield emu
+    emu.stop()
+
+
+def test_a_call_over_the_memory_size_fails_typed_naming_it(small_emulator, s3_settings):
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=small_emulator.url, timeout=10, memory=256,
+                        **s3_settings) as ex:
+        assert ex.submit(allocate, 20).result(timeout=60) == 20
+        with pytest.raises(lambdaexec.OutOfMemoryError, match=r"memory size, 256 MB.*LAMBDAEXEC_MEMORY") as info:
+            ex.submit(allocate, 400).result(timeout=60)
+        assert isinstance(info.value, lambdaexec.WorkerDiedError)
+        assert ex.submit(allocate, 20).result(timeout=60) == 20  # a fresh environment takes over
+    assert "Runtime.ExitError" in small_emulator.stderr()  # the environment ended, as Lambda's does
+
+
+def test_memory_is_enforced_from_outside_too(small_emulator, s3_settings):
+    before = small_emulator.stats().get("oom", 0)
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=small_emulator.url, timeout=10, retries=0,
+                        **s3_settings) as ex:
+        with pytest.raises(lambdaexec.CallTimeoutError, match="out of memory"):
+            ex.submit(allocate_shared, 400).result(timeout=90)
+    assert small_emulator.stats()["oom"] == before + 1
+    assert "Runtime.OutOfMemory" in small_emulator.stderr()
+
+
+def test_files_are_limited_to_ephemeral_storage(small_emulator, s3_settings):
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=small_emulator.url, timeout=10, **s3_settings) as ex:
+        assert ex.submit(write_file_of, 4).result(timeout=60) == 4
+        with pytest.raises(OSError, match="File too large"):
+            ex.submit(write_file_of, 9).result(timeout=60)
+
+
+def test_log_tail_of_a_synchronous_invocation(emulator):
+    import base64
+
+    resp = _lambda_client(emulator.url).invoke(FunctionName="lambdaexec-worker", Payload=b'{"x": 1}', LogType="Tail")
+    assert resp["FunctionError"] == "Unhandled"
+    tail = base64.b64decode(resp["LogResult"]).decode()
+    assert "KeyError" in tail and "'storage'" in tail
+    assert "KeyError" in emulator.stderr()  # each handler error is printed by the emulator
+
+
+@pytest.mark.parametrize("credentials", ["wrong", "missing"])
+def test_a_worker_that_cannot_reach_storage_fails_the_first_call_fast(lambda_package, s3_settings, credentials):
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    if credentials == "wrong":
+        env.update(AWS_ACCESS_KEY_ID=os.environ["AWS_ACCESS_KEY_ID"], AWS_SECRET_ACCESS_KEY="not-the-secret")
+    emu = start(lambda_package, concurrency=2, timeout=300, env=env)
+    try:
+        # deadlines far beyond the wait below: only the trial call can fail these calls in time
+        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, timeout=300, start_deadline=120,
+                            **s3_settings) as ex:
+            futures = ex.map_futures(square, range(3))
+            with pytest.raises(lambdaexec.WorkerStorageError, match=r"could not write s3://.*AWS_SECRET_ACCESS_KEY"):
+                futures[0].result(timeout=60)
+            assert all(isinstance(f.exception(timeout=30), lambdaexec.WorkerStorageError) for f in futures)
+        assert "StorageAccessError" in emu.stderr()
+    finally:
         emu.stop()

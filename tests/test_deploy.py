@@ -15,20 +15,11 @@ from lambda_helpers import EmulatorProcess
 from servers import free_port
 
 from lambdaexec import ConfigError
+from lambdaexec.aws.doctor import doctor, roundtrip
+from lambdaexec.aws.package import HANDLER, build_package, code_sha256, lambda_runtime, package_bytes
+from lambdaexec.aws.provision import deploy, role_name, teardown
 from lambdaexec.cli import main
 from lambdaexec.config import load_config
-from lambdaexec.deploy import (
-    HANDLER,
-    build_package,
-    code_sha256,
-    deploy,
-    doctor,
-    lambda_runtime,
-    package_bytes,
-    role_name,
-    roundtrip,
-    teardown,
-)
 
 BUCKET = "lambdaexec-deploy-test"
 
@@ -190,6 +181,23 @@ def test_doctor_round_trip_runs_a_call(seaweed, s3_settings, tmp_path):
         emu.stop()
 
 
+def test_doctor_round_trip_names_a_worker_without_storage_access(seaweed, s3_settings, tmp_path):
+    import os
+
+    import lambdaexec
+
+    package = str(tmp_path / "pkg.zip")
+    build_package(package)
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}  # the worker's, not the client's
+    emu = EmulatorProcess(package, concurrency=1, timeout=300, env=env)
+    try:
+        cfg = load_config({"backend": "lambda", "lambda_endpoint_url": emu.url, "timeout": 300, **s3_settings})
+        with pytest.raises(lambdaexec.WorkerStorageError, match=r"could not write s3://.*lambdaexec deploy"):
+            roundtrip(cfg, timeout=60)
+    finally:
+        emu.stop()
+
+
 def test_no_matching_runtime_is_refused_clearly():
     assert lambda_runtime((3, 12)) == "python3.12"
     with pytest.raises(ConfigError, match=r"no Python 3\.8 runtime.*python|Python 3\.8") as info:
@@ -224,4 +232,19 @@ def test_cli_registers_aws_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert all(name in out for name in ("deploy", "teardown", "doctor", "emulate"))
-    assert sys.modules["lambdaexec.deploy"]
+    assert sys.modules["lambdaexec.aws.commands"]
+
+
+def test_aws_code_is_one_subpackage_without_an_import_cycle():
+    import ast
+    import pathlib
+
+    import lambdaexec
+
+    root = pathlib.Path(lambdaexec.__file__).parent
+    for old in ("deploy.py", "lambda_emulator.py", "aws_http.py", "invokers/aws_lambda.py"):
+        assert not (root / old).exists()
+    for path in (root / "aws").glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 400, path
+        imported = {n.module for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ImportFrom)}
+        assert "lambdaexec.cli" not in imported, path  # the CLI reads aws.commands, never the reverse

@@ -19,6 +19,8 @@ from typing import Any
 from lambdaexec import protocol, serialize
 from lambdaexec.errors import RemoteError
 from lambdaexec.storage import Storage, shared_storage
+from worker import memory
+from worker.probe import probe
 
 _LOG_LIMIT = 1 << 20
 _functions: OrderedDict[str, Any] = OrderedDict()
@@ -93,6 +95,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Run the calls named in ``event`` and write each one's result to storage."""
     received = time.time()
     os.environ["LAMBDAEXEC_IN_WORKER"] = "1"
+    if "lambdaexec_probe" in event:  # the client's trial call: can this worker reach storage?
+        return probe(event["lambdaexec_probe"])
+    memory.cap()
     store = shared_storage(event["storage"])
     prefix = event["job_prefix"]
     worker = _worker_id(context)
@@ -139,7 +144,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                 store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
             ok, value = _run_one(fn, blob[start - lo : end - lo], status)
             status["ok"] = ok
-            chunks = _serialize_value(ok, value, status)
+            oom = memory.out_of_memory(ok, value)
+            if oom is not None:
+                status.update(oom)
+            chunks = _serialize_value(ok, value, status) if oom is None else []
             size = serialize.size_of(chunks)
             if size > event["max_result_size"]:
                 status.update(ok=False, error_type="ResultTooLargeError", message=(
@@ -157,4 +165,5 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             store.put(protocol.result_key(prefix, call), protocol.pack_result(status, []))
         if notify:
             notify(call)
+        memory.exit_if_out_of_memory(status)
     return {"calls": len(calls)}

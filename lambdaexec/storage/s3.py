@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from lambdaexec.aws_http import EMPTY_SHA256, Connections, SigV4Signer, proxied
+from lambdaexec.aws.signing import EMPTY_SHA256, Connections, SigV4Signer, proxied
 from lambdaexec.errors import ConfigError
 from lambdaexec.storage.base import ChunkReader, Chunks, Storage, as_chunks, read_exactly, register
 
@@ -68,7 +68,7 @@ def _explain(err: Exception, bucket: str) -> Exception:
 
 class _SignedRequests:
     """``GetObject`` and single-part ``PutObject`` over one keep-alive HTTP(S) connection per
-    thread, signed with :class:`~lambdaexec.aws_http.SigV4Signer`: about a seventh of boto3's
+    thread, signed with :class:`~lambdaexec.aws.signing.SigV4Signer`: about a seventh of boto3's
     client CPU per request, which is what bounds how fast a client collects many small results
     (and how much CPU a worker spends writing one).
 

@@ -4,8 +4,8 @@ How a call travels:
 
 1. A pool of sender threads takes calls from the monitor's :class:`Dispatch` units, builds each
    call's event (keys and ids only, never data or credentials: Lambda's async payload limit is
-   256 KB) and sends it with ``InvocationType=Event``. At most ``max_workers`` calls (default
-   1000, the default account concurrency) are in flight at once.
+   256 KB) and sends it with ``InvocationType=Event`` (:mod:`lambdaexec.aws.senders`). At most
+   ``max_workers`` calls (default 1000, the default account concurrency) are in flight at once.
 2. Throttling (429 ``TooManyRequestsException``), 5xx answers and broken connections are retried
    with exponential backoff and full jitter: a throttled call is delayed, never lost. An
    invocation Lambda refuses for good (no such function, access denied, ...) fails its calls
@@ -20,35 +20,24 @@ How a call travels:
    result ``timeout`` + :func:`grace` seconds later (Lambda stopped it at its timeout, or it
    crashed, or ran out of memory) is reported lost; the monitor retries it ``retries`` times,
    then fails it with :class:`~lambdaexec.errors.CallTimeoutError`.
-
-Invocations go over plain HTTP(S) connections signed with AWS Signature V4 (credentials from
-boto3's chain: environment, profile, SSO, instance or container role, refreshed as they
-expire). That is four times faster than ``boto3.client("lambda").invoke`` (about 520 versus
-2,500 invocations/s from one process here), whose per-request overhead is pure Python CPU. When
-an HTTP(S) proxy is configured in the environment, boto3's own client is used instead.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
-import http.client
 import json
 import random
 import threading
 import time
-import urllib.parse
 from typing import Any
 
 from lambdaexec import protocol
-from lambdaexec.aws_http import Connections, SigV4Signer, proxied
+from lambdaexec.aws.senders import MAX_THREADS, InvokeResult, make_sender
 from lambdaexec.config import Config
-from lambdaexec.errors import ConfigError
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.storage import open_storage
 
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
-_MAX_THREADS = 96  # sender threads: enough for ~3,000 invocations/s at AWS's ~30 ms latency
 _MAX_UNSTARTED = 3  # start-deadline misses of one call before it counts as an attempt
 
 _POLL_MIN, _POLL_MAX = 0.1, 2.0  # adaptive listing interval bounds, seconds
@@ -62,147 +51,6 @@ def grace(timeout: float) -> float:
     """Seconds past ``timeout`` before a started call without a result is reported lost: room
     for Lambda's own timing, the listing interval and storage latency."""
     return max(2.0, min(15.0, 0.25 * timeout))
-
-
-class InvokeResult:
-    """What one Invoke request returned: HTTP status (0: no answer), error type and message."""
-
-    __slots__ = ("status", "error", "message", "retry_after")
-
-    def __init__(self, status: int, error: str = "", message: str = "", retry_after: float = 0.0):
-        self.status, self.error, self.message, self.retry_after = status, error, message, retry_after
-
-    @property
-    def retriable(self) -> bool:
-        """Throttling, a server error or no answer: worth sending again after a pause."""
-        return self.status in (0, 429) or self.status >= 500
-
-    def __repr__(self) -> str:
-        return f"InvokeResult({self.status}, {self.error!r}, {self.message!r})"
-
-
-def aws_session(config: Config) -> Any:
-    """A boto3 session in ``config``'s region (its credential chain is boto3's own)."""
-    import boto3
-
-    return boto3.session.Session(region_name=config.region or None)
-
-
-def resolve_region(config: Config, session: Any = None) -> str:
-    """The AWS region: the ``region`` setting, else boto3's (``AWS_REGION``, profile, ...)."""
-    region = config.region or (session or aws_session(config)).region_name
-    if not region:
-        raise ConfigError("no AWS region set: set region= or LAMBDAEXEC_REGION (or AWS_REGION, or a "
-                          "region in your AWS profile: `aws configure set region us-east-1`)")
-    return region
-
-
-def invoke_url(config: Config, region: str) -> str:
-    """The URL of the Invoke API for ``config.function_name``."""
-    base = (config.lambda_endpoint_url or f"https://lambda.{region}.amazonaws.com").rstrip("/")
-    return f"{base}/2015-03-31/functions/{urllib.parse.quote(config.function_name, safe='')}/invocations"
-
-
-def _credentials(session: Any) -> Any:
-    creds = session.get_credentials()
-    if creds is None:
-        raise ConfigError("no AWS credentials found for Lambda: set AWS_ACCESS_KEY_ID and "
-                          "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run `aws configure` / `aws sso login`")
-    return creds
-
-
-class HttpSender:
-    """Sends Invoke requests over one keep-alive HTTP(S) connection per thread."""
-
-    def __init__(self, config: Config, session: Any = None):
-        session = session or aws_session(config)
-        self.region = resolve_region(config, session)
-        self.url = invoke_url(config, self.region)
-        parts = urllib.parse.urlsplit(self.url)
-        self.host, self.path = parts.netloc, parts.path
-        self.canonical_path = urllib.parse.quote(self.path, safe="/~")  # Lambda's: encoded once more
-        self.credentials = _credentials(session)
-        self.signer = SigV4Signer(self.region, "lambda")
-        self.connections = Connections(self.host, parts.scheme == "https", timeout=30)
-
-    def invoke(self, payload: bytes, invocation_type: str = "Event") -> InvokeResult:
-        """Send one invocation; never raises for network or HTTP errors."""
-        creds = self.credentials.get_frozen_credentials()
-        headers = self.signer.sign(creds, "POST", self.host, self.canonical_path,
-                                   {"X-Amz-Invocation-Type": invocation_type}, hashlib.sha256(payload).hexdigest())
-        headers["Content-Type"] = "application/json"
-        conn = self.connections.get()
-        try:
-            conn.request("POST", self.path, body=payload, headers=headers)
-            resp = conn.getresponse()
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as err:
-            self.connections.drop()
-            return InvokeResult(0, type(err).__name__, str(err))
-        if resp.status < 300:
-            return InvokeResult(resp.status)
-        error = (resp.getheader("x-amzn-ErrorType") or "").split(":")[0]
-        try:
-            doc = json.loads(body)
-            message = doc.get("message") or doc.get("Message") or ""
-            error = error or doc.get("__type", "") or doc.get("Type", "")
-        except ValueError:
-            message = body[:300].decode(errors="replace")
-        try:
-            retry_after = float(resp.getheader("Retry-After") or 0)
-        except ValueError:
-            retry_after = 0.0
-        return InvokeResult(resp.status, error or f"HTTP{resp.status}", message, retry_after)
-
-    def close(self) -> None:
-        """Nothing to do: connections belong to the sender threads, which end with the invoker."""
-
-
-class Boto3Sender:
-    """Sends Invoke requests with boto3's Lambda client (used when a proxy is configured)."""
-
-    def __init__(self, config: Config, session: Any = None, pool: int = _MAX_THREADS):
-        from botocore.config import Config as BotoConfig
-
-        session = session or aws_session(config)
-        self.region = resolve_region(config, session)
-        _credentials(session)
-        self.client = session.client(
-            "lambda", region_name=self.region, endpoint_url=config.lambda_endpoint_url or None,
-            config=BotoConfig(max_pool_connections=pool, retries={"max_attempts": 0},
-                              connect_timeout=10, read_timeout=30))
-        self.function_name = config.function_name
-
-    def invoke(self, payload: bytes, invocation_type: str = "Event") -> InvokeResult:
-        """Send one invocation; never raises for network or HTTP errors."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            resp = self.client.invoke(FunctionName=self.function_name, InvocationType=invocation_type,
-                                      Payload=payload)
-            return InvokeResult(resp["StatusCode"])
-        except ClientError as err:
-            meta = err.response.get("ResponseMetadata", {})
-            headers = meta.get("HTTPHeaders", {})
-            try:
-                retry_after = float(headers.get("retry-after") or 0)
-            except ValueError:
-                retry_after = 0.0
-            return InvokeResult(meta.get("HTTPStatusCode", 0), err.response["Error"].get("Code", ""),
-                                err.response["Error"].get("Message", ""), retry_after)
-        except BotoCoreError as err:
-            return InvokeResult(0, type(err).__name__, str(err))
-
-    def close(self) -> None:
-        """Close the client's connection pool."""
-        self.client.close()
-
-
-def make_sender(config: Config) -> HttpSender | Boto3Sender:
-    """The fast :class:`HttpSender`, or :class:`Boto3Sender` when an HTTP(S) proxy is set."""
-    if proxied(invoke_url(config, config.region or "us-east-1")):
-        return Boto3Sender(config)
-    return HttpSender(config)
 
 
 class _Call:
@@ -256,12 +104,15 @@ class LambdaInvoker(Invoker):
         self._interval = _POLL_MIN
         self._next_scan = self._next_sweep = 0.0
         self._closed = False
+        #: (error type, message) once the trial call showed that no call can succeed
+        self._broken: tuple[str, str] | None = None
         #: counters, for benchmarks and tests: invocations sent, retried after throttling or errors
         self.stats = {"invoked": 0, "throttled": 0, "errors": 0, "scans": 0, "list_requests": 0}
         self._threads = [threading.Thread(target=self._send_loop, name=f"lambdaexec-invoke-{i}", daemon=True)
-                         for i in range(min(_MAX_THREADS, self.cap))]
+                         for i in range(min(MAX_THREADS, self.cap))]
         for t in self._threads:
             t.start()
+        threading.Thread(target=self._trial, name="lambdaexec-trial", daemon=True).start()
 
     # --- Invoker interface --------------------------------------------------------------------
     def invoke(self, dispatch: Dispatch) -> None:
@@ -328,9 +179,11 @@ class LambdaInvoker(Invoker):
                 return
             unit, calls = taken
             event = unit.make_event(calls, unit.attempt)
-            if event is None:
+            if event is None or self._broken:
                 with self._lock:
                     self._release(len(calls))
+                if event is not None and self._broken:
+                    self._fail(unit.job_prefix, calls, *self._broken)
                 continue
             result = self._send(json.dumps(event, separators=(",", ":")).encode())
             now = time.monotonic()
@@ -338,7 +191,7 @@ class LambdaInvoker(Invoker):
                 if result is None:  # closing
                     self._release(len(calls))
                     return
-                if result.status < 300:
+                if result.status < 300 and not self._broken:
                     job = self._jobs.get(unit.job_prefix)
                     if job is None:
                         job = self._jobs[unit.job_prefix] = _Job()
@@ -350,7 +203,32 @@ class LambdaInvoker(Invoker):
                     job.unstarted += len(calls)
                     continue
                 self._release(len(calls))
-            self._refused(unit.job_prefix, calls, result)
+            if self._broken:
+                self._fail(unit.job_prefix, calls, *self._broken)
+            else:
+                self._refused(unit.job_prefix, calls, result)
+
+    def _trial(self) -> None:
+        """Make the trial call; if it shows that no call can succeed, fail them all at once."""
+        from lambdaexec.aws.trial import trial_call
+
+        try:
+            broken = trial_call(self.sender, self.storage.spec, self.config.prefix, stats=self.stats)
+        except Exception:  # the trial is a hint: the calls' own deadlines still hold
+            return
+        if broken is None:
+            return
+        with self._lock:
+            self._broken = broken
+            stranded = [(prefix, list(job.inflight)) for prefix, job in self._jobs.items()]
+            for prefix, calls in stranded:
+                job = self._jobs[prefix]
+                job.inflight.clear()
+                job.misses.clear()
+                job.unstarted = 0
+                self._release(len(calls))
+        for prefix, calls in stranded:
+            self._fail(prefix, calls, *broken)
 
     def _send(self, payload: bytes) -> InvokeResult | None:
         """Invoke until accepted or refused for good; back off on throttling and errors."""
@@ -383,7 +261,12 @@ class LambdaInvoker(Invoker):
         }.get(result.error, "check `lambdaexec doctor`")
         message = (f"Lambda refused to invoke function {self.config.function_name!r}: HTTP {result.status} "
                    f"{result.error}: {result.message}; {hint}")
-        status = {"ok": False, "error_type": "InvocationError", "message": message}
+        self._fail(job_prefix, calls, "InvocationError", message)
+
+    def _fail(self, job_prefix: str, calls: list[int], error_type: str, message: str) -> None:
+        """Fail ``calls`` with a status object of ``error_type`` (mapped to lambdaexec's own
+        exception types by the monitor) and ``message``."""
+        status = {"ok": False, "error_type": error_type, "message": message}
         for c in calls:
             try:
                 self.storage.put(protocol.result_key(job_prefix, c), protocol.pack_result(status, []))

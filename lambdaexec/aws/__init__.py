@@ -1,0 +1,35 @@
+"""Everything AWS-specific, one module per job; nothing here is imported by ``import lambdaexec``.
+
+::
+
+    signing      SigV4 signing and keep-alive connections for the requests sent by hand
+    clients      boto3 session, region and clients; DeployError
+    senders      one Invoke request (hand-signed HTTP, or boto3 behind a proxy)
+    invoker      the ``lambda`` backend: many invocations in flight, deadlines, retries
+    trial        the trial call an executor makes first: can the worker reach storage?
+    package      the deployment zip (and the container image)
+    provision    deploy / teardown: bucket, IAM role, function
+    doctor       check a setup, one line per piece, with the fix
+    commands     the ``lambdaexec deploy|teardown|doctor|emulate`` subcommands
+    emulator     a local Lambda: the Invoke API in front of execution environments
+    runtime_api  one execution environment: the Lambda Runtime API served to ``awslambdaric``
+
+The main entry points, importable from here::
+
+    from lambdaexec.aws import deploy, doctor, teardown, build_package
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {"deploy": "provision", "teardown": "provision", "doctor": "doctor", "build_package": "package"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the entry points on first use, so that ``lambdaexec.aws.signing`` stays light."""
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

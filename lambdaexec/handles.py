@@ -1,0 +1,189 @@
+"""Futures that travel: a pickled :class:`~lambdaexec.future.LambdaFuture` unpickles, in any
+process that can open the same storage, as a handle on the same call (PyWren's futures did).
+
+::
+
+    process A                              storage                         process B
+    f = ex.submit(fn, x)
+    pickle.dumps(f) ── CallHome ─────────────────────────────────────────► pickle.loads(...)
+      (job prefix pinned: not deleted        <job>/calls/<i>  ◄── lists ── poller thread
+       when A collects the result)                                        completes B's future
+
+A future already finished when pickled carries its outcome (value or exception, its output
+and stats) and needs no storage. An unfinished one carries its :class:`CallHome`: the storage
+spec (never credentials), its job's prefix, its call index and a wall-clock time after which
+waiting is pointless (every retry and deadline of the call spent). Pickling it pins the job:
+the executor then leaves that job's objects in storage (the bucket's lifecycle rule expires
+them on S3) so that the other process can still read the result after this one has.
+
+In the unpickling process one daemon thread lists each pending job's ``calls/`` prefix (one
+request per job per round, 0.1 s backing off to 2 s) and completes the futures whose result
+appeared; past the time limit a future fails with :class:`~lambdaexec.errors.CallLostError`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+_UPLOAD_WAIT = 120.0  # seconds pickling an unfinished future waits for its job's upload
+
+#: job prefixes whose objects must outlive their executor (a future of theirs was pickled unfinished)
+PINNED: set[str] = set()
+
+
+def patience(config: Any) -> float:
+    """Seconds after which a call of ``config``'s executor has certainly finished or failed:
+    every attempt's start deadline (missed three times) and timeout, with a margin."""
+    return (config.retries + 1) * (3 * config.start_deadline + config.timeout + 15) + 60
+
+
+class CallHome:
+    """Where a job's calls write their results, shared by the job's futures."""
+
+    __slots__ = ("storage", "job_prefix", "patience")
+
+    def __init__(self, storage: dict[str, Any], job_prefix: str, patience: float):
+        #: the storage spec (no credentials), the job's prefix, seconds a call can take at most
+        self.storage, self.job_prefix, self.patience = storage, job_prefix, patience
+
+
+def reduce_future(future: Any) -> tuple:
+    """``__reduce__`` of a LambdaFuture: its outcome if finished, else a handle on the call."""
+    details = {"call_id": future.call_id, "stdout": future.stdout, "stderr": future.stderr,
+               "attempts": future.attempts, "remote_traceback": future.remote_traceback,
+               "_stats": dict(future.stats)}
+    end = time.monotonic() + _UPLOAD_WAIT
+    while future._home is None and not future.done() and time.monotonic() < end:
+        time.sleep(0.005)  # its job is being uploaded (a submit returns before that)
+    if future.done():
+        if future.cancelled():
+            return _finished, (details, "cancelled", None)
+        exc = future.exception()
+        return _finished, (details, "ok", future.result()) if exc is None else (details, "raised", exc)
+    home: CallHome | None = future._home
+    if home is None:
+        raise TypeError(f"cannot pickle call {future.call_id or '(new)'}'s future: its inputs were not uploaded "
+                        f"within {_UPLOAD_WAIT:g} s (is storage reachable?); pickle it once the call has started")
+    PINNED.add(home.job_prefix)
+    call = int(future.call_id.rpartition("/")[2])
+    return _pending, (details, home.storage, home.job_prefix, call, time.time() + home.patience)
+
+
+def _new(details: dict[str, Any]) -> Any:
+    from lambdaexec.future import LambdaFuture
+
+    future = LambdaFuture()
+    for name, value in details.items():
+        setattr(future, name, value)
+    return future
+
+
+def _finished(details: dict[str, Any], how: str, outcome: Any) -> Any:
+    from lambdaexec.errors import RemoteTraceback
+
+    future = _new(details)
+    if how == "cancelled":
+        future.cancel()
+        return future
+    future.set_running_or_notify_cancel()
+    if how == "ok":
+        future.set_result(outcome)
+        return future
+    if details.get("remote_traceback") and outcome.__cause__ is None:
+        outcome.__cause__ = RemoteTraceback(details["remote_traceback"])
+    future.set_exception(outcome)
+    return future
+
+
+def _pending(details: dict[str, Any], storage: dict[str, Any], job_prefix: str, call: int, give_up: float) -> Any:
+    future = _new(details)
+    future.set_running_or_notify_cancel()
+    _poller().watch(storage, job_prefix, call, give_up, future)
+    return future
+
+
+class _Poller:
+    """The one thread of this process that completes unpickled futures from storage."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: dict[tuple[str, str], list[tuple[int, float, Any]]] = {}
+        self.stores: dict[str, Any] = {}
+        self.news = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def watch(self, storage: dict[str, Any], job_prefix: str, call: int, give_up: float, future: Any) -> None:
+        key = repr(sorted(storage.items()))
+        with self.lock:
+            self.stores.setdefault(key, storage)
+            self.waiting.setdefault((key, job_prefix), []).append((call, give_up, future))
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="lambdaexec-handles", daemon=True)
+                self.thread.start()
+        self.news.set()
+
+    def _run(self) -> None:
+        from lambdaexec.storage import shared_storage
+
+        interval = 0.1
+        while True:
+            with self.lock:
+                jobs = {k: list(v) for k, v in self.waiting.items()}
+            progressed = False
+            for (store_key, prefix), calls in jobs.items():
+                store = shared_storage(self.stores[store_key])
+                try:
+                    listed = set(store.list(f"{prefix}/calls/"))
+                except Exception:  # a storage hiccup: the next round will see it
+                    listed = set()
+                for call, give_up, future in calls:
+                    key = f"{prefix}/calls/{call}"
+                    if key in listed:
+                        _complete(store, key, future)
+                    elif time.time() > give_up:
+                        from lambdaexec.errors import CallLostError
+
+                        future.set_exception(CallLostError(
+                            f"call {future.call_id}: no result appeared in storage under {prefix}/ before every "
+                            "deadline of the call had passed (the executor that ran it stopped before it "
+                            "finished, or its data was deleted)", attempts=future.attempts))
+                    else:
+                        continue
+                    progressed = True
+                    with self.lock:
+                        self.waiting[(store_key, prefix)].remove((call, give_up, future))
+                        if not self.waiting[(store_key, prefix)]:
+                            del self.waiting[(store_key, prefix)]
+            interval = 0.1 if progressed else min(2.0, interval * 1.5)
+            self.news.wait(interval)
+            self.news.clear()
+
+
+def _complete(store: Any, key: str, future: Any) -> None:
+    from lambdaexec import protocol
+    from lambdaexec.monitor import decode_result, record_status
+
+    try:
+        status, payload = protocol.unpack_result(store.get(key))
+    except Exception as err:
+        from lambdaexec.errors import LambdaExecError
+
+        future.set_exception(LambdaExecError(f"the result of call {future.call_id} cannot be read from {key}: {err!r}"))
+        return
+    record_status(future, status)
+    ok, outcome = decode_result(status, payload, future.call_id)
+    future.set_result(outcome) if ok else future.set_exception(outcome)
+
+
+_the_poller: _Poller | None = None
+_poller_lock = threading.Lock()
+
+
+def _poller() -> _Poller:
+    global _the_poller
+    with _poller_lock:
+        if _the_poller is None:
+            _the_poller = _Poller()
+        return _the_poller

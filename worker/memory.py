@@ -1,0 +1,60 @@
+"""The memory size, kept by the worker itself so that a call exceeding it fails typed.
+
+Lambda kills an execution environment whose memory exceeds the function's memory size; the
+call's future would then only learn, at its deadline, that no result came. So when
+``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` is set (on Lambda and under ``lambdaexec emulate``), the
+worker caps its own data segment (``RLIMIT_DATA``: heap and private memory maps, where every
+Python object and NumPy array lives) at what it uses now plus what is left of the memory size.
+An allocation past that raises ``MemoryError`` inside the call; the handler then writes an
+``OutOfMemoryError`` status naming the memory setting and the worker exits, as Lambda's would.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from typing import Any
+
+_limited: int | None = None  # the memory size in MB once the cap is set in this process
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cap() -> None:
+    """Cap this process's data segment to the memory size (once per process; no-op elsewhere)."""
+    global _limited
+    size = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+    if _limited is not None or not size or not os.path.exists("/proc/self/status"):
+        return
+    mb = int(size)
+    budget = max(0, mb * 1024 - _status_kb("VmRSS")) * 1024
+    soft = _status_kb("VmData") * 1024 + budget
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    except (ValueError, OSError):
+        return
+    _limited = mb
+
+
+def out_of_memory(ok: bool, value: Any) -> dict[str, Any] | None:
+    """The status fields of a call that failed for want of memory under the cap, else ``None``."""
+    if ok or _limited is None or not isinstance(value, MemoryError):
+        return None
+    return {"ok": False, "error_type": "OutOfMemoryError", "message": (
+        f"the call needed more memory than the function's memory size, {_limited} MB ({value or 'MemoryError'}); "
+        "raise the memory setting (memory= or LAMBDAEXEC_MEMORY, then `lambdaexec deploy`), or use less "
+        "memory per call (smaller chunks)")}
+
+
+def exit_if_out_of_memory(status: dict[str, Any]) -> None:
+    """End the environment after an out-of-memory call, as Lambda does (its memory may be in a
+    bad state); the status has been written."""
+    if status.get("error_type") == "OutOfMemoryError":
+        os._exit(137)
