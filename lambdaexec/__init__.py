@@ -32,8 +32,12 @@ from lambdaexec.errors import (
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
+from lambdaexec.iterative import Broadcast, BroadcastMissingError
+from lambdaexec.params import ParameterMismatchError, ParameterServer, ParameterServerUnavailableError
 
 __all__ = [
+    "Broadcast", "BroadcastMissingError", "ParameterMismatchError", "ParameterServer",
+    "ParameterServerUnavailableError",
     "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
