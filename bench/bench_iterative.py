@@ -156,7 +156,7 @@ def main() -> None:
         for mb in (float(s) for s in args.sizes_mb.split(",")):
             for workers in (int(w) for w in args.workers.split(",")):
                 bench_ps(server.url, workers, mb, args.rounds, args.seconds)
-        for iters in (1, 3):
+        for iters in ((1, 3) if args.bcast_mb > 0 else ()):
             bench_broadcast(server.url, args.bcast_mb, args.calls, args.bcast_workers, args.rounds, iters)
     finally:
         server.stop()

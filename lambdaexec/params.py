@@ -6,19 +6,24 @@ concurrent pushes are never lost and nobody waits for a lock.
 
 How an add stays atomic without doing arithmetic inside Redis (a Lua loop over the elements runs
 at about 30 ms per MB and would stall the server): a push appends its delta to a list, which
-Redis does atomically; a pull reads the base and the pending deltas in one atomic script and
-sums them in NumPy; whoever sees enough pending deltas folds them into the base, guarded by a
-version number so that two folds never both apply::
+Redis does atomically; a pull reads, in one atomic script, what it lacks and sums it in NumPy;
+whoever has summed enough pending deltas writes its sum back as the new base ("folds"), guarded
+by ``head``, the count of deltas folded so far, so that two folds never both apply::
 
-    push(d)   ──► RPUSH deltas d                      (atomic; O(1) on the server)
-    pull()    ──► [base, version, deltas...] ──► base + d1 + d2 + ...   (summed by the client)
-    fold      ──► if version unchanged: SET base new; LTRIM deltas n..; INCR version
+    push(d)  ──► RPUSH deltas d                         (atomic; O(1) on the server)
+    pull()   ──► knows the sum up to delta p >= head?  ──yes──► deltas p.. only: cached + d_p + ...
+                                   │ no                                        (summed by the client)
+                                   └──► base + every pending delta
+    fold     ──► if head unchanged: SET base = sum; LTRIM the deltas it holds; head += their count
+
+Each process caches, per array, the last sum it pulled and how many deltas it includes, so a
+worker that pulls in a loop reads only the deltas pushed since its last pull.
 
 Keys, for server ``name`` and array ``w`` (``shards`` pieces of at most ``shard_bytes`` each, so
 an array may exceed Redis's 512 MB value limit)::
 
     lambdaexec/ps/<name>/w/meta           JSON: dtype, shape, shards, id of this init
-    lambdaexec/ps/<name>/w/version        bumped by each fold
+    lambdaexec/ps/<name>/w/head           how many deltas the base includes
     lambdaexec/ps/<name>/w/base/<i>       shard i of the folded value (little-endian bytes)
     lambdaexec/ps/<name>/w/deltas/<i>     shard i of each pending delta, oldest first
 
@@ -39,7 +44,7 @@ import numpy as np
 
 from lambdaexec.errors import LambdaExecError
 
-#: pending deltas of one array beyond which a pull (or the push that sees them) folds them in
+#: pending deltas of one array from which a pull folds them in (a push folds from 4x as many)
 FOLD_AT = 4
 #: default largest piece of an array kept in one Redis value (Redis's own limit is 512 MB)
 SHARD_BYTES = 64 << 20
@@ -77,45 +82,55 @@ end
 return {'ok', out}
 """
 
-# KEYS: per array: meta, version, base/0..n-1, deltas/0..n-1 ; ARGV: per array: expected meta, n
-# -> per array: {'ok', version, base shards..., then per shard the list of pending deltas}
+# KEYS: per array: meta, head, base/0..n-1, deltas/0..n-1 ; ARGV: per array: expected meta, n,
+# deltas the caller's cached sum includes (-1: none) -> per array: {'meta'} when it was
+# re-initialized or removed; {'inc', head, per shard the deltas after the cached ones} when the
+# cache is still ahead of the base; else {'full', head, base shards..., per shard all deltas}
 _PULL = """
 local out = {}
-local k = 1
-for a = 1, #ARGV, 2 do
-  local n = tonumber(ARGV[a + 1])
-  local meta = redis.call('GET', KEYS[k])
-  if meta ~= ARGV[a] then
-    out[#out + 1] = {'meta', meta or false}
+local a, k = 1, 1
+while a <= #ARGV do
+  local n, p = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  if redis.call('GET', KEYS[k]) ~= ARGV[a] then
+    out[#out + 1] = {'meta'}
   else
-    local item = {'ok', redis.call('GET', KEYS[k + 1]) or '0'}
-    for i = 0, n - 1 do item[#item + 1] = redis.call('GET', KEYS[k + 2 + i]) end
-    for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 2 + n + i], 0, -1) end
+    local head = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+    local item
+    if p >= head then
+      item = {'inc', head}
+      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 2 + n + i], p - head, -1) end
+    else
+      item = {'full', head}
+      for i = 0, n - 1 do item[#item + 1] = redis.call('GET', KEYS[k + 2 + i]) end
+      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 2 + n + i], 0, -1) end
+    end
     out[#out + 1] = item
   end
-  k = k + 2 + 2 * n
+  a, k = a + 3, k + 2 + 2 * n
 end
 return out
 """
 
-# KEYS: meta, version, base/0..n-1, deltas/0..n-1 ; ARGV: expected meta, version read, count folded,
-# new base shards -> 1 if folded, 0 if someone else folded first (nothing is lost either way)
+# KEYS: meta, head, base/0..n-1, deltas/0..n-1 ; ARGV: expected meta, head seen, count of deltas
+# folded, new base shards -> 1 if folded, 0 if someone folded first (nothing is lost either way)
 _FOLD = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 0 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then return 0 end
 local n = (#KEYS - 2) / 2
 local count = tonumber(ARGV[3])
 for i = 1, n do
   redis.call('SET', KEYS[2 + i], ARGV[3 + i])
   redis.call('LTRIM', KEYS[2 + n + i], count, -1)
 end
-redis.call('INCR', KEYS[2])
+redis.call('INCRBY', KEYS[2], count)
 return 1
 """
 
 _clients: dict[tuple[str, float], Any] = {}
 _clients_lock = threading.Lock()
 _scripts: dict[tuple[int, str], Any] = {}
+#: per (url, server, array): (meta, deltas included, their sum) of this process's last pull
+_sums: dict[tuple[str, str, str], tuple[bytes, int, np.ndarray]] = {}
 
 
 def _client(url: str, timeout: float) -> Any:
@@ -211,7 +226,7 @@ class ParameterServer:
         return "/".join(["lambdaexec/ps", self.name, array, *map(str, parts)])
 
     def _keys(self, array: str, meta: _Meta, deltas: bool = True) -> list[str]:
-        keys = [self._key(array, "meta"), self._key(array, "version")]
+        keys = [self._key(array, "meta"), self._key(array, "head")]
         keys += [self._key(array, "base", i) for i in range(meta.shards)]
         if deltas:
             keys += [self._key(array, "deltas", i) for i in range(meta.shards)]
@@ -271,7 +286,7 @@ class ParameterServer:
             pipe = r.pipeline(transaction=True)
             if old is not None:
                 pipe.delete(*self._keys(name, _Meta(old)))
-            pipe.delete(self._key(name, "version"))
+            pipe.delete(self._key(name, "head"))
             for key, shard in zip(self._keys(name, meta)[2 : 2 + shards], meta.cut(flat)):
                 pipe.set(key, shard)
             pipe.set(self._key(name, "meta"), raw)
@@ -289,35 +304,40 @@ class ParameterServer:
         names = list(dict.fromkeys(names))
         for _ in range(3):
             metas = {n: self._meta(n) for n in names}
+            cached = {n: self._cached(n, metas[n]) for n in names}
             keys, args = [], []
             for n in names:
                 keys += self._keys(n, metas[n])
-                args += [metas[n].raw, metas[n].shards]
+                args += [metas[n].raw, metas[n].shards, cached[n][0] if cached[n] else -1]
             replies = self._eval("pull", _PULL, keys, args)
             stale = [n for n, reply in zip(names, replies) if reply[0] == b"meta"]
-            if stale:  # re-initialized since we cached its layout (or cleared): read it again
-                for n in stale:
-                    self._meta(n, refresh=True)
-                continue
-            out = {}
-            for n, reply in zip(names, replies):
-                out[n] = self._sum(n, metas[n], reply)
-            return out
+            if not stale:
+                return {n: self._sum(n, metas[n], cached[n], reply) for n, reply in zip(names, replies)}
+            for n in stale:  # re-initialized since we cached its layout, or removed: look again
+                self._meta(n, refresh=True)
         raise ParameterMismatchError(f"arrays {stale} keep being re-initialized while being pulled")
 
-    def _sum(self, name: str, meta: _Meta, reply: list) -> np.ndarray:
-        version, bases, deltas = reply[1], reply[2 : 2 + meta.shards], reply[2 + meta.shards :]
-        if any(b is None for b in bases):
-            raise KeyError(f"parameter server {self.name!r} at {self.url}: array {name!r} was cleared")
-        value = np.frombuffer(b"".join(bases), dtype=meta.dtype).copy()
-        count = min(len(d) for d in deltas)
-        for j in range(count):
+    def _cached(self, name: str, meta: _Meta) -> tuple[int, np.ndarray] | None:
+        hit = _sums.get((self.url, self.name, name))
+        return hit[1:] if hit is not None and hit[0] == meta.raw else None
+
+    def _sum(self, name: str, meta: _Meta, cached: tuple[int, np.ndarray] | None, reply: list) -> np.ndarray:
+        kind, head, n = reply[0], int(reply[1]), meta.shards
+        if kind == b"inc":
+            value, deltas = cached[1].copy(), reply[2:]
+        else:
+            bases, deltas = reply[2 : 2 + n], reply[2 + n :]
+            if any(b is None for b in bases):
+                raise KeyError(f"parameter server {self.name!r} at {self.url}: array {name!r} was removed")
+            value = np.frombuffer(b"".join(bases), dtype=meta.dtype).copy()
+        for j in range(min(len(d) for d in deltas)):
             value += np.frombuffer(b"".join(d[j] for d in deltas), dtype=meta.dtype)
-        if count >= FOLD_AT:
-            new = meta.cut(value)
+        count = (cached[0] if kind == b"inc" else head) + min(len(d) for d in deltas)
+        _sums[(self.url, self.name, name)] = (meta.raw, count, value)
+        if count - head >= FOLD_AT:
             keys = self._keys(name, meta)
-            self._eval(f"pull({name!r})", _FOLD, keys, [meta.raw, version, count, *new])
-        return value.reshape(meta.shape).astype(meta.dtype.newbyteorder("="), copy=False)
+            self._eval(f"pull({name!r})", _FOLD, keys, [meta.raw, head, count - head, *meta.cut(value)])
+        return value.reshape(meta.shape).astype(meta.dtype.newbyteorder("="))
 
     def push(self, name: str, delta: Any) -> None:
         """Add ``delta`` to ``name`` on the server, atomically: concurrent pushes all count.
@@ -370,11 +390,14 @@ class ParameterServer:
         """Remove array ``name`` from the server."""
         self._drop(f"lambdaexec/ps/{self.name}/{name}/", f"delete({name!r})")
         self._metas.pop(name, None)
+        _sums.pop((self.url, self.name, name), None)
 
     def clear(self) -> None:
         """Remove every array of this server (other servers on the same Redis are untouched)."""
         self._drop(f"lambdaexec/ps/{self.name}/", "clear")
         self._metas.clear()
+        for key in [k for k in _sums if k[:2] == (self.url, self.name)]:
+            del _sums[key]
 
     def _drop(self, prefix: str, op: str) -> None:
         def drop(r: Any) -> None:
