@@ -75,11 +75,13 @@ class _Cache:
                 raise BroadcastMissingError(
                     f"broadcast value {handle.digest[:12]} ({handle.size:,} bytes) is no longer in storage: "
                     "it was unpersisted, or its executor shut down; broadcast it again") from None
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
             value = serialize.loads(data)
             with self._lock:
                 self.loads += 1
                 self.values[key] = (value, handle.size)
-                self._loading.pop(key, None)
                 total = sum(size for _, size in self.values.values())
                 while total > self.limit and len(self.values) > 1:
                     _, (_, size) = self.values.popitem(last=False)
