@@ -129,14 +129,20 @@ def looper(ps: ParameterServer) -> None:
         ps.pull("w")
 
 
+def busy_calls(ex: LambdaExecutor, server: RedisServer, calls: int, timeout: float) -> list:
+    """``calls`` calls pushing and pulling in a loop through ``server``, running once this returns."""
+    ps = ParameterServer(server.url, name="outage", timeout=timeout)
+    ps.init("w", np.zeros(10))
+    futures = [ex.submit(looper, ps) for _ in range(calls)]
+    while ps.pull("w")[0] < 100:
+        time.sleep(0.05)
+    return futures
+
+
 def test_redis_going_away_fails_calls_with_a_typed_error_naming_the_url(ex):
     server = RedisServer()
     try:
-        ps = ParameterServer(server.url, name="outage", timeout=5)
-        ps.init("w", np.zeros(10))
-        futures = [ex.submit(looper, ps) for _ in range(4)]
-        while ps.pull("w")[0] < 200:  # the calls are pushing
-            time.sleep(0.05)
+        futures = busy_calls(ex, server, 4, timeout=5)
     finally:
         server.stop()
     for f in futures:
@@ -148,11 +154,7 @@ def test_redis_going_away_fails_calls_with_a_typed_error_naming_the_url(ex):
 def test_a_redis_that_stops_answering_fails_calls_within_the_timeout(ex):
     server = RedisServer()
     try:
-        ps = ParameterServer(server.url, name="frozen", timeout=2)
-        ps.init("w", np.zeros(10))
-        futures = [ex.submit(looper, ps) for _ in range(2)]
-        while ps.pull("w")[0] < 100:
-            time.sleep(0.05)
+        futures = busy_calls(ex, server, 2, timeout=2)
         os.kill(server.proc.pid, signal.SIGSTOP)  # alive but silent: sockets stay open
         for f in futures:
             with pytest.raises(ParameterServerUnavailableError, match=f"Redis at {server.url}"):
