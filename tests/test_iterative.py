@@ -135,3 +135,16 @@ def test_resume_after_the_client_is_killed_runs_only_the_remaining_rounds(tmp_pa
     assert int(second.stdout) == expected
     assert not [k for k in os.listdir(store) if k != "lambdaexec"] and not os.path.exists(
         os.path.join(store, "lambdaexec", "iterate", "killed-run"))
+
+
+def test_a_process_keeps_at_most_its_cache_budget_dropping_the_least_recently_used(tmp_path):
+    from lambdaexec.iterative import _Cache
+
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
+        a, b, c = (pickle.loads(pickle.dumps(ex.broadcast(np.full(1000, v)))) for v in (1.0, 2.0, 3.0))
+        cache = _Cache(limit=int(a.size * 2.5))  # room for two of them
+        assert cache.get(a)[0] == 1 and cache.get(b)[0] == 2 and cache.get(a)[0] == 1
+        assert cache.loads == 2  # the second read of a came from memory
+        assert cache.get(c)[0] == 3  # over budget: b, the least recently used, goes
+        assert cache.get(a)[0] == 1 and cache.loads == 3
+        assert cache.get(b)[0] == 2 and cache.loads == 4
