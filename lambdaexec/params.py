@@ -159,7 +159,6 @@ class _Meta:
         self.shape = tuple(d["shape"])
         self.shards = int(d["shards"])
         self.shard_bytes = int(d["shard_bytes"])
-        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def cut(self, flat: np.ndarray) -> list[memoryview]:
         """The shards of a flat little-endian array of this layout, as byte views."""
@@ -225,12 +224,11 @@ class ParameterServer:
             raise ValueError(f"an array name must be a non-empty string without '/', got {array!r}")
         return "/".join(["lambdaexec/ps", self.name, array, *map(str, parts)])
 
-    def _keys(self, array: str, meta: _Meta, deltas: bool = True) -> list[str]:
+    def _keys(self, array: str, meta: _Meta) -> list[str]:
+        """An array's keys, in the order the scripts take them: meta, head, bases, deltas."""
         keys = [self._key(array, "meta"), self._key(array, "head")]
         keys += [self._key(array, "base", i) for i in range(meta.shards)]
-        if deltas:
-            keys += [self._key(array, "deltas", i) for i in range(meta.shards)]
-        return keys
+        return keys + [self._key(array, "deltas", i) for i in range(meta.shards)]
 
     def _redis(self, op: str, fn: Any) -> Any:
         """Run ``fn(client)``; turn connection failures and timeouts into one typed error."""
@@ -256,7 +254,7 @@ class ParameterServer:
 
     def _meta(self, array: str, refresh: bool = False) -> _Meta:
         if refresh or array not in self._metas:
-            raw = self._redis(f"pull({array!r})", lambda r: r.get(self._key(array, "meta")))
+            raw = self._redis(f"reading the layout of {array!r}", lambda r: r.get(self._key(array, "meta")))
             if raw is None:
                 self._metas.pop(array, None)
                 raise KeyError(f"parameter server {self.name!r} at {self.url} has no array {array!r}: "
