@@ -74,7 +74,7 @@ def rates(results: list[tuple[int, float]]) -> tuple[float, float]:
 
 def bench_ps(url: str, workers: int, mb: float, rounds: int, seconds: float) -> None:
     n = int(mb * 2**20) // 8
-    ps = ParameterServer(url, name="bench")
+    ps = ParameterServer(url, name="bench", timeout=300)  # 8 workers moving 100 MB each on 2 cores
     raw = redis.Redis.from_url(url)
     ours, theirs = [], []
     with LambdaExecutor(max_workers=workers) as ex:

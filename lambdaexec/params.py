@@ -46,6 +46,8 @@ from lambdaexec.errors import LambdaExecError
 
 #: pending deltas of one array from which a pull folds them in (a push folds from 4x as many)
 FOLD_AT = 4
+#: ... or pending bytes from which it does, so that large arrays never pile up deltas
+FOLD_BYTES = 64 << 20
 #: default largest piece of an array kept in one Redis value (Redis's own limit is 512 MB)
 SHARD_BYTES = 64 << 20
 _REDIS_LIMIT = 512 << 20
@@ -159,6 +161,11 @@ class _Meta:
         self.shape = tuple(d["shape"])
         self.shards = int(d["shards"])
         self.shard_bytes = int(d["shard_bytes"])
+        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def fold_due(self, pending: int, factor: int = 1) -> bool:
+        """Whether ``pending`` deltas are enough to fold (``factor`` times the usual amount)."""
+        return pending >= factor * FOLD_AT or (pending > 0 and pending * self.nbytes >= factor * FOLD_BYTES)
 
     def cut(self, flat: np.ndarray) -> list[memoryview]:
         """The shards of a flat little-endian array of this layout, as byte views."""
@@ -332,7 +339,7 @@ class ParameterServer:
             value += np.frombuffer(b"".join(d[j] for d in deltas), dtype=meta.dtype)
         count = (cached[0] if kind == b"inc" else head) + min(len(d) for d in deltas)
         _sums[(self.url, self.name, name)] = (meta.raw, count, value)
-        if count - head >= FOLD_AT:
+        if meta.fold_due(count - head):
             keys = self._keys(name, meta)
             self._eval(f"pull({name!r})", _FOLD, keys, [meta.raw, head, count - head, *meta.cut(value)])
         return value.reshape(meta.shape).astype(meta.dtype.newbyteorder("="))
@@ -363,7 +370,7 @@ class ParameterServer:
         else:
             raise ParameterMismatchError(f"array {stale!r} keeps being re-initialized while being pushed to")
         for n, pending in zip(names, reply[1]):
-            if pending >= 4 * FOLD_AT:  # nobody has pulled for a while: fold here, bounding memory
+            if metas[n].fold_due(pending, factor=4):  # nobody has pulled for a while: fold here
                 self.pull(n)
 
     def _flat(self, name: str, meta: _Meta, delta: Any) -> np.ndarray:

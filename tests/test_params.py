@@ -194,3 +194,17 @@ def test_bsp_sgd_through_broadcast_matches_sklearn(ex):
     data = ex.broadcast((Xtr, ytr))
     W = demo.train_bsp(ex, data, Xtr.shape[1], 10, workers=8, rounds=30)
     assert demo.accuracy(W, Xte, yte) >= reference - 0.02
+
+
+def test_large_arrays_fold_pending_deltas_early(ps, redis_server, monkeypatch):
+    import redis
+
+    from lambdaexec import params
+
+    monkeypatch.setattr(params, "FOLD_BYTES", 4000)  # stands for 64 MB: every 8,000-byte delta is "large"
+    ps.init("w", np.zeros(1000))
+    for _ in range(50):
+        ps.push("w", np.ones(1000))
+    pending = redis.Redis.from_url(redis_server.url).llen(f"lambdaexec/ps/{ps.name}/w/deltas/0")
+    assert pending <= 1  # pushes folded as they went, instead of keeping 50 deltas in Redis
+    assert np.array_equal(ps.pull("w"), np.full(1000, 50.0))
