@@ -84,45 +84,53 @@ end
 return {'ok', out}
 """
 
-# KEYS: per array: meta, head, base/0..n-1, deltas/0..n-1 ; ARGV: per array: expected meta, n,
-# deltas the caller's cached sum includes (-1: none) -> per array: {'meta'} when it was
-# re-initialized or removed; {'inc', head, per shard the deltas after the cached ones} when the
-# cache is still ahead of the base; else {'full', head, base shards..., per shard all deltas}
+# KEYS: per array: meta, head, fold, base/0..n-1, deltas/0..n-1 ; ARGV: per array: expected
+# meta, n, deltas the caller's cached sum includes (-1: none), pending deltas worth a fold ->
+# per array: {'meta'} when it was re-initialized or removed; {'inc', head, fold?, per shard the
+# deltas after the cached ones} when the cache is still ahead of the base; else {'full', head,
+# fold?, base shards..., per shard all deltas}. fold? is 1 when the caller, alone, should fold
+# (a lock with a 5 s lease, so that concurrent pullers do not all upload a sum that one needs)
 _PULL = """
 local out = {}
 local a, k = 1, 1
 while a <= #ARGV do
-  local n, p = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local n, p, fold_at = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   if redis.call('GET', KEYS[k]) ~= ARGV[a] then
     out[#out + 1] = {'meta'}
   else
     local head = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
+    local fold = 0
+    if redis.call('LLEN', KEYS[k + 3 + n]) >= fold_at and redis.call('SET', KEYS[k + 2], '1', 'NX', 'PX', 5000) then
+      fold = 1
+    end
     local item
     if p >= head then
-      item = {'inc', head}
-      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 2 + n + i], p - head, -1) end
+      item = {'inc', head, fold}
+      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 3 + n + i], p - head, -1) end
     else
-      item = {'full', head}
-      for i = 0, n - 1 do item[#item + 1] = redis.call('GET', KEYS[k + 2 + i]) end
-      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 2 + n + i], 0, -1) end
+      item = {'full', head, fold}
+      for i = 0, n - 1 do item[#item + 1] = redis.call('GET', KEYS[k + 3 + i]) end
+      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 3 + n + i], 0, -1) end
     end
     out[#out + 1] = item
   end
-  a, k = a + 3, k + 2 + 2 * n
+  a, k = a + 4, k + 3 + 2 * n
 end
 return out
 """
 
-# KEYS: meta, head, base/0..n-1, deltas/0..n-1 ; ARGV: expected meta, head seen, count of deltas
-# folded, new base shards -> 1 if folded, 0 if someone folded first (nothing is lost either way)
+# KEYS: meta, head, fold, base/0..n-1, deltas/0..n-1 ; ARGV: expected meta, head seen, count of
+# deltas folded, new base shards -> 1 if folded, 0 if the array changed meanwhile (then nothing
+# is lost: the deltas stay pending). Releases the fold lock either way.
 _FOLD = """
+redis.call('DEL', KEYS[3])
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then return 0 end
-local n = (#KEYS - 2) / 2
+local n = (#KEYS - 3) / 2
 local count = tonumber(ARGV[3])
 for i = 1, n do
-  redis.call('SET', KEYS[2 + i], ARGV[3 + i])
-  redis.call('LTRIM', KEYS[2 + n + i], count, -1)
+  redis.call('SET', KEYS[3 + i], ARGV[3 + i])
+  redis.call('LTRIM', KEYS[3 + n + i], count, -1)
 end
 redis.call('INCRBY', KEYS[2], count)
 return 1
@@ -163,9 +171,10 @@ class _Meta:
         self.shard_bytes = int(d["shard_bytes"])
         self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
-    def fold_due(self, pending: int, factor: int = 1) -> bool:
-        """Whether ``pending`` deltas are enough to fold (``factor`` times the usual amount)."""
-        return pending >= factor * FOLD_AT or (pending > 0 and pending * self.nbytes >= factor * FOLD_BYTES)
+    @property
+    def fold_at(self) -> int:
+        """How many pending deltas are worth folding: :data:`FOLD_AT`, fewer for large arrays."""
+        return max(1, min(FOLD_AT, -(-FOLD_BYTES // max(1, self.nbytes))))
 
     def cut(self, flat: np.ndarray) -> list[memoryview]:
         """The shards of a flat little-endian array of this layout, as byte views."""
@@ -232,8 +241,8 @@ class ParameterServer:
         return "/".join(["lambdaexec/ps", self.name, array, *map(str, parts)])
 
     def _keys(self, array: str, meta: _Meta) -> list[str]:
-        """An array's keys, in the order the scripts take them: meta, head, bases, deltas."""
-        keys = [self._key(array, "meta"), self._key(array, "head")]
+        """An array's keys, in the order the scripts take them: meta, head, fold, bases, deltas."""
+        keys = [self._key(array, "meta"), self._key(array, "head"), self._key(array, "fold")]
         keys += [self._key(array, "base", i) for i in range(meta.shards)]
         return keys + [self._key(array, "deltas", i) for i in range(meta.shards)]
 
@@ -291,8 +300,8 @@ class ParameterServer:
             pipe = r.pipeline(transaction=True)
             if old is not None:
                 pipe.delete(*self._keys(name, _Meta(old)))
-            pipe.delete(self._key(name, "head"))
-            for key, shard in zip(self._keys(name, meta)[2 : 2 + shards], meta.cut(flat)):
+            pipe.delete(self._key(name, "head"), self._key(name, "fold"))
+            for key, shard in zip(self._keys(name, meta)[3 : 3 + shards], meta.cut(flat)):
                 pipe.set(key, shard)
             pipe.set(self._key(name, "meta"), raw)
             pipe.execute()
@@ -313,7 +322,7 @@ class ParameterServer:
             keys, args = [], []
             for n in names:
                 keys += self._keys(n, metas[n])
-                args += [metas[n].raw, metas[n].shards, cached[n][0] if cached[n] else -1]
+                args += [metas[n].raw, metas[n].shards, cached[n][0] if cached[n] else -1, metas[n].fold_at]
             replies = self._eval("pull", _PULL, keys, args)
             stale = [n for n, reply in zip(names, replies) if reply[0] == b"meta"]
             if not stale:
@@ -327,11 +336,11 @@ class ParameterServer:
         return hit[1:] if hit is not None and hit[0] == meta.raw else None
 
     def _sum(self, name: str, meta: _Meta, cached: tuple[int, np.ndarray] | None, reply: list) -> np.ndarray:
-        kind, head, n = reply[0], int(reply[1]), meta.shards
+        kind, head, fold, n = reply[0], int(reply[1]), reply[2], meta.shards
         if kind == b"inc":
-            value, deltas = cached[1].copy(), reply[2:]
+            value, deltas = cached[1].copy(), reply[3:]
         else:
-            bases, deltas = reply[2 : 2 + n], reply[2 + n :]
+            bases, deltas = reply[3 : 3 + n], reply[3 + n :]
             if any(b is None for b in bases):
                 raise KeyError(f"parameter server {self.name!r} at {self.url}: array {name!r} was removed")
             value = np.frombuffer(b"".join(bases), dtype=meta.dtype).copy()
@@ -339,7 +348,7 @@ class ParameterServer:
             value += np.frombuffer(b"".join(d[j] for d in deltas), dtype=meta.dtype)
         count = (cached[0] if kind == b"inc" else head) + min(len(d) for d in deltas)
         _sums[(self.url, self.name, name)] = (meta.raw, count, value)
-        if meta.fold_due(count - head):
+        if fold:  # this process holds the fold lock: write the sum back as the new base
             keys = self._keys(name, meta)
             self._eval(f"pull({name!r})", _FOLD, keys, [meta.raw, head, count - head, *meta.cut(value)])
         return value.reshape(meta.shape).astype(meta.dtype.newbyteorder("="))
@@ -370,7 +379,7 @@ class ParameterServer:
         else:
             raise ParameterMismatchError(f"array {stale!r} keeps being re-initialized while being pushed to")
         for n, pending in zip(names, reply[1]):
-            if metas[n].fold_due(pending, factor=4):  # nobody has pulled for a while: fold here
+            if pending >= 4 * metas[n].fold_at:  # nobody has pulled for a while: fold here
                 self.pull(n)
 
     def _flat(self, name: str, meta: _Meta, delta: Any) -> np.ndarray:

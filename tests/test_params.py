@@ -206,5 +206,5 @@ def test_large_arrays_fold_pending_deltas_early(ps, redis_server, monkeypatch):
     for _ in range(50):
         ps.push("w", np.ones(1000))
     pending = redis.Redis.from_url(redis_server.url).llen(f"lambdaexec/ps/{ps.name}/w/deltas/0")
-    assert pending <= 1  # pushes folded as they went, instead of keeping 50 deltas in Redis
+    assert pending < 4  # pushes folded as they went, instead of keeping 50 deltas in Redis
     assert np.array_equal(ps.pull("w"), np.full(1000, 50.0))
