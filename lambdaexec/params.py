@@ -7,8 +7,9 @@ concurrent pushes are never lost and nobody waits for a lock.
 How an add stays atomic without doing arithmetic inside Redis (a Lua loop over the elements runs
 at about 30 ms per MB and would stall the server): a push appends its delta to a list, which
 Redis does atomically; a pull reads, in one atomic script, what it lacks and sums it in NumPy;
-whoever has summed enough pending deltas writes its sum back as the new base ("folds"), guarded
-by ``head``, the count of deltas folded so far, so that two folds never both apply::
+when enough deltas are pending, the pull script lets one caller (a lock with a lease) write its
+sum back as the new base ("fold"), guarded by ``head``, the count of deltas folded so far, so
+that a fold based on an outdated read never applies::
 
     push(d)  ──► RPUSH deltas d                         (atomic; O(1) on the server)
     pull()   ──► knows the sum up to delta p >= head?  ──yes──► deltas p.. only: cached + d_p + ...
@@ -24,6 +25,7 @@ an array may exceed Redis's 512 MB value limit)::
 
     lambdaexec/ps/<name>/w/meta           JSON: dtype, shape, shards, id of this init
     lambdaexec/ps/<name>/w/head           how many deltas the base includes
+    lambdaexec/ps/<name>/w/fold           the fold lock (5 s lease), while someone folds
     lambdaexec/ps/<name>/w/base/<i>       shard i of the folded value (little-endian bytes)
     lambdaexec/ps/<name>/w/deltas/<i>     shard i of each pending delta, oldest first
 
