@@ -35,14 +35,16 @@ from lambdaexec.errors import (
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
+from lambdaexec.iterative import Broadcast, BroadcastMissingError
+from lambdaexec.params import ParameterMismatchError, ParameterServer, ParameterServerUnavailableError
 
 __all__ = [
-    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "CallLostError", "CallTimeoutError", "Config",
-    "ConfigError", "InitializerError",
-    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "OutOfMemoryError", "RemoteError", "ResultTooLargeError",
-    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError",
-    "default_executor",
-    "get_all_results", "get_logs", "load_config", "wait",
+    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "Broadcast", "BroadcastMissingError", "CallLostError",
+    "CallTimeoutError", "Config", "ConfigError", "InitializerError", "LambdaExecError", "LambdaExecutor",
+    "LambdaFuture", "OutOfMemoryError", "ParameterMismatchError", "ParameterServer",
+    "ParameterServerUnavailableError", "RemoteError", "ResultTooLargeError", "UnpicklableError",
+    "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError", "default_executor", "get_all_results",
+    "get_logs", "load_config", "wait",
 ]
 
 _default: LambdaExecutor | None = None

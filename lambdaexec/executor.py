@@ -18,7 +18,7 @@ import uuid
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdaexec import serialize
+from lambdaexec import iterative, serialize
 from lambdaexec.config import Config, load_config
 from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.future import LambdaFuture
@@ -160,6 +160,16 @@ class LambdaExecutor(concurrent.futures.Executor):
             futures = self.map_futures(functools.partial(_run_chunk, fn), chunks)
         results = _results_in_order(futures, end_time)
         return results if chunksize == 1 else itertools.chain.from_iterable(results)
+
+    # --- operators (each a function of the executor, in its own module) -------------------
+    def broadcast(self, obj: Any) -> iterative.Broadcast:
+        """Store ``obj`` once; calls read ``handle.value`` once per worker (:func:`~lambdaexec.iterative.broadcast`)."""
+        return iterative.broadcast(self, obj)
+
+    def iterate(self, step: Callable[[Any, int], Any], state: Any, rounds: int, *,
+                until: Callable[[Any, int], bool] | None = None, resume: str | None = None) -> Any:
+        """``state = step(state, r)`` per round, each checkpointed (:func:`~lambdaexec.iterative.iterate`)."""
+        return iterative.iterate(self, step, state, rounds, until=until, resume=resume)
 
     # --- shutting down --------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
