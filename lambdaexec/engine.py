@@ -9,6 +9,11 @@ each. When the flusher is idle the first submit goes out at once: there is no ba
 The engine and its threads hold no reference to the executor, so an executor dropped without
 ``shutdown`` is garbage-collected, and then its engine finishes the calls already submitted and
 releases its workers, as ``ProcessPoolExecutor`` does.
+
+An engine belongs to the process that made it. A child forked by the user's code (a
+``multiprocessing`` ``Pool`` or ``Manager`` with the fork start method) inherits a copy of it,
+and of the exit hook; in the child both do nothing, so the child's exit neither deletes the
+parent's job data nor stops the parent's workers.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import itertools
+import os
 import threading
 from typing import Any
 
@@ -45,6 +51,7 @@ class Engine:
         self._flushing: list[Call] = []  # taken by the flusher, not yet the monitor's
         self._cond = threading.Condition()
         self._closed = False
+        self._pid = os.getpid()  # the owner: a forked child's copy never closes anything
         self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
         self._flusher.start()
         _live.add(self)
@@ -103,7 +110,9 @@ class Engine:
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Refuse new calls; cancel those not started if asked; close once the rest are done
-        (here with ``wait``, else in the background)."""
+        (here with ``wait``, else in the background). A no-op in a forked child."""
+        if os.getpid() != self._pid:
+            return
         with self._cond:
             self.closing = True
             pending = [f for _, _, f in self._pending + self._flushing]
@@ -140,3 +149,7 @@ def shutdown_all() -> None:
     """Let every engine finish its calls (at interpreter exit, as ``ProcessPoolExecutor`` does)."""
     for engine in list(_live):
         engine.shutdown(wait=True)
+
+
+# a forked child inherits the parent's engines, whose threads did not survive the fork: forget them
+os.register_at_fork(after_in_child=_live.clear)
