@@ -8,12 +8,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import importlib
 import multiprocessing
+import os
 import threading
 
+import joblib
 import pytest
 from workloads import hang
 
 import lambdaexec
+import lambdaexec_joblib  # noqa: F401  (registers the joblib backend "lambda")
 from lambdaexec import LambdaExecutor, LambdaFuture
 
 
@@ -134,3 +137,41 @@ def test_initializer_globals_are_visible_to_calls_from_a_user_module(tmp_path, m
     assert first[:2] == ("model A", 1) and second[:2] == ("model A", 2)
     assert second[2] == first[2] + 1  # a warm worker keeps what its calls assigned, as a process would
     assert initmod.model is None  # the client's module is untouched
+
+
+# --- 8a. joblib: a batch that cannot be sent fails Parallel instead of hanging it -------------
+
+def test_joblib_unpicklable_later_batch_raises_instead_of_hanging(tmp_path):
+    items = [*range(20), threading.Lock(), *range(5)]
+
+    def run():
+        with joblib.parallel_backend("lambda", max_workers=2, storage_path=str(tmp_path / "store")):
+            return joblib.Parallel(n_jobs=2, batch_size=1)(joblib.delayed(repr)(x) for x in items)
+
+    kind, err = _in_thread(run, timeout=120)
+    assert kind == "raised", err
+    assert isinstance(err, lambdaexec.UnpicklableError) and "lock" in str(err)
+
+
+# --- 6. joblib: the initializer is honoured ------------------------------------------------------
+
+def _mark_worker(value):
+    os.environ["LAMBDAEXEC_TEST_INIT"] = value
+
+
+def _read_mark(_):
+    return os.environ.get("LAMBDAEXEC_TEST_INIT")
+
+
+def test_joblib_parallel_initializer_runs_in_workers(tmp_path):
+    with joblib.parallel_backend("lambda", max_workers=2, storage_path=str(tmp_path / "store")):
+        got = joblib.Parallel(n_jobs=2, initializer=_mark_worker, initargs=("from Parallel",))(
+            joblib.delayed(_read_mark)(i) for i in range(6))
+    assert got == ["from Parallel"] * 6
+
+
+def test_joblib_parallel_config_initializer_runs_in_workers(tmp_path):
+    with joblib.parallel_config(backend="lambda", max_workers=2, storage_path=str(tmp_path / "store"),
+                                initializer=_mark_worker, initargs=("from parallel_config",)):
+        got = joblib.Parallel(n_jobs=2)(joblib.delayed(_read_mark)(i) for i in range(6))
+    assert got == ["from parallel_config"] * 6
