@@ -10,6 +10,7 @@ import importlib
 import multiprocessing
 import os
 import threading
+import weakref
 
 import joblib
 import pytest
@@ -175,3 +176,42 @@ def test_joblib_parallel_config_initializer_runs_in_workers(tmp_path):
                                 initializer=_mark_worker, initargs=("from parallel_config",)):
         got = joblib.Parallel(n_jobs=2)(joblib.delayed(_read_mark)(i) for i in range(6))
     assert got == ["from parallel_config"] * 6
+
+
+# --- 8b. dask: a later task gets the stored value, not the producer's live object -------------
+
+def test_dask_task_returning_a_weakref_proxy_feeds_its_consumers(tmp_path):
+    # dask's own test_use_of_weakref_proxy, on lambdaexec
+    import dask.dataframe as dd
+    import pandas as pd
+
+    from lambdaexec_dask import lambda_get
+
+    kept = []
+
+    def f(x):
+        kept.append(x)  # keep `x` alive while the task runs
+        return weakref.proxy(x)
+
+    d = pd.DataFrame({"g": [0, 0, 1] * 3, "b": [1, 2, 3] * 3})
+    a = dd.from_pandas(d, npartitions=1).map_partitions(f, meta=d.iloc[:0])
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
+        got = a["b"].groupby(a["g"]).sum().compute(scheduler=lambda_get, executor=ex)
+    pd.testing.assert_series_equal(got, d["b"].groupby(d["g"]).sum())
+
+
+def _append_one(values):
+    values.append(1)
+    return len(values)
+
+
+def test_dask_tasks_sharing_an_input_each_get_their_own_copy(tmp_path):
+    import dask
+
+    from lambdaexec_dask import lambda_get
+
+    shared = dask.delayed(list)([0, 0])
+    readers = [dask.delayed(_append_one)(shared) for _ in range(4)]
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
+        got = dask.compute(*readers, scheduler=lambda_get, executor=ex)
+    assert got == (3, 3, 3, 3)  # as dask's processes scheduler gives: no task sees another's mutation
