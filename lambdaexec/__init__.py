@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from lambdaexec.config import Config, load_config
 from lambdaexec.errors import (
+    BrokenWorkersError,
     CallLostError,
     CallTimeoutError,
     ConfigError,
@@ -34,7 +35,7 @@ from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
 
 __all__ = [
-    "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
+    "BrokenWorkersError", "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
     "get_all_results", "load_config",

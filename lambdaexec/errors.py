@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import pickle
 
 
@@ -28,6 +29,12 @@ class CallLostError(LambdaExecError):
 
 class WorkerDiedError(CallLostError):
     """The worker running the call exited (crash, ``os._exit``, out of memory, killed)."""
+
+
+class BrokenWorkersError(WorkerDiedError, concurrent.futures.process.BrokenProcessPool):
+    """Workers cannot start at all (the runtime fails to import), so the executor cannot run
+    calls: a ``BrokenProcessPool``, as code written for ``ProcessPoolExecutor`` expects. A
+    worker that died and was replaced is a plain :class:`WorkerDiedError`, not this."""
 
 
 class CallTimeoutError(CallLostError):

@@ -166,7 +166,7 @@ class Monitor:
                 job.lost[c] += 1
             tries = job.lost[c]
         if notice.fatal:
-            exc: errors.CallLostError = errors.WorkerDiedError(
+            exc: errors.CallLostError = errors.BrokenWorkersError(
                 f"call {job.futures[c].call_id} cannot run: {notice.reason}", attempts=tries)
         elif not notice.started or tries <= self.config.retries:
             self.invoker.invoke(Dispatch(job.prefix, [c], tries, functools.partial(self._make_event, job)))

@@ -9,12 +9,15 @@ import concurrent.futures as cf
 import importlib
 import multiprocessing
 import os
+import signal
 import threading
+import time
 import weakref
+from concurrent.futures.process import BrokenProcessPool
 
 import joblib
 import pytest
-from workloads import hang
+from workloads import exit_via_kill, hang
 
 import lambdaexec
 import lambdaexec_joblib  # noqa: F401  (registers the joblib backend "lambda")
@@ -215,3 +218,43 @@ def test_dask_tasks_sharing_an_input_each_get_their_own_copy(tmp_path):
     with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
         got = dask.compute(*readers, scheduler=lambda_get, executor=ex)
     assert got == (3, 3, 3, 3)  # as dask's processes scheduler gives: no task sees another's mutation
+
+
+# --- 8. a broken runtime is a BrokenProcessPool; one replaced worker is not ---------------------
+
+def test_workers_that_cannot_start_raise_broken_process_pool(tmp_path, monkeypatch):
+    (tmp_path / "worker").mkdir()  # a `worker` package that cannot be imported shadows the real one
+    (tmp_path / "worker" / "__init__.py").write_text("raise ImportError('this runtime is broken')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
+        with pytest.raises(BrokenProcessPool, match="this runtime is broken") as info:
+            ex.submit(pow, 2, 2).result(timeout=60)
+    assert isinstance(info.value, lambdaexec.WorkerDiedError)  # still the type lambdaexec documented
+
+
+def test_one_dead_worker_that_was_replaced_is_not_broken(tmp_path):
+    with LambdaExecutor(max_workers=1, retries=0, storage_path=str(tmp_path / "store")) as ex:
+        with pytest.raises(lambdaexec.WorkerDiedError) as info:
+            ex.submit(exit_via_kill).result(timeout=60)
+        assert not isinstance(info.value, cf.BrokenExecutor)
+        assert ex.submit(pow, 2, 2).result(timeout=60) == 4
+
+
+# --- 9. workers killed in quick succession are not a broken installation ----------------------
+
+def test_workers_killed_before_they_are_ready_do_not_fail_the_calls(tmp_path):
+    with LambdaExecutor(max_workers=2, retries=1000, storage_path=str(tmp_path / "store")) as ex:
+        futures = [ex.submit(hang, 0.01) for _ in range(100)]
+        killed = 0
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:  # SIGKILL every worker, replacements included, every 0.02 s
+            for w in list(ex._monitor.invoker._workers):
+                try:
+                    os.kill(w.popen.pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+        assert killed > 6
+        assert [f.result(timeout=120) for f in futures] == ["woke up"] * 100

@@ -28,7 +28,7 @@ from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.invokers.local_runtime import send
 
 _PREFETCH = 2  # events queued per process, so it never idles waiting for the next one
-_START_FAILURES = 3  # processes in a row that die before they are ready: the runtime is broken
+_START_FAILURES = 3  # processes in a row that exit before they are ready: the runtime is broken
 _MAX_GROUP = 32  # calls of one job sent in one event when many are waiting
 
 _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -230,7 +230,9 @@ class LocalInvoker(Invoker):
                 if frames is None:
                     reason = r.exit_reason()
                     self._lose(r, reason, False, notices)
-                    if not r.ready:
+                    # a worker that exited before it was ready (its runtime did not import) counts
+                    # towards a broken runtime; one killed by a signal (kill, OOM) does not
+                    if not r.ready and r.popen.returncode is not None and r.popen.returncode >= 0:
                         self._start_failures += 1
                         if self._start_failures >= _START_FAILURES:
                             self._fail_pending(f"{self._start_failures} worker processes in a row exited "
