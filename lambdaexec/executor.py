@@ -186,21 +186,26 @@ def _spread(inner: list[LambdaFuture], chunk_future: concurrent.futures.Future) 
 
 
 def _results_in_order(futures: list, end_time: float | None) -> Iterator:
-    """Yield results in order; on a timeout or when closed early, cancel what is left."""
+    """Yield results in order; on a timeout or when closed early, cancel what is left.
+
+    As the standard library's, it keeps no reference to a result it has yielded."""
     try:
         futures.reverse()
         while futures:
-            f = futures.pop()
-            try:
-                if end_time is None:
-                    yield f.result()
-                else:
-                    yield f.result(end_time - time.monotonic())
-            finally:
-                f.cancel()
+            yield _result_or_cancel(futures.pop(), None if end_time is None else end_time - time.monotonic())
     finally:
         for f in futures:
             f.cancel()
+
+
+def _result_or_cancel(future: concurrent.futures.Future, timeout: float | None) -> Any:
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        del future  # the frame of a raised exception must not hold the future (and its result)
 
 
 # As the stdlib executors do, finish before the interpreter refuses new threads: a plain

@@ -6,6 +6,7 @@ Each test names the numbered failure it guards against; each failed on the code 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import gc
 import importlib
 import multiprocessing
 import os
@@ -258,3 +259,39 @@ def test_workers_killed_before_they_are_ready_do_not_fail_the_calls(tmp_path):
             time.sleep(0.02)
         assert killed > 6
         assert [f.result(timeout=120) for f in futures] == ["woke up"] * 100
+
+
+# --- 4. results are not retained once the caller lets go of them -------------------------------
+
+class _Dummy:
+    pass
+
+
+def _make_dummy(_):
+    return _Dummy()
+
+
+def test_map_keeps_no_reference_to_results_it_yielded(executor):
+    # CPython's test_free_reference (Lib/test/test_concurrent_futures/executor.py)
+    for obj in executor.map(_make_dummy, range(10)):
+        ref = weakref.ref(obj)
+        del obj
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while ref() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ref() is None
+
+
+def test_finished_calls_of_an_unfinished_job_release_their_results(tmp_path):
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "store")) as ex:
+        futures = ex.map_futures(hang, [0.0] * 6 + [3.0])  # one job; its last call is slow
+        ref = weakref.ref(futures[0])
+        assert futures[0].result(timeout=60) == "woke up"
+        del futures[:6]
+        gc.collect()
+        deadline = time.monotonic() + 10
+        while ref() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ref() is None  # released while the job still runs
+        assert futures[0].result(timeout=60) == "woke up"
