@@ -295,3 +295,14 @@ def test_finished_calls_of_an_unfinished_job_release_their_results(tmp_path):
             time.sleep(0.01)
         assert ref() is None  # released while the job still runs
         assert futures[0].result(timeout=60) == "woke up"
+
+
+# --- 5. short calls do not wait behind a long one while a worker is idle -----------------------
+
+def test_short_calls_do_not_wait_behind_a_long_one(tmp_path):
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "store")) as ex:
+        ex.submit(pow, 2, 2).result(timeout=60)  # both workers up
+        long = ex.submit(hang, 4)
+        short = [ex.submit(hang, 0.02) for _ in range(30)]
+        order = [f for f in cf.as_completed([long, *short], timeout=120)]
+    assert order[-1] is long  # every short call finished on the other worker first

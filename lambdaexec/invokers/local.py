@@ -4,6 +4,11 @@ Each process runs :mod:`lambdaexec.invokers.local_runtime`, which calls the same
 ``worker.handler`` that Lambda runs, reading inputs from and writing results to storage. The pool
 only carries events out and "call finished" notices back, over one socket pair per process.
 
+Events go to idle workers only, one at a time, as ``ProcessPoolExecutor``'s workers take calls
+from one shared queue: a per-worker queue would make short calls wait behind a long one while
+another worker sits idle. To keep tiny calls cheap, an event carries several calls of a job only
+once that job's calls are known to be short (their measured time, per job).
+
 The pool also plays Lambda's part in keeping time: a call that runs past ``timeout`` has its
 process killed, and a process that dies (``os._exit``, a crash, the OOM killer) is replaced;
 either way its calls are reported :class:`Lost` for the monitor to retry or fail.
@@ -27,9 +32,9 @@ from multiprocessing.connection import wait
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.invokers.local_runtime import send
 
-_PREFETCH = 2  # events queued per process, so it never idles waiting for the next one
 _START_FAILURES = 3  # processes in a row that exit before they are ready: the runtime is broken
 _MAX_GROUP = 32  # calls of one job sent in one event when many are waiting
+_GROUP_SECONDS = 0.02  # at most about this much work per event (so none waits long behind another)
 
 _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -130,6 +135,7 @@ class LocalInvoker(Invoker):
         self._seq = 0
         self._closed = False
         self._start_failures = 0
+        self._call_seconds: dict[str, float] = {}  # job -> measured seconds per call (recent jobs)
         self._workers = [_Worker(self.env, timeout) for _ in range(workers)]
 
     def invoke(self, dispatch: Dispatch) -> None:
@@ -148,7 +154,12 @@ class LocalInvoker(Invoker):
         with self._lock:
             while self._pending:
                 unit = self._pending[0]
-                group = max(1, min(_MAX_GROUP, cap, self._pending_calls // (4 * len(self._workers))))
+                per_call = self._call_seconds.get(unit.job_prefix)
+                if per_call is None or per_call > _GROUP_SECONDS / 2:
+                    group = 1  # long (or not yet measured) calls: one per event
+                else:
+                    group = max(1, min(_MAX_GROUP, cap, self._pending_calls // (4 * len(self._workers)),
+                                       int(_GROUP_SECONDS / max(per_call, 1e-6))))
                 calls = unit.take(group)
                 self._pending_calls -= len(calls)
                 if unit.exhausted:
@@ -159,31 +170,33 @@ class LocalInvoker(Invoker):
         return None
 
     def _dispatch(self) -> None:
-        """Send waiting events breadth first: every worker gets one before any gets a second
-        (prefetched), so two slow calls on two workers run side by side, not one after the other."""
+        """Send one waiting event to each idle worker (see the module docstring)."""
         now = time.monotonic()
-        for depth in range(1, _PREFETCH + 1):
-            if depth > 1 and any(not w.inflight for w in self._workers):
-                return  # a worker still starting up: keep the rest for it rather than queue them
-            for w in self._workers:
-                if not w.ready or len(w.inflight) >= depth:
-                    continue
-                cap = self.max_tasks - w.calls_sent if self.max_tasks else _MAX_GROUP
-                if cap <= 0:
-                    continue
-                item = self._next_event(cap)
-                if item is None:
-                    return
-                job, event = item
-                w.calls_sent += len(event["calls"])
-                self._seq += 1
-                if not w.inflight:
-                    w.clock = now
-                w.inflight.append([self._seq, job, [c[0] for c in event["calls"]]])
-                try:
-                    send(w.sock, (self._seq, event))
-                except OSError:
-                    pass  # it died; poll() notices the end of its stream
+        for w in self._workers:
+            if not w.ready or w.inflight:
+                continue
+            cap = self.max_tasks - w.calls_sent if self.max_tasks else _MAX_GROUP
+            if cap <= 0:
+                continue
+            item = self._next_event(cap)
+            if item is None:
+                return
+            job, event = item
+            w.calls_sent += len(event["calls"])
+            self._seq += 1
+            w.clock = now
+            w.inflight.append([self._seq, job, [c[0] for c in event["calls"]]])
+            try:
+                send(w.sock, (self._seq, event))
+            except OSError:
+                pass  # it died; poll() notices the end of its stream
+
+    def _measured(self, job: str, seconds: float) -> None:
+        """Note that a call of ``job`` took ``seconds`` (a running average per job)."""
+        old = self._call_seconds.get(job)
+        self._call_seconds[job] = seconds if old is None else 0.7 * old + 0.3 * seconds
+        if len(self._call_seconds) > 256:
+            del self._call_seconds[next(iter(self._call_seconds))]
 
     def _lose(self, w: _Worker, reason: str, timed_out: bool, notices: list[Notice]) -> None:
         first = True
@@ -249,7 +262,9 @@ class LocalInvoker(Invoker):
                         head = r.inflight[0]
                         head[2].remove(call)
                         notices.append(Done(head[1], call))
-                        r.clock = time.monotonic()
+                        now = time.monotonic()
+                        self._measured(head[1], now - r.clock)
+                        r.clock = now
                         if not head[2]:
                             r.inflight.popleft()
                 if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
@@ -264,6 +279,7 @@ class LocalInvoker(Invoker):
                     self._replace(w)
             if now >= end:
                 break
+        self._dispatch()  # workers that just finished start their next event before we return
         return notices
 
     def close(self) -> None:
