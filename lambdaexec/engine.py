@@ -22,6 +22,7 @@ import concurrent.futures
 import hashlib
 import itertools
 import os
+import sys
 import threading
 from typing import Any
 
@@ -125,6 +126,31 @@ class Engine:
         else:
             threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
 
+    def abort(self) -> None:
+        """Stop now: cancel what has not started, kill the workers running the rest, and clean
+        up (the client was interrupted with Ctrl-C, so nobody waits for those calls)."""
+        if os.getpid() != self._pid:
+            return
+        with self._cond:
+            self.closing = True
+            pending = [f for _, _, f in self._pending + self._flushing]
+            self._pending = []
+            self._cond.notify()
+        for f in pending + self.monitor.outstanding():
+            f.cancel()
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        storage = self.monitor.storage
+        self.monitor.stop()
+        getattr(self.monitor.invoker, "abort", self.monitor.invoker.close)()
+        self._flusher.join(5)
+        if not self.config.keep_data:
+            storage.delete(self.prefix + "/")
+        storage.close()
+        _live.discard(self)
+
     def _finish(self) -> None:
         self._flusher.join()
         while True:
@@ -146,9 +172,14 @@ class Engine:
 
 
 def shutdown_all() -> None:
-    """Let every engine finish its calls (at interpreter exit, as ``ProcessPoolExecutor`` does)."""
+    """Let every engine finish its calls (at interpreter exit, as ``ProcessPoolExecutor`` does);
+    if the program is ending on Ctrl-C, stop them instead, as a user who presses it expects."""
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for engine in list(_live):
-        engine.shutdown(wait=True)
+        if interrupted:
+            engine.abort()
+        else:
+            engine.shutdown(wait=True)
 
 
 # a forked child inherits the parent's engines, whose threads did not survive the fork: forget them

@@ -11,6 +11,8 @@ import importlib
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -306,3 +308,62 @@ def test_short_calls_do_not_wait_behind_a_long_one(tmp_path):
         short = [ex.submit(hang, 0.02) for _ in range(30)]
         order = [f for f in cf.as_completed([long, *short], timeout=120)]
     assert order[-1] is long  # every short call finished on the other worker first
+
+
+# --- 12. children of calls, Ctrl-C, a storage_path that cannot be created ----------------------
+
+def _start_sleeper():
+    return subprocess.Popen(["sleep", "120"]).pid
+
+
+def _gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1].startswith("Z")  # a zombie has ended
+    except FileNotFoundError:
+        return True
+
+
+def test_children_started_by_calls_end_at_shutdown(tmp_path):
+    ex = LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store"))
+    pid = ex.submit(_start_sleeper).result(timeout=60)
+    assert not _gone(pid)
+    ex.shutdown(wait=True)
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)
+
+
+_INTERRUPTED = """
+import sys, time
+from lambdaexec import LambdaExecutor
+
+def sleep_long():
+    time.sleep(120)
+
+ex = LambdaExecutor(max_workers=1, storage_path=sys.argv[1])
+f = ex.submit(sleep_long)
+time.sleep(1.0)
+print(ex._monitor.invoker._workers[0].popen.pid, flush=True)
+raise KeyboardInterrupt  # as Ctrl-C would, while a call runs
+"""
+
+
+def test_ctrl_c_in_the_client_stops_the_running_calls(tmp_path):
+    script = tmp_path / "interrupted.py"
+    script.write_text(_INTERRUPTED)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "store")],
+                          capture_output=True, text=True, timeout=60)  # the call would take 120 s
+    assert "KeyboardInterrupt" in proc.stderr
+    worker = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while not _gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(worker)
+
+
+def test_storage_path_that_cannot_be_created_is_a_config_error(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(lambdaexec.ConfigError, match="storage_path"):
+        LambdaExecutor(storage_path=str(tmp_path / "a-file" / "store"))

@@ -99,10 +99,7 @@ class _Worker:
 
     def stop(self, kill: bool = False) -> None:
         if kill:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.kill_group()
         else:
             try:
                 send(self.sock, None)
@@ -114,7 +111,15 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        self.kill_group()  # children its calls started (Popen, fork) end with it
         self.log.close()
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and whatever its calls started (its session's process group)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class LocalInvoker(Invoker):
@@ -215,6 +220,7 @@ class LocalInvoker(Invoker):
 
     def _replace(self, w: _Worker) -> None:
         i = self._workers.index(w)
+        w.kill_group()  # children of its calls die with it, as they would with a Lambda container
         w.log.close()
         w.sock.close()
         if not self._closed:
@@ -282,9 +288,14 @@ class LocalInvoker(Invoker):
         self._dispatch()  # workers that just finished start their next event before we return
         return notices
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (at once with ``kill``, abandoning their calls) and their children."""
         self._closed = True
         for w in self._workers:
-            w.stop()
+            w.stop(kill)
         self._wake_r.close()
         self._wake_w.close()
+
+    def abort(self) -> None:
+        """Kill every worker now, calls in flight included (the client was interrupted)."""
+        self.close(kill=True)

@@ -20,7 +20,11 @@ class LocalStorage(Storage):
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
-        os.makedirs(self.path, exist_ok=True)
+        try:
+            os.makedirs(self.path, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"storage_path {self.path} cannot be created ({err.strerror}): set storage_path "
+                              "(or LAMBDAEXEC_STORAGE_PATH) to a directory you can create") from None
         self.spec = {"kind": "local", "path": self.path}
 
     def check(self) -> None:
