@@ -74,7 +74,8 @@ class Config:
     function_name: str = "lambdaexec-worker"
     #: Lambda Invoke endpoint URL, for a local Lambda emulator; empty: AWS
     lambda_endpoint_url: str = ""
-    #: Lambda function memory in MB (128-10240; 1769 MB is one full vCPU)
+    #: memory per worker in MB: the Lambda function's (128-10240; 1769 MB is one full vCPU), and
+    #: the data limit of each local worker (a call growing past it gets a MemoryError)
     memory: int = 2048
     #: Lambda function /tmp size in MB (512-10240)
     ephemeral_storage: int = 512

@@ -34,7 +34,7 @@ def _make_invoker(config: Config, max_tasks_per_child: int | None) -> Invoker:
         return LambdaInvoker(config)
     from lambdaexec.invokers.local import LocalInvoker
 
-    return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child)
+    return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child, config.memory)
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:

@@ -367,3 +367,17 @@ def test_storage_path_that_cannot_be_created_is_a_config_error(tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(lambdaexec.ConfigError, match="storage_path"):
         LambdaExecutor(storage_path=str(tmp_path / "a-file" / "store"))
+
+
+# --- 11. a call that grows past `memory` fails at once, typed, naming the setting ---------------
+
+def _grow(mb):
+    return len(bytearray(mb << 20))
+
+
+def test_call_past_the_memory_setting_gets_a_memory_error_naming_it(tmp_path):
+    with LambdaExecutor(max_workers=1, memory=256, storage_path=str(tmp_path / "store")) as ex:
+        with pytest.raises(MemoryError, match="memory=256 MB") as info:
+            ex.submit(_grow, 1024).result(timeout=120)
+        assert ex.submit(_grow, 16).result(timeout=60) == 16 << 20  # the worker is still fine
+    assert "_grow" in str(info.value.__cause__)  # the remote traceback comes along

@@ -76,6 +76,16 @@ def _run_one(fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bo
     return ok, value
 
 
+def _out_of_memory(err: MemoryError, context: Any) -> MemoryError:
+    """A ``MemoryError`` that says which limit was reached and how to raise it."""
+    limit = getattr(context, "memory_limit_in_mb", None)
+    what = str(err) or "the call ran out of memory"
+    out = MemoryError(f"{what} (this worker's limit is memory={limit} MB: raise the `memory` "
+                      "setting, or make the call use less)")
+    out.__traceback__ = err.__traceback__
+    return out
+
+
 def _serialize_value(ok: bool, value: Any, status: dict[str, Any]) -> list[memoryview]:
     try:
         return serialize.dumps(value)
@@ -138,6 +148,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             if event.get("mark_start"):
                 store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
             ok, value = _run_one(fn, blob[start - lo : end - lo], status)
+            if not ok and isinstance(value, MemoryError):
+                value = _out_of_memory(value, context)
             status["ok"] = ok
             chunks = _serialize_value(ok, value, status)
             size = serialize.size_of(chunks)

@@ -9,6 +9,9 @@ from one shared queue: a per-worker queue would make short calls wait behind a l
 another worker sits idle. To keep tiny calls cheap, an event carries several calls of a job only
 once that job's calls are known to be short (their measured time, per job).
 
+Like Lambda, each worker is limited to ``memory`` MB (its data size, ``RLIMIT_DATA``): a call that
+grows past it gets a ``MemoryError`` naming the setting, not the kernel's OOM killer.
+
 The pool also plays Lambda's part in keeping time: a call that runs past ``timeout`` has its
 process killed, and a process that dies (``os._exit``, a crash, the OOM killer) is replaced;
 either way its calls are reported :class:`Lost` for the monitor to retry or fail.
@@ -43,11 +46,12 @@ _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 class _Worker:
     """One worker process and what it has been sent."""
 
-    def __init__(self, env: dict[str, str], timeout: float):
+    def __init__(self, env: dict[str, str], timeout: float, memory_mb: int):
         ours, theirs = socket.socketpair()
         self.log = tempfile.TemporaryFile()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lambdaexec.invokers.local_runtime", str(theirs.fileno()), str(timeout)],
+            [sys.executable, "-m", "lambdaexec.invokers.local_runtime", str(theirs.fileno()), str(timeout),
+             str(memory_mb)],
             pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=self.log, start_new_session=True,
         )
@@ -125,8 +129,10 @@ class _Worker:
 class LocalInvoker(Invoker):
     """Runs calls on ``workers`` local processes; see the module docstring."""
 
-    def __init__(self, workers: int, timeout: float, max_tasks_per_child: int | None = None):
+    def __init__(self, workers: int, timeout: float, max_tasks_per_child: int | None = None,
+                 memory_mb: int = 2048):
         self.timeout = timeout
+        self.memory_mb = memory_mb  # each worker's data limit, as Lambda's ``memory``
         self.max_tasks = max_tasks_per_child
         self.env = dict(os.environ)
         threads = str(max(1, (os.cpu_count() or 1) // workers))
@@ -141,7 +147,7 @@ class LocalInvoker(Invoker):
         self._closed = False
         self._start_failures = 0
         self._call_seconds: dict[str, float] = {}  # job -> measured seconds per call (recent jobs)
-        self._workers = [_Worker(self.env, timeout) for _ in range(workers)]
+        self._workers = [_Worker(self.env, timeout, memory_mb) for _ in range(workers)]
 
     def invoke(self, dispatch: Dispatch) -> None:
         with self._lock:
@@ -224,7 +230,7 @@ class LocalInvoker(Invoker):
         w.log.close()
         w.sock.close()
         if not self._closed:
-            self._workers[i] = _Worker(self.env, self.timeout)
+            self._workers[i] = _Worker(self.env, self.timeout, self.memory_mb)
 
     def poll(self, timeout: float) -> list[Notice]:
         notices: list[Notice] = []

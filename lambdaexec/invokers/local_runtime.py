@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import resource
 import socket
 import struct
 import sys
@@ -67,14 +68,24 @@ class LocalContext:
         send(self._sock, ("done", self._seq, call))
 
 
-def main(fd: int, timeout: float) -> None:
+def limit_memory(memory_mb: int) -> None:
+    """Cap this process's data (heap and private mappings) at ``memory_mb``, as Lambda caps a
+    container's memory: a call that grows past it gets a ``MemoryError``, not the OOM killer."""
+    _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+    limit = memory_mb << 20
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+def main(fd: int, timeout: float, memory_mb: int) -> None:
     sock = socket.socket(fileno=fd)
+    limit_memory(memory_mb)
     from worker.handler import handler
 
     here = os.getcwd()
     # a Lambda container has only installed code: the user's own files must travel by value
     sys.path[:] = [p for p in sys.path if p not in ("", here)]
-    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     send(sock, ("ready", os.getpid()))
     while True:
         msg = recv(sock)
@@ -85,4 +96,4 @@ def main(fd: int, timeout: float) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), float(sys.argv[2]))
+    main(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))
