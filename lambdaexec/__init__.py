@@ -25,8 +25,10 @@ from lambdaexec.errors import (
     ConfigError,
     InitializerError,
     LambdaExecError,
+    MissingObjectError,
     RemoteError,
     ResultTooLargeError,
+    StorageError,
     UnpicklableError,
     WorkerDiedError,
     WorkerEnvironmentError,
@@ -36,7 +38,8 @@ from lambdaexec.future import LambdaFuture
 
 __all__ = [
     "BrokenWorkersError", "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
-    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
+    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "MissingObjectError", "RemoteError",
+    "ResultTooLargeError", "StorageError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
     "get_all_results", "load_config",
 ]

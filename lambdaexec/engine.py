@@ -87,7 +87,9 @@ class Engine:
         prefix = f"{self.prefix}/{job_id}"
         try:
             func_key = f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}"
-            if func_key not in self._funcs_uploaded:
+            # uploaded once per executor, and again if the store lost it (a Redis restarted
+            # without persistence): one existence check per job, not per call
+            if func_key not in self._funcs_uploaded or not storage.exists(func_key):
                 storage.put(func_key, blob)
                 self._funcs_uploaded.add(func_key)
             ranges, chunks, offset = [], [], 0

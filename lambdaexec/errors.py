@@ -49,6 +49,19 @@ class ResultTooLargeError(LambdaExecError):
     """A call's result is larger than ``max_result_size``."""
 
 
+class StorageError(LambdaExecError, OSError):
+    """The store failed an operation and kept failing after retries with backoff (an outage
+    longer than the retry budget, a full disk, a denied request). The message names the store."""
+
+
+class MissingObjectError(StorageError, KeyError):
+    """An object that lambdaexec wrote is not in the store (it expired, was deleted, or a
+    server without persistence restarted). A ``KeyError`` too, as ``Storage.get`` promises."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class RemoteTraceback(Exception):
     """Carries a worker-side traceback; set as ``__cause__`` of a re-raised user exception."""
 

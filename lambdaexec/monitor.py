@@ -28,6 +28,8 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "ResultTooLargeError": errors.ResultTooLargeError,
     "UnpicklableError": errors.UnpicklableError,
     "InitializerError": errors.InitializerError,
+    "StorageError": errors.StorageError,
+    "MissingObjectError": errors.StorageError,
 }
 
 

@@ -20,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import joblib
 import pytest
+from servers import RedisServer, redis_server_binary, stop_process
 from workloads import exit_via_kill, hang
 
 import lambdaexec
@@ -381,3 +382,69 @@ def test_call_past_the_memory_setting_gets_a_memory_error_naming_it(tmp_path):
             ex.submit(_grow, 1024).result(timeout=120)
         assert ex.submit(_grow, 16).result(timeout=60) == 16 << 20  # the worker is still fine
     assert "_grow" in str(info.value.__cause__)  # the remote traceback comes along
+
+
+# --- 10. storage outages: retried within the deadline, lost objects uploaded again, typed errors --
+
+def _restart(redis_srv, down):
+    """Stop the redis-server (losing every key: no persistence) and start it again on its port."""
+    stop_process(redis_srv.proc)
+    time.sleep(down)
+    with open(redis_srv.log, "a") as log:
+        redis_srv.proc = subprocess.Popen(
+            [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(redis_srv.port), "--save", "",
+             "--appendonly", "no", "--dir", redis_srv.dir], stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+
+def _slow_square(x):
+    time.sleep(0.1)
+    return x * x
+
+
+@pytest.fixture
+def own_redis():
+    """A redis-server of this test's own (it is restarted)."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+def test_redis_restart_mid_map_ends_every_call_typed_and_the_function_is_uploaded_again(own_redis):
+    with LambdaExecutor(max_workers=2, storage="redis", redis_url=own_redis.url) as ex:
+        assert ex.submit(_slow_square, 3).result(timeout=60) == 9  # the function is now uploaded
+        during = ex.map_futures(_slow_square, range(40))
+        time.sleep(0.5)
+        _restart(own_redis, 2.0)  # every key is lost, the server is gone for 2 s
+        done, not_done = cf.wait(during, timeout=120)
+        assert not not_done
+        for i, f in enumerate(during):
+            err = f.exception()
+            assert err is None and f.result() == i * i or isinstance(err, lambdaexec.StorageError), err
+        # afterwards, the same function runs again: its lost object is uploaded anew
+        assert list(ex.map(_slow_square, range(6), timeout=120)) == [i * i for i in range(6)]
+
+
+def test_calls_submitted_while_the_store_is_down_wait_for_it(own_redis):
+    with LambdaExecutor(max_workers=2, storage="redis", redis_url=own_redis.url) as ex:
+        assert ex.submit(_slow_square, 2).result(timeout=60) == 4
+        restarting = threading.Thread(target=_restart, args=(own_redis, 2.0))
+        restarting.start()
+        time.sleep(0.5)  # down now
+        futures = [ex.submit(_slow_square, i) for i in range(10)]
+        restarting.join()
+        assert [f.result(timeout=120) for f in futures] == [i * i for i in range(10)]
+
+
+def test_a_store_that_stays_down_is_a_storage_error_naming_it(tmp_path, monkeypatch):
+    from lambdaexec.storage import base
+
+    monkeypatch.setattr(base, "RETRY_SECONDS", 1.0)
+    server = RedisServer()
+    ex = LambdaExecutor(max_workers=1, storage="redis", redis_url=server.url)
+    server.stop()
+    with pytest.raises(lambdaexec.StorageError, match=f"Redis at {server.url}") as info:
+        ex.submit(pow, 2, 2).result(timeout=60)
+    assert not isinstance(info.value, lambdaexec.ConfigError)
+    assert "attempts" in str(info.value)
+    ex.shutdown(wait=False, cancel_futures=True)

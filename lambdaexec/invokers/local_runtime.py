@@ -81,6 +81,7 @@ def limit_memory(memory_mb: int) -> None:
 def main(fd: int, timeout: float, memory_mb: int) -> None:
     sock = socket.socket(fileno=fd)
     limit_memory(memory_mb)
+    from lambdaexec.storage.base import retry_deadline
     from worker.handler import handler
 
     here = os.getcwd()
@@ -92,7 +93,9 @@ def main(fd: int, timeout: float, memory_mb: int) -> None:
         if msg is None:
             return
         seq, event = msg
-        handler(event, LocalContext(sock, seq, timeout, memory_mb))
+        context = LocalContext(sock, seq, timeout, memory_mb)
+        with retry_deadline(context._deadline - 1.0):  # storage retries end before the call's time
+            handler(event, context)
 
 
 if __name__ == "__main__":
