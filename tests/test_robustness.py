@@ -10,7 +10,9 @@ import gc
 import importlib
 import multiprocessing
 import os
+import pathlib
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -448,3 +450,44 @@ def test_a_store_that_stays_down_is_a_storage_error_naming_it(tmp_path, monkeypa
     assert not isinstance(info.value, lambdaexec.ConfigError)
     assert "attempts" in str(info.value)
     ex.shutdown(wait=False, cancel_futures=True)
+
+
+# --- 13 (part). local storage private to its user -----------------------------------------------
+
+def test_default_local_storage_is_per_user_and_private():
+    from lambdaexec.config import default_storage_path
+
+    path = default_storage_path()
+    assert path.endswith(f"lambdaexec-{os.getuid()}")
+    with LambdaExecutor(max_workers=1) as ex:
+        assert ex.submit(pow, 2, 2).result(timeout=60) == 4
+    st = os.stat(path)
+    assert st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
+
+
+def test_storage_directory_writable_by_others_is_refused(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # as another user could have made it in advance
+    with pytest.raises(lambdaexec.ConfigError, match="chmod 700"):
+        LambdaExecutor(storage_path=str(shared))
+
+
+def test_storage_directory_of_another_user_is_refused(tmp_path):
+    if os.getuid() == 0:
+        theirs = tmp_path / "theirs"
+        theirs.mkdir(mode=0o700)
+        os.chown(theirs, 65534, 65534)
+    else:
+        theirs = pathlib.Path("/")  # root's, and never ours
+    with pytest.raises(lambdaexec.ConfigError, match="belongs to user id"):
+        LambdaExecutor(storage_path=str(theirs))
+
+
+def test_new_storage_directory_is_0700_and_objects_0600(tmp_path):
+    from lambdaexec.storage import open_storage
+
+    store = open_storage({"kind": "local", "path": str(tmp_path / "new")})
+    store.put("job/func", b"code")
+    assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "new" / "job" / "func").st_mode) == 0o600
