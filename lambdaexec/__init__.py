@@ -35,13 +35,14 @@ from lambdaexec.errors import (
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
+from lambdaexec.ledger import FailedCall, failed
 
 __all__ = [
-    "BrokenWorkersError", "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
-    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "MissingObjectError", "RemoteError",
-    "ResultTooLargeError", "StorageError",
-    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
-    "get_all_results", "load_config",
+    "BrokenWorkersError", "CallLostError", "CallTimeoutError", "Config", "ConfigError",
+    "default_executor", "failed", "FailedCall", "get_all_results", "InitializerError",
+    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "load_config", "MissingObjectError",
+    "RemoteError", "ResultTooLargeError", "StorageError", "UnpicklableError", "WorkerDiedError",
+    "WorkerEnvironmentError",
 ]
 
 _default: LambdaExecutor | None = None

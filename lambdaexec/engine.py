@@ -84,6 +84,8 @@ class Engine:
     def _start_job(self, blob: bytes, calls: list[tuple[list[memoryview], LambdaFuture]]) -> None:
         storage = self.monitor.storage
         job_id = f"{next(self._jobs):06d}"
+        for call_chunks, f in calls:
+            f._recipe = (blob, call_chunks)  # until it succeeds: lambdaexec.retry_failed reruns it
         prefix = f"{self.prefix}/{job_id}"
         try:
             func_key = f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}"

@@ -18,7 +18,7 @@ import uuid
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdaexec import serialize
+from lambdaexec import ledger, serialize
 from lambdaexec.config import Config, load_config
 from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.future import LambdaFuture
@@ -156,6 +156,10 @@ class LambdaExecutor(concurrent.futures.Executor):
             futures = self.map_futures(functools.partial(_run_chunk, fn), chunks)
         results = _results_in_order(futures, end_time)
         return results if chunksize == 1 else itertools.chain.from_iterable(results)
+
+    def retry_failed(self, futures: Iterable[concurrent.futures.Future]) -> list[concurrent.futures.Future]:
+        """Run the failed calls among ``futures`` again; see :func:`lambdaexec.ledger.retry_failed`."""
+        return ledger.retry_failed(self, futures)
 
     # --- shutting down --------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

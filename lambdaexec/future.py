@@ -81,6 +81,9 @@ class LambdaFuture(concurrent.futures.Future):
     attempts = 0
     remote_traceback: str | None = None
     _stats: dict[str, Any] | None = None
+    #: the serialized call (function blob, argument chunks), kept until it succeeds so that
+    #: :func:`lambdaexec.ledger.retry_failed` can run it again
+    _recipe: tuple[bytes, list] | None = None
 
     def __init__(self, submitted: float = 0.0) -> None:
         super().__init__()
@@ -99,6 +102,18 @@ class LambdaFuture(concurrent.futures.Future):
                 return f"<{where} state=finished raised {type(exc).__name__}>"
             return f"<{where} state=finished returned {type(result).__name__}>"
         return f"<{where} state={state.lower()}>"
+
+    def set_result(self, result: Any) -> None:
+        """As ``Future.set_result``; the call's inputs are let go (nothing to retry)."""
+        self._recipe = None
+        super().set_result(result)
+
+    def cancel(self) -> bool:
+        """As ``Future.cancel``; a cancelled call's inputs are let go."""
+        cancelled = super().cancel()
+        if cancelled:
+            self._recipe = None
+        return cancelled
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 import joblib
 import pytest
 from servers import RedisServer, redis_server_binary, stop_process
+from workloads import die_once as die_once_marker
 from workloads import exit_via_kill, hang
 
 import lambdaexec
@@ -491,3 +492,38 @@ def test_new_storage_directory_is_0700_and_objects_0600(tmp_path):
     store.put("job/func", b"code")
     assert stat.S_IMODE(os.stat(tmp_path / "new").st_mode) == 0o700
     assert stat.S_IMODE(os.stat(tmp_path / "new" / "job" / "func").st_mode) == 0o600
+
+
+# --- the failure ledger: lambdaexec.failed, ex.retry_failed -------------------------------------
+
+def _fails_first_time(folder, i):
+    marker = pathlib.Path(folder) / str(i)
+    if i % 3 == 0 and not marker.exists():
+        marker.touch()
+        raise RuntimeError(f"flaky {i}")
+    return i * 10
+
+
+def test_failed_lists_positions_and_exceptions_and_retry_failed_reruns_only_those(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "store")) as ex:
+        futures = ex.map_futures(_fails_first_time, [str(marks)] * 10, range(10))
+        ledger = lambdaexec.failed(futures)
+        assert [c.position for c in ledger] == [0, 3, 6, 9]
+        assert all(isinstance(c.exception, RuntimeError) for c in ledger)
+        assert str(ledger[1].exception) == "flaky 3"
+        again = ex.retry_failed(futures)
+        assert [a is f for a, f in zip(again, futures)] == [i % 3 != 0 for i in range(10)]
+        assert lambdaexec.get_all_results(again, timeout=60) == [i * 10 for i in range(10)]
+        assert lambdaexec.failed(again) == []
+        assert sorted(p.name for p in marks.iterdir()) == ["0", "3", "6", "9"]  # each ran twice only
+
+
+def test_retry_failed_of_a_lost_call_and_of_submitted_calls(tmp_path):
+    with LambdaExecutor(max_workers=1, retries=0, storage_path=str(tmp_path / "store")) as ex:
+        marker = tmp_path / "died"
+        futures = [ex.submit(die_once_marker, str(marker)), ex.submit(pow, 2, 3)]
+        [lost] = lambdaexec.failed(futures, timeout=60)
+        assert lost.position == 0 and isinstance(lost.exception, lambdaexec.WorkerDiedError)
+        assert [f.result(timeout=60) for f in ex.retry_failed(futures)] == ["second time lucky", 8]
