@@ -28,6 +28,7 @@ from typing import Any
 
 from lambdaexec import serialize
 from lambdaexec.config import Config
+from lambdaexec.errors import StorageError
 from lambdaexec.future import LambdaFuture
 from lambdaexec.monitor import Job, Monitor
 
@@ -150,9 +151,7 @@ class Engine:
         self.monitor.stop()
         getattr(self.monitor.invoker, "abort", self.monitor.invoker.close)()
         self._flusher.join(5)
-        if not self.config.keep_data:
-            storage.delete(self.prefix + "/")
-        storage.close()
+        self._delete_data(storage)
         _live.discard(self)
 
     def _finish(self) -> None:
@@ -169,10 +168,19 @@ class Engine:
         storage = self.monitor.storage
         self.monitor.stop()
         self.monitor.invoker.close()
-        if not self.config.keep_data:
-            storage.delete(self.prefix + "/")
-        storage.close()
+        self._delete_data(storage)
         _live.discard(self)
+
+    def _delete_data(self, storage: Any) -> None:
+        """Delete the executor's data (unless ``keep_data``) and close the store: best effort,
+        since the calls are over and a store that is down must not fail the shutdown."""
+        try:
+            if not self.config.keep_data:
+                storage.delete(self.prefix + "/")
+        except StorageError:
+            pass  # left behind: local files are private to the user, S3 data expires (lifecycle_days)
+        finally:
+            storage.close()
 
 
 def shutdown_all() -> None:

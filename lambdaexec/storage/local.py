@@ -50,9 +50,12 @@ class LocalStorage(Storage):
         self.path = os.path.abspath(path)
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            os.mkdir(self.path, 0o700)
-        except FileExistsError:
-            pass
+            try:
+                os.mkdir(self.path, 0o700)
+            except FileExistsError:
+                pass
+            if not os.path.isdir(self.path):
+                raise NotADirectoryError(20, "Not a directory")
         except OSError as err:
             raise ConfigError(f"storage_path {self.path} cannot be created ({err.strerror}): set storage_path "
                               "(or LAMBDAEXEC_STORAGE_PATH) to a directory you can create") from None
