@@ -527,3 +527,99 @@ def test_retry_failed_of_a_lost_call_and_of_submitted_calls(tmp_path):
         [lost] = lambdaexec.failed(futures, timeout=60)
         assert lost.position == 0 and isinstance(lost.exception, lambdaexec.WorkerDiedError)
         assert [f.result(timeout=60) for f in ex.retry_failed(futures)] == ["second time lucky", 8]
+
+
+# --- bad input classes of docs/errors.md not tested elsewhere ----------------------------------
+
+class _NeedsTwo(Exception):
+    def __init__(self, a, b):  # pickles as NeedsTwo("1-2"): cannot be rebuilt from its args
+        super().__init__(f"{a}-{b}")
+
+
+def _raise_needs_two():
+    raise _NeedsTwo(1, 2)
+
+
+def _call_sys_exit():
+    sys.exit(3)
+
+
+def _segfault():
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def _recurse(n=0):
+    return _recurse(n + 1)
+
+
+def _huge_stdout():
+    print("x" * (3 << 20))
+    return "done"
+
+
+def _nested_executor():
+    with LambdaExecutor(max_workers=1) as inner:
+        return inner.submit(pow, 2, 5).result(timeout=60)
+
+
+def _returns_lock():
+    return threading.Lock()
+
+
+@pytest.fixture(scope="module")
+def bad_ex(tmp_path_factory):
+    ex = LambdaExecutor(max_workers=2, retries=0, storage_path=str(tmp_path_factory.mktemp("bad") / "store"))
+    yield ex
+    ex.shutdown(wait=True, cancel_futures=True)
+
+
+def test_exception_that_cannot_be_unpickled_on_the_client_is_a_remote_error(bad_ex):
+    with pytest.raises(lambdaexec.RemoteError, match="cannot be unpickled here") as info:
+        bad_ex.submit(_raise_needs_two).result(timeout=60)
+    assert "_NeedsTwo" in str(info.value.__cause__)  # the remote traceback still names it
+
+
+def test_sys_exit_in_a_call_is_raised_as_system_exit(bad_ex):
+    with pytest.raises(SystemExit) as info:  # as ProcessPoolExecutor does
+        bad_ex.submit(_call_sys_exit).result(timeout=60)
+    assert info.value.code == 3
+    assert bad_ex.submit(pow, 2, 2).result(timeout=60) == 4  # the worker lives on
+
+
+def test_segfault_in_a_call_is_a_worker_died_error(bad_ex):
+    with pytest.raises(lambdaexec.WorkerDiedError, match="SIGSEGV"):
+        bad_ex.submit(_segfault).result(timeout=60)
+
+
+def test_runaway_recursion_is_a_recursion_error(bad_ex):
+    with pytest.raises(RecursionError):
+        bad_ex.submit(_recurse).result(timeout=60)
+
+
+def test_huge_stdout_is_clipped_to_its_last_mib(bad_ex):
+    f = bad_ex.submit(_huge_stdout)
+    assert f.result(timeout=60) == "done"
+    assert f.stdout.startswith("[... ") and "characters dropped" in f.stdout
+    assert len(f.stdout) < (1 << 20) + 100
+
+
+def test_nested_executor_in_a_call_works(bad_ex):
+    assert bad_ex.submit(_nested_executor).result(timeout=120) == 32
+
+
+def test_unpicklable_result_is_an_unpicklable_error(bad_ex):
+    with pytest.raises(lambdaexec.UnpicklableError, match="result cannot be serialized.*lock"):
+        bad_ex.submit(_returns_lock).result(timeout=60)
+
+
+def test_not_callable_not_iterable_and_bad_chunksize(bad_ex):
+    with pytest.raises(TypeError, match="not callable"):
+        bad_ex.submit(42)
+    with pytest.raises(TypeError, match="not iterable"):
+        bad_ex.map(abs, 5)
+    with pytest.raises(ValueError, match="chunksize must be >= 1"):
+        bad_ex.map(abs, [1], chunksize=0)
+    with pytest.raises(ValueError, match="max_tasks_per_child must be >= 1"):
+        LambdaExecutor(max_tasks_per_child=0)
