@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import pathlib
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -623,3 +624,22 @@ def test_not_callable_not_iterable_and_bad_chunksize(bad_ex):
         bad_ex.map(abs, [1], chunksize=0)
     with pytest.raises(ValueError, match="max_tasks_per_child must be >= 1"):
         LambdaExecutor(max_tasks_per_child=0)
+
+
+def test_unreachable_s3_endpoint_mid_job_is_a_storage_error_not_a_config_error(monkeypatch):
+    # boto3 gives up with EndpointConnectionError, which the S3 store explains as a ConfigError
+    # blaming endpoint_url; during a job that is an outage: retried, then a StorageError
+    from lambdaexec.storage import base, open_storage
+
+    monkeypatch.setattr(base, "RETRY_SECONDS", 1.0)
+    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")):
+        monkeypatch.setenv(var, os.environ.get(var, value))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    store = open_storage({"kind": "s3", "bucket": "gone", "region": "us-east-1",
+                          "endpoint_url": f"http://127.0.0.1:{port}"})
+    with pytest.raises(lambdaexec.StorageError, match=f"S3 bucket 'gone' at http://127.0.0.1:{port}") as info:
+        store.get("lambdaexec/job/func")
+    assert not isinstance(info.value, lambdaexec.ConfigError)
+    assert "attempts" in str(info.value)
