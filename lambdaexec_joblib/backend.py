@@ -104,6 +104,10 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         self._lock = threading.Lock()
         self._inflight: set[LambdaFuture] = set()
         self.parallel = None
+        #: the ``Parallel`` calls using this backend, innermost last: a ``Parallel`` run inside
+        #: another's dispatch (a nested ``GridSearchCV.fit`` in a custom ``_run_search``) shares
+        #: the backend of ``parallel_config``, and must hand the outer call back when it ends
+        self._parallels: list[Any] = []
 
     @property
     def executor(self) -> LambdaExecutor:
@@ -133,6 +137,7 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         if in_worker() or n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         self._use_initializer(backend_kwargs.get("initializer"), tuple(backend_kwargs.get("initargs") or ()))
+        self._parallels.append(parallel)
         self.parallel = parallel
         n = self.effective_n_jobs(n_jobs)
         self.executor  # noqa: B018  (start the workers now, not on the first batch)
@@ -192,7 +197,11 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
     def terminate(self) -> None:
         """End of one ``Parallel`` call: the executor stays up for the next one."""
         self.reset_batch_stats()
-        self.parallel = None  # no cycle: the backend is released as soon as its block ends
+        if self._parallels:
+            self._parallels.pop()
+        # the outer Parallel again, if any; else None (no cycle: the backend is released as soon
+        # as its block ends)
+        self.parallel = self._parallels[-1] if self._parallels else None
 
     def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
         """Parallel calls made inside a task run sequentially in its worker."""

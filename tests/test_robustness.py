@@ -643,3 +643,19 @@ def test_unreachable_s3_endpoint_mid_job_is_a_storage_error_not_a_config_error(m
         store.get("lambdaexec/job/func")
     assert not isinstance(info.value, lambdaexec.ConfigError)
     assert "attempts" in str(info.value)
+
+
+def test_joblib_parallel_inside_a_managed_parallel_leaves_the_outer_working(tmp_path):
+    # what GridSearchCV.fit inside a custom _run_search does (scikit-learn's test_custom_run_search)
+    def run():
+        with joblib.parallel_config(backend="lambda", max_workers=2, storage_path=str(tmp_path / "store")):
+            outer = joblib.Parallel(n_jobs=2)  # batch_size="auto" asks the backend, as GridSearchCV does
+            with outer:
+                first = outer(joblib.delayed(abs)(-i) for i in range(10))
+                inner = joblib.Parallel(n_jobs=2)(joblib.delayed(abs)(-i) for i in range(10))
+                again = outer(joblib.delayed(abs)(-i) for i in range(10))
+            return first, inner, again
+
+    kind, got = _in_thread(run, timeout=120)
+    assert kind == "ok", got
+    assert got == (list(range(10)),) * 3
