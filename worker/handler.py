@@ -19,6 +19,7 @@ from typing import Any
 from lambdaexec import protocol, serialize
 from lambdaexec.errors import RemoteError
 from lambdaexec.storage import Storage, shared_storage
+from lambdaexec.storage.base import set_retry_deadline
 
 _LOG_LIMIT = 1 << 20
 _functions: OrderedDict[str, Any] = OrderedDict()
@@ -103,6 +104,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Run the calls named in ``event`` and write each one's result to storage."""
     received = time.time()
     os.environ["LAMBDAEXEC_IN_WORKER"] = "1"
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is not None:  # storage retries (storage.base) end a second before the call's time
+        set_retry_deadline(time.monotonic() + remaining() / 1000 - 1.0)
     store = shared_storage(event["storage"])
     prefix = event["job_prefix"]
     worker = _worker_id(context)

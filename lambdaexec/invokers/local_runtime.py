@@ -81,7 +81,6 @@ def limit_memory(memory_mb: int) -> None:
 def main(fd: int, timeout: float, memory_mb: int) -> None:
     sock = socket.socket(fileno=fd)
     limit_memory(memory_mb)
-    from lambdaexec.storage.base import retry_deadline
     from worker.handler import handler
 
     here = os.getcwd()
@@ -93,9 +92,7 @@ def main(fd: int, timeout: float, memory_mb: int) -> None:
         if msg is None:
             return
         seq, event = msg
-        context = LocalContext(sock, seq, timeout, memory_mb)
-        with retry_deadline(context._deadline - 1.0):  # storage retries end before the call's time
-            handler(event, context)
+        handler(event, LocalContext(sock, seq, timeout, memory_mb))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,12 @@ def retry_deadline(deadline: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def set_retry_deadline(deadline: float | None) -> None:
+    """Stop retrying storage operations at ``deadline`` (``time.monotonic()``) from now on in
+    this thread (a worker handler sets it per invocation, from the call's remaining time)."""
+    _deadline.set(deadline)
+
+
 def transient(err: BaseException) -> bool:
     """Whether ``err`` (or an error it was raised from) is worth retrying."""
     seen = 0
