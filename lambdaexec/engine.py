@@ -143,16 +143,8 @@ class Engine:
             self._cond.notify()
         for f in pending + self.monitor.outstanding():
             f.cancel()
-        with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-        storage = self.monitor.storage
-        self.monitor.stop()
-        getattr(self.monitor.invoker, "abort", self.monitor.invoker.close)()
         self._flusher.join(5)
-        self._delete_data(storage)
-        _live.discard(self)
+        self._teardown(kill=True)
 
     def _finish(self) -> None:
         self._flusher.join()
@@ -161,19 +153,20 @@ class Engine:
             if not outstanding:
                 break
             concurrent.futures.wait(outstanding)
+        self._teardown(kill=False)
+
+    def _teardown(self, kill: bool) -> None:
+        """Once: stop the monitor and the workers (``kill``: at once), then delete the
+        executor's data (unless ``keep_data``) and close the store. The data goes best effort:
+        the calls are over, and a store that is down must not fail the shutdown."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
-        storage = self.monitor.storage
+        storage, invoker = self.monitor.storage, self.monitor.invoker
         self.monitor.stop()
-        self.monitor.invoker.close()
-        self._delete_data(storage)
+        (getattr(invoker, "abort", invoker.close) if kill else invoker.close)()
         _live.discard(self)
-
-    def _delete_data(self, storage: Any) -> None:
-        """Delete the executor's data (unless ``keep_data``) and close the store: best effort,
-        since the calls are over and a store that is down must not fail the shutdown."""
         try:
             if not self.config.keep_data:
                 storage.delete(self.prefix + "/")
