@@ -20,14 +20,17 @@ from typing import Any, Iterable
 from lambdaexec.compat import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, get_logs, wait
 from lambdaexec.config import Config, load_config
 from lambdaexec.errors import (
+    BrokenWorkersError,
     CallLostError,
     CallTimeoutError,
     ConfigError,
     InitializerError,
     LambdaExecError,
+    MissingObjectError,
     OutOfMemoryError,
     RemoteError,
     ResultTooLargeError,
+    StorageError,
     UnpicklableError,
     WorkerDiedError,
     WorkerEnvironmentError,
@@ -36,15 +39,16 @@ from lambdaexec.errors import (
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
 from lambdaexec.iterative import Broadcast, BroadcastMissingError
+from lambdaexec.ledger import FailedCall, failed
 from lambdaexec.params import ParameterMismatchError, ParameterServer, ParameterServerUnavailableError
 
 __all__ = [
-    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "Broadcast", "BroadcastMissingError", "CallLostError",
-    "CallTimeoutError", "Config", "ConfigError", "InitializerError", "LambdaExecError", "LambdaExecutor",
-    "LambdaFuture", "OutOfMemoryError", "ParameterMismatchError", "ParameterServer",
-    "ParameterServerUnavailableError", "RemoteError", "ResultTooLargeError", "UnpicklableError",
-    "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError", "default_executor", "get_all_results",
-    "get_logs", "load_config", "wait",
+    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "Broadcast", "BroadcastMissingError", "BrokenWorkersError",
+    "CallLostError", "CallTimeoutError", "Config", "ConfigError", "FailedCall", "InitializerError",
+    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "MissingObjectError", "OutOfMemoryError",
+    "ParameterMismatchError", "ParameterServer", "ParameterServerUnavailableError", "RemoteError",
+    "ResultTooLargeError", "StorageError", "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError",
+    "WorkerStorageError", "default_executor", "failed", "get_all_results", "get_logs", "load_config", "wait",
 ]
 
 _default: LambdaExecutor | None = None

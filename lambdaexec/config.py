@@ -25,19 +25,21 @@ STORAGES = ("local", "s3", "redis")
 
 
 def default_storage_path() -> str:
-    """A RAM-backed directory (``/dev/shm``) when there is one with room, else the temp dir.
+    """This user's own directory in RAM (``/dev/shm/lambdaexec-<uid>``) when there is room,
+    else in the temp dir; created 0700 (see :mod:`lambdaexec.storage.local`).
 
     Job data lives only until its results are collected, and creating a file on tmpfs takes
     microseconds where a disk can take milliseconds, which would dominate a small call.
     """
+    name = f"lambdaexec-{os.getuid()}"
     shm = "/dev/shm"
     try:
         st = os.statvfs(shm)
         if os.access(shm, os.W_OK) and st.f_bavail * st.f_frsize >= 2 << 30:
-            return os.path.join(shm, "lambdaexec-storage")
+            return os.path.join(shm, name)
     except OSError:
         pass
-    return os.path.join(tempfile.gettempdir(), "lambdaexec-storage")
+    return os.path.join(tempfile.gettempdir(), name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,8 @@ class Config:
     backend: str = "local"
     #: where jobs and results live: ``local`` directory, ``s3`` bucket or ``redis``
     storage: str = "local"
-    #: directory of ``local`` storage (default: /dev/shm when it has 2 GiB free, else the temp dir)
+    #: directory of ``local`` storage, private to its user (default: /dev/shm/lambdaexec-<uid> when
+    #: /dev/shm has 2 GiB free, else the same name in the temp dir)
     storage_path: str = dataclasses.field(default_factory=default_storage_path)
     #: S3 bucket (``s3`` storage)
     bucket: str = ""
@@ -74,7 +77,8 @@ class Config:
     function_name: str = "lambdaexec-worker"
     #: Lambda Invoke endpoint URL, for a local Lambda emulator; empty: AWS
     lambda_endpoint_url: str = ""
-    #: Lambda function memory in MB (128-10240; 1769 MB is one full vCPU)
+    #: memory per worker in MB: the Lambda function's (128-10240; 1769 MB is one full vCPU), and
+    #: the data limit of each local worker (a call growing past it gets a MemoryError)
     memory: int = 2048
     #: Lambda function /tmp size in MB (512-10240)
     ephemeral_storage: int = 512

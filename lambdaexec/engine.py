@@ -9,6 +9,11 @@ each. When the flusher is idle the first submit goes out at once: there is no ba
 The engine and its threads hold no reference to the executor, so an executor dropped without
 ``shutdown`` is garbage-collected, and then its engine finishes the calls already submitted and
 releases its workers, as ``ProcessPoolExecutor`` does.
+
+An engine belongs to the process that made it. A child forked by the user's code (a
+``multiprocessing`` ``Pool`` or ``Manager`` with the fork start method) inherits a copy of it,
+and of the exit hook; in the child both do nothing, so the child's exit neither deletes the
+parent's job data nor stops the parent's workers.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import itertools
+import os
+import sys
 import threading
 from typing import Any
 
 from lambdaexec import handles, serialize
 from lambdaexec.config import Config
+from lambdaexec.errors import StorageError
 from lambdaexec.future import LambdaFuture
 from lambdaexec.monitor import Job, Monitor
 
@@ -45,6 +53,7 @@ class Engine:
         self._flushing: list[Call] = []  # taken by the flusher, not yet the monitor's
         self._cond = threading.Condition()
         self._closed = False
+        self._pid = os.getpid()  # the owner: a forked child's copy never closes anything
         self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
         self._flusher.start()
         _live.add(self)
@@ -76,10 +85,14 @@ class Engine:
     def _start_job(self, blob: bytes, calls: list[tuple[list[memoryview], LambdaFuture]]) -> None:
         storage = self.monitor.storage
         job_id = f"{next(self._jobs):06d}"
+        for call_chunks, f in calls:
+            f._recipe = (blob, call_chunks)  # until it succeeds: lambdaexec.retry_failed reruns it
         prefix = f"{self.prefix}/{job_id}"
         try:
             func_key = f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}"
-            if func_key not in self._funcs_uploaded:
+            # uploaded once per executor, and again if the store lost it (a Redis restarted
+            # without persistence): one existence check per job, not per call
+            if func_key not in self._funcs_uploaded or not storage.exists(func_key):
                 storage.put(func_key, blob)
                 self._funcs_uploaded.add(func_key)
             ranges, chunks, offset = [], [], 0
@@ -105,7 +118,9 @@ class Engine:
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Refuse new calls; cancel those not started if asked; close once the rest are done
-        (here with ``wait``, else in the background)."""
+        (here with ``wait``, else in the background). A no-op in a forked child."""
+        if os.getpid() != self._pid:
+            return
         with self._cond:
             self.closing = True
             pending = [f for _, _, f in self._pending + self._flushing]
@@ -118,6 +133,21 @@ class Engine:
         else:
             threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
 
+    def abort(self) -> None:
+        """Stop now: cancel what has not started, kill the workers running the rest, and clean
+        up (the client was interrupted with Ctrl-C, so nobody waits for those calls)."""
+        if os.getpid() != self._pid:
+            return
+        with self._cond:
+            self.closing = True
+            pending = [f for _, _, f in self._pending + self._flushing]
+            self._pending = []
+            self._cond.notify()
+        for f in pending + self.monitor.outstanding():
+            f.cancel()
+        self._flusher.join(5)
+        self._teardown(kill=True)
+
     def _finish(self) -> None:
         self._flusher.join()
         while True:
@@ -125,20 +155,39 @@ class Engine:
             if not outstanding:
                 break
             concurrent.futures.wait(outstanding)
+        self._teardown(kill=False)
+
+    def _teardown(self, kill: bool) -> None:
+        """Once: stop the monitor and the workers (``kill``: at once), then delete the
+        executor's data (unless ``keep_data``) and close the store. The data goes best effort:
+        the calls are over, and a store that is down must not fail the shutdown."""
         with self._cond:
             if self._closed:
                 return
             self._closed = True
-        storage = self.monitor.storage
+        storage, invoker = self.monitor.storage, self.monitor.invoker
         self.monitor.stop()
-        self.monitor.invoker.close()
-        if not self.config.keep_data and not any(p.startswith(self.prefix + "/") for p in handles.PINNED):
-            storage.delete(self.prefix + "/")
-        storage.close()
+        (getattr(invoker, "abort", invoker.close) if kill else invoker.close)()
         _live.discard(self)
+        try:
+            if not self.config.keep_data and not any(p.startswith(self.prefix + "/") for p in handles.PINNED):
+                storage.delete(self.prefix + "/")
+        except StorageError:
+            pass  # left behind: local files are private to the user, S3 data expires (lifecycle_days)
+        finally:
+            storage.close()
 
 
 def shutdown_all() -> None:
-    """Let every engine finish its calls (at interpreter exit, as ``ProcessPoolExecutor`` does)."""
+    """Let every engine finish its calls (at interpreter exit, as ``ProcessPoolExecutor`` does);
+    if the program is ending on Ctrl-C, stop them instead, as a user who presses it expects."""
+    interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for engine in list(_live):
-        engine.shutdown(wait=True)
+        if interrupted:
+            engine.abort()
+        else:
+            engine.shutdown(wait=True)
+
+
+# a forked child inherits the parent's engines, whose threads did not survive the fork: forget them
+os.register_at_fork(after_in_child=_live.clear)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import concurrent.futures.process
 import pickle
 
 
@@ -30,9 +31,16 @@ class WorkerDiedError(CallLostError):
     """The worker running the call exited (crash, ``os._exit``, out of memory, killed)."""
 
 
-class OutOfMemoryError(WorkerDiedError):
-    """The call needed more memory than the function's memory size (the ``memory`` setting);
-    its worker stopped, as Lambda stops an environment that exceeds it. Not retried."""
+class OutOfMemoryError(WorkerDiedError, MemoryError):
+    """The call needed more memory than the ``memory`` setting (Lambda's memory size, and each
+    local worker's data limit); its worker stopped, as Lambda stops an environment that exceeds
+    it. Final: not retried. Also a ``MemoryError``, as the call itself saw it."""
+
+
+class BrokenWorkersError(WorkerDiedError, concurrent.futures.process.BrokenProcessPool):
+    """Workers cannot start at all (the runtime fails to import), so the executor cannot run
+    calls: a ``BrokenProcessPool``, as code written for ``ProcessPoolExecutor`` expects. A
+    worker that died and was replaced is a plain :class:`WorkerDiedError`, not this."""
 
 
 class CallTimeoutError(CallLostError):
@@ -52,6 +60,19 @@ class WorkerStorageError(LambdaExecError):
 
 class ResultTooLargeError(LambdaExecError):
     """A call's result is larger than ``max_result_size``."""
+
+
+class StorageError(LambdaExecError, OSError):
+    """The store failed an operation and kept failing after retries with backoff (an outage
+    longer than the retry budget, a full disk, a denied request). The message names the store."""
+
+
+class MissingObjectError(StorageError, KeyError):
+    """An object that lambdaexec wrote is not in the store (it expired, was deleted, or a
+    server without persistence restarted). A ``KeyError`` too, as ``Storage.get`` promises."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class RemoteTraceback(Exception):

@@ -18,7 +18,7 @@ import uuid
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdaexec import iterative, serialize
+from lambdaexec import iterative, ledger, serialize
 from lambdaexec.config import Config, load_config
 from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.future import LambdaFuture
@@ -34,7 +34,7 @@ def _make_invoker(config: Config, max_tasks_per_child: int | None) -> Invoker:
         return LambdaInvoker(config)
     from lambdaexec.invokers.local import LocalInvoker
 
-    return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child)
+    return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child, config.memory)
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:
@@ -171,6 +171,10 @@ class LambdaExecutor(concurrent.futures.Executor):
         """``state = step(state, r)`` per round, each checkpointed (:func:`~lambdaexec.iterative.iterate`)."""
         return iterative.iterate(self, step, state, rounds, until=until, resume=resume)
 
+    def retry_failed(self, futures: Iterable[concurrent.futures.Future]) -> list[concurrent.futures.Future]:
+        """Run the failed calls among ``futures`` again; see :func:`lambdaexec.ledger.retry_failed`."""
+        return ledger.retry_failed(self, futures)
+
     # --- shutting down --------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; with ``wait``, return once every call has finished.
@@ -200,21 +204,26 @@ def _spread(inner: list[LambdaFuture], chunk_future: concurrent.futures.Future) 
 
 
 def _results_in_order(futures: list, end_time: float | None) -> Iterator:
-    """Yield results in order; on a timeout or when closed early, cancel what is left."""
+    """Yield results in order; on a timeout or when closed early, cancel what is left.
+
+    As the standard library's, it keeps no reference to a result it has yielded."""
     try:
         futures.reverse()
         while futures:
-            f = futures.pop()
-            try:
-                if end_time is None:
-                    yield f.result()
-                else:
-                    yield f.result(end_time - time.monotonic())
-            finally:
-                f.cancel()
+            yield _result_or_cancel(futures.pop(), None if end_time is None else end_time - time.monotonic())
     finally:
         for f in futures:
             f.cancel()
+
+
+def _result_or_cancel(future: concurrent.futures.Future, timeout: float | None) -> Any:
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        del future  # the frame of a raised exception must not hold the future (and its result)
 
 
 # As the stdlib executors do, finish before the interpreter refuses new threads: a plain

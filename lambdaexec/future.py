@@ -11,7 +11,9 @@ class _Condition:
     """What ``Future`` needs of ``threading.Condition`` (lock, ``wait``, ``notify_all``) in a few
     dozen bytes. ``threading.Condition`` keeps five bound methods in a per-instance dict, about
     0.8 KB and eight objects for the garbage collector per future: a 100,000-call map holds
-    100,000 futures. ``Future`` never takes its condition re-entrantly, so a plain lock serves."""
+    100,000 futures. The lock is not re-entrant: ``Future`` takes it once per method, except
+    that ``set_result`` on a finished future formats ``repr(self)`` under it, which is why
+    :class:`LambdaFuture` reads its state for ``repr`` without the lock."""
 
     __slots__ = ("_lock", "_waiters")
 
@@ -88,11 +90,39 @@ class LambdaFuture(concurrent.futures.Future):
     remote_traceback: str | None = None
     _stats: dict[str, Any] | None = None
     _home: Any = None  # the job's :class:`~lambdaexec.handles.CallHome`, once uploaded
+    #: the serialized call (function blob, argument chunks), kept until it succeeds so that
+    #: :func:`lambdaexec.ledger.retry_failed` can run it again
+    _recipe: tuple[bytes, list] | None = None
 
     def __init__(self, submitted: float = 0.0) -> None:
         super().__init__()
         self._condition = _Condition()  # type: ignore[assignment]
         self._submitted = submitted
+
+    def __repr__(self) -> str:
+        # ``Future.__repr__`` takes the condition's lock, and ``set_result``/``set_exception`` on a
+        # finished future call it while holding that lock: with a plain lock, a deadlock. The
+        # state is read without the lock instead (one attribute read each, atomic under the GIL).
+        state, exc, result = self._state, self._exception, self._result
+        where = f"{type(self).__name__} {self.call_id} at {id(self):#x}" if self.call_id \
+            else f"{type(self).__name__} at {id(self):#x}"
+        if state == concurrent.futures._base.FINISHED:
+            if exc is not None:
+                return f"<{where} state=finished raised {type(exc).__name__}>"
+            return f"<{where} state=finished returned {type(result).__name__}>"
+        return f"<{where} state={state.lower()}>"
+
+    def set_result(self, result: Any) -> None:
+        """As ``Future.set_result``; the call's inputs are let go (nothing to retry)."""
+        self._recipe = None
+        super().set_result(result)
+
+    def cancel(self) -> bool:
+        """As ``Future.cancel``; a cancelled call's inputs are let go."""
+        cancelled = super().cancel()
+        if cancelled:
+            self._recipe = None
+        return cancelled
 
     @property
     def stats(self) -> dict[str, Any]:

@@ -30,18 +30,23 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "InitializerError": errors.InitializerError,
     "WorkerStorageError": errors.WorkerStorageError,
     "OutOfMemoryError": errors.OutOfMemoryError,
+    "StorageError": errors.StorageError,
+    "MissingObjectError": errors.StorageError,
 }
 
 
 @dataclasses.dataclass
 class Job:
-    """Calls of one function uploaded together: one args object, one future per call."""
+    """Calls of one function uploaded together: one args object, one future per call.
+
+    A call's future is dropped (``None``) once it is finished, so the job never keeps a result
+    alive after its caller has let go of it (a streaming ``map`` holds one result at a time)."""
 
     prefix: str
     func_key: str
     args_key: str
     ranges: list[tuple[int, int]]
-    futures: list[LambdaFuture]
+    futures: list[LambdaFuture | None]
     init_key: str = ""
     state: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
@@ -181,16 +186,19 @@ class Monitor:
     def _watch(self) -> None:
         while not self._stopping:
             for notice in self.invoker.poll(0.5):
-                job = self.jobs.get(notice.job_prefix)
-                if job is None or job.state[notice.call] == FINISHED:
-                    continue
-                if isinstance(notice, Done):
-                    if self._fetchers:
-                        self._fetchers.submit(self._collect, job, notice.call)
-                    else:
-                        self._collect(job, notice.call)
-                elif isinstance(notice, Lost):
-                    self._lost(job, notice)
+                self._handle(notice)  # a method: this frame keeps no job (nor its futures) alive
+
+    def _handle(self, notice: Done | Lost) -> None:
+        job = self.jobs.get(notice.job_prefix)
+        if job is None or job.state[notice.call] == FINISHED:
+            return
+        if isinstance(notice, Done):
+            if self._fetchers:
+                self._fetchers.submit(self._collect, job, notice.call)
+            else:
+                self._collect(job, notice.call)
+        elif isinstance(notice, Lost):
+            self._lost(job, notice)
 
     def _lost(self, job: Job, notice: Lost) -> None:
         """Re-dispatch a lost call, or fail it once its retries are spent (any thread)."""
@@ -198,24 +206,27 @@ class Monitor:
         with self.lock:  # fetch threads report unreadable results here too
             if job.state[c] == FINISHED:
                 return
+            future = job.futures[c]
             if notice.started and not notice.fatal:
                 job.lost[c] += 1
             tries = job.lost[c]
         if notice.fatal:
-            exc: errors.CallLostError = errors.WorkerDiedError(
-                f"call {job.futures[c].call_id} cannot run: {notice.reason}", attempts=tries)
+            exc: errors.CallLostError = errors.BrokenWorkersError(
+                f"call {future.call_id} cannot run: {notice.reason}", attempts=tries)
         elif not notice.started or tries <= self.config.retries:
             self.invoker.invoke(Dispatch(job.prefix, [c], tries, functools.partial(self._make_event, job)))
             return
         else:
             kind = errors.CallTimeoutError if notice.timed_out else errors.WorkerDiedError
-            exc = kind(f"call {job.futures[c].call_id} failed after {tries} attempt(s): {notice.reason}",
+            exc = kind(f"call {future.call_id} failed after {tries} attempt(s): {notice.reason}",
                        attempts=tries)
-        job.futures[c].attempts = tries
+        future.attempts = tries
         self._complete(job, c, exc=exc)
 
     def _collect(self, job: Job, c: int) -> None:
         future = job.futures[c]
+        if future is None:  # finished meanwhile (cancelled, or failed by another thread)
+            return
         try:
             status, payload = protocol.unpack_result(self.storage.get(protocol.result_key(job.prefix, c)))
         except Exception as err:  # the object is gone or unreadable: run the call again
@@ -232,8 +243,8 @@ class Monitor:
         with self.lock:
             if job.state[c] == FINISHED:
                 return
+            future = job.futures[c]
             self._finish(job, c)
-        future = job.futures[c]
         if future.cancelled():
             return
         if exc is not None:
@@ -244,6 +255,7 @@ class Monitor:
     def _finish(self, job: Job, c: int) -> None:
         """Mark call ``c`` finished (lock held); drop and clean up the job after its last call."""
         job.state[c] = FINISHED
+        job.futures[c] = None  # the caller holds it as long as it wants the result; we do not
         job.remaining -= 1
         if job.remaining == 0:
             del self.jobs[job.prefix]

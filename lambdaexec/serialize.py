@@ -22,12 +22,13 @@ import pickle
 import struct
 import sys
 import sysconfig
+import threading
 import types
 from typing import Any, Iterator
 
 import cloudpickle
 
-from lambdaexec import source
+from lambdaexec import module_globals, source
 from lambdaexec.errors import UnpicklableError
 
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -106,22 +107,31 @@ def _is_user_module(name: str, module: types.ModuleType) -> bool:
 
 
 _modules_seen = 0
+_register_lock = threading.Lock()
 
 
 def register_user_modules() -> None:
-    """Mark every imported module from the user's own files to be pickled by value."""
+    """Mark every imported module from the user's own files to be pickled by value.
+
+    Thread-safe: a thread that finds another one registering waits for it, rather than
+    pickling a function by reference while its module is not yet marked.
+    """
     global _modules_seen
     if len(sys.modules) == _modules_seen:
         return
-    _modules_seen = len(sys.modules)
-    for name, module in list(sys.modules.items()):
-        if module is not None and name not in _by_value_checked and _is_user_module(name, module):
-            if "." not in name or sys.modules.get(name.partition(".")[0]) is None:
-                cloudpickle.register_pickle_by_value(module)
-            else:
-                top = sys.modules[name.partition(".")[0]]
-                if _is_user_module(top.__name__, top):
-                    cloudpickle.register_pickle_by_value(top)
+    with _register_lock:
+        seen = len(sys.modules)
+        if seen == _modules_seen:
+            return
+        for name, module in list(sys.modules.items()):
+            if module is not None and name not in _by_value_checked and _is_user_module(name, module):
+                if "." not in name or sys.modules.get(name.partition(".")[0]) is None:
+                    cloudpickle.register_pickle_by_value(module)
+                else:
+                    top = sys.modules[name.partition(".")[0]]
+                    if _is_user_module(top.__name__, top):
+                        cloudpickle.register_pickle_by_value(top)
+        _modules_seen = seen  # only now: until here, other threads must wait for the lock
 
 
 def dumps(obj: Any) -> list[memoryview]:
@@ -156,7 +166,7 @@ def loads(buf: bytearray | memoryview | bytes) -> Any:
         pos += padding(pos)
         out_of_band.append(view[pos : pos + size])
         pos += size
-    return pickle.loads(data, buffers=out_of_band)
+    return module_globals.loads(data, out_of_band)
 
 
 def size_of(chunks: list[memoryview]) -> int:

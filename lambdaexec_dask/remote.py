@@ -1,7 +1,10 @@
 """What runs in the worker: one task (or fused chain) reading its inputs from storage by key.
 
-Each worker process keeps its storage connection and a small cache of the values it has
+Each worker process keeps its storage connection and a small cache of the objects it has
 recently read or written, so a task whose input was made on the same worker does not fetch it.
+The cache holds the stored bytes, never the producer's live object: each reader unpickles its
+own copy, as dask's processes scheduler hands each task a value, so a task that mutates its
+input, or an output that does not survive its producer (a ``weakref.proxy``), harms no one.
 """
 
 from __future__ import annotations
@@ -18,21 +21,21 @@ from lambdaexec.storage import Storage, shared_storage
 
 CACHE_BYTES = 128 << 20  # per worker process
 
-_cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+_cache: OrderedDict[str, bytearray] = OrderedDict()
 _cached_bytes = 0
 _lock = threading.Lock()
 
 
-def _remember(key: str, value: Any, nbytes: int) -> None:
+def _remember(key: str, blob: bytearray) -> None:
     global _cached_bytes
-    if nbytes > CACHE_BYTES // 4:
+    if len(blob) > CACHE_BYTES // 4:
         return
     with _lock:
-        _cache[key] = (value, nbytes)
-        _cached_bytes += nbytes
+        _cache[key] = blob
+        _cached_bytes += len(blob)
         while _cached_bytes > CACHE_BYTES:
-            _, (_, size) = _cache.popitem(last=False)
-            _cached_bytes -= size
+            _, old = _cache.popitem(last=False)
+            _cached_bytes -= len(old)
 
 
 def _load(store: Storage, key: str) -> Any:
@@ -40,11 +43,11 @@ def _load(store: Storage, key: str) -> Any:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
-            return hit[0]
+    if hit is not None:
+        return serialize.loads(bytearray(hit))  # a copy: arrays unpickled from it are views
     blob = store.get(key)
-    value = serialize.loads(blob)
-    _remember(key, value, len(blob))
-    return value
+    _remember(key, bytearray(blob))
+    return serialize.loads(blob)
 
 
 def run_task(spec: dict[str, Any], node: GraphNode, inputs: dict[Hashable, tuple[str, Any]],
@@ -60,6 +63,8 @@ def run_task(spec: dict[str, Any], node: GraphNode, inputs: dict[Hashable, tuple
     result = node(values)
     nbytes = 0
     if out_key is not None:
-        nbytes = store.put(out_key, serialize.dumps(result))
-        _remember(out_key, result, nbytes)
+        chunks = serialize.dumps(result)
+        nbytes = store.put(out_key, chunks)
+        if nbytes <= CACHE_BYTES // 4:
+            _remember(out_key, bytearray(b"".join(chunks)))
     return nbytes, (result if return_value else None)

@@ -78,8 +78,10 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
     """joblib backend ``"lambda"``: each batch of tasks is one call on a :class:`LambdaExecutor`.
 
     Keywords given to ``parallel_backend("lambda", ...)`` are executor settings
-    (``max_workers``, ``storage``, ``bucket``, ...), or ``executor=`` an existing executor,
-    which is then used as is and never shut down by the backend.
+    (``max_workers``, ``storage``, ``bucket``, ...), ``initializer``/``initargs`` (run once
+    in each worker, as ``LambdaExecutor`` runs them; also accepted by ``Parallel(...)``, as
+    loky accepts them), or ``executor=`` an existing executor, which is then used as is and
+    never shut down by the backend.
     ``n_jobs=-1`` means the executor's concurrency (``max_workers``).
     """
 
@@ -89,22 +91,31 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
     uses_threads = False
 
     def __init__(self, nesting_level: int | None = None, inner_max_num_threads: int | None = None,
-                 executor: LambdaExecutor | None = None, **executor_options: Any):
+                 executor: LambdaExecutor | None = None, initializer: Callable | None = None,
+                 initargs: tuple = (), **executor_options: Any):
         super().__init__(nesting_level=nesting_level, inner_max_num_threads=inner_max_num_threads)
+        if executor is not None and initializer is not None:
+            raise ValueError("give the initializer to the LambdaExecutor passed as executor=, not to the backend")
         self._options = executor_options
+        self._init: tuple[Callable | None, tuple] = (initializer, tuple(initargs))
         self._config = executor.config if executor is not None else load_config(executor_options)
         self._executor = executor
         self._owned = executor is None
         self._lock = threading.Lock()
         self._inflight: set[LambdaFuture] = set()
         self.parallel = None
+        #: the ``Parallel`` calls using this backend, innermost last: a ``Parallel`` run inside
+        #: another's dispatch (a nested ``GridSearchCV.fit`` in a custom ``_run_search``) shares
+        #: the backend of ``parallel_config``, and must hand the outer call back when it ends
+        self._parallels: list[Any] = []
 
     @property
     def executor(self) -> LambdaExecutor:
         """The executor batches run on (created on first use)."""
         with self._lock:
             if self._executor is None or (self._owned and self._executor._shutdown):
-                self._executor = LambdaExecutor(**self._options)
+                self._executor = LambdaExecutor(initializer=self._init[0], initargs=self._init[1],
+                                                **self._options)
                 weakref.finalize(self, _release, self._executor)
             return self._executor
 
@@ -125,10 +136,27 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         """Prepare for one ``Parallel`` call; return how many batches may run at once."""
         if in_worker() or n_jobs == 1:
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
+        self._use_initializer(backend_kwargs.get("initializer"), tuple(backend_kwargs.get("initargs") or ()))
+        self._parallels.append(parallel)
         self.parallel = parallel
         n = self.effective_n_jobs(n_jobs)
         self.executor  # noqa: B018  (start the workers now, not on the first batch)
         return n
+
+    def _use_initializer(self, initializer: Callable | None, initargs: tuple) -> None:
+        """Make the executor's workers run ``initializer(*initargs)`` (``Parallel``'s keywords)."""
+        current, args = self._init
+        if initializer is None or (initializer is current and len(initargs) == len(args)
+                                   and all(a is b for a, b in zip(initargs, args))):
+            return
+        if not self._owned:
+            raise ValueError("Parallel(initializer=...) cannot change the initializer of the "
+                             "LambdaExecutor given as executor=: give it to that executor")
+        with self._lock:
+            self._init = (initializer, initargs)
+            old, self._executor = self._executor, None  # the next use starts workers with it
+        if old is not None:
+            old.shutdown(wait=False)
 
     def submit(self, func: Callable[[], list], callback: Callable | None = None) -> concurrent.futures.Future:
         """Run one batch remotely; ``callback(future)`` fires when it is done.
@@ -140,7 +168,15 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         proxy: concurrent.futures.Future = concurrent.futures.Future()
         if callback is not None:
             proxy.add_done_callback(callback)
-        inner = self.executor.submit(_run_batch, func)
+        try:
+            inner = self.executor.submit(_run_batch, func)
+        except Exception as err:  # e.g. an argument that cannot be pickled
+            # joblib may be submitting from a completion callback on the executor's thread,
+            # where a raise would be logged and dropped (and Parallel would wait forever): the
+            # error goes to Parallel through the batch's future instead, as loky's does
+            proxy.set_running_or_notify_cancel()
+            proxy.set_exception(err)
+            return proxy
         inflight = self._inflight
         inflight.add(inner)
         inner.add_done_callback(inflight.discard)
@@ -161,7 +197,11 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
     def terminate(self) -> None:
         """End of one ``Parallel`` call: the executor stays up for the next one."""
         self.reset_batch_stats()
-        self.parallel = None  # no cycle: the backend is released as soon as its block ends
+        if self._parallels:
+            self._parallels.pop()
+        # the outer Parallel again, if any; else None (no cycle: the backend is released as soon
+        # as its block ends)
+        self.parallel = self._parallels[-1] if self._parallels else None
 
     def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
         """Parallel calls made inside a task run sequentially in its worker."""

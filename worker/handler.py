@@ -19,6 +19,7 @@ from typing import Any
 from lambdaexec import protocol, serialize
 from lambdaexec.errors import RemoteError
 from lambdaexec.storage import Storage, shared_storage
+from lambdaexec.storage.base import set_retry_deadline
 from worker import memory
 from worker.probe import probe
 
@@ -97,7 +98,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     os.environ["LAMBDAEXEC_IN_WORKER"] = "1"
     if "lambdaexec_probe" in event:  # the client's trial call: can this worker reach storage?
         return probe(event["lambdaexec_probe"])
-    memory.cap()
+    memory.cap(getattr(context, "memory_limit_in_mb", None))
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is not None:  # storage retries (storage.base) end a second before the call's time
+        set_retry_deadline(time.monotonic() + remaining() / 1000 - 1.0)
     store = shared_storage(event["storage"])
     prefix = event["job_prefix"]
     worker = _worker_id(context)

@@ -1,12 +1,13 @@
 """The memory size, kept by the worker itself so that a call exceeding it fails typed.
 
 Lambda kills an execution environment whose memory exceeds the function's memory size; the
-call's future would then only learn, at its deadline, that no result came. So when
-``AWS_LAMBDA_FUNCTION_MEMORY_SIZE`` is set (on Lambda and under ``lambdaexec emulate``), the
-worker caps its own data segment (``RLIMIT_DATA``: heap and private memory maps, where every
-Python object and NumPy array lives) at what it uses now plus what is left of the memory size.
-An allocation past that raises ``MemoryError`` inside the call; the handler then writes an
-``OutOfMemoryError`` status naming the memory setting and the worker exits, as Lambda's would.
+call's future would then only learn, at its deadline, that no result came. So the worker caps
+its own data segment (``RLIMIT_DATA``: heap and private memory maps, where every Python object
+and NumPy array lives) at what it uses now plus what is left of the memory size its context
+reports (``context.memory_limit_in_mb``: Lambda's, the emulator's, or the ``memory`` setting
+for local workers). An allocation past that raises ``MemoryError`` inside the call; the handler
+then writes an ``OutOfMemoryError`` status naming the memory setting (final, not retried) and
+the worker exits, as Lambda's would.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ def _status_kb(field: str) -> int:
     return 0
 
 
-def cap() -> None:
-    """Cap this process's data segment to the memory size (once per process; no-op elsewhere)."""
+def cap(size: int | str | None) -> None:
+    """Cap this process's data segment to ``size`` MB, the memory size (once per process)."""
     global _limited
-    size = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
     if _limited is not None or not size or not os.path.exists("/proc/self/status"):
         return
     mb = int(size)
@@ -49,7 +49,7 @@ def out_of_memory(ok: bool, value: Any) -> dict[str, Any] | None:
         return None
     return {"ok": False, "error_type": "OutOfMemoryError", "message": (
         f"the call needed more memory than the function's memory size, {_limited} MB ({value or 'MemoryError'}); "
-        "raise the memory setting (memory= or LAMBDAEXEC_MEMORY, then `lambdaexec deploy`), or use less "
+        "raise the memory setting (memory= or LAMBDAEXEC_MEMORY; on Lambda, then `lambdaexec deploy`), or use less "
         "memory per call (smaller chunks)")}
 
 

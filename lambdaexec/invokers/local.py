@@ -4,6 +4,14 @@ Each process runs :mod:`lambdaexec.invokers.local_runtime`, which calls the same
 ``worker.handler`` that Lambda runs, reading inputs from and writing results to storage. The pool
 only carries events out and "call finished" notices back, over one socket pair per process.
 
+Events go to idle workers only, one at a time, as ``ProcessPoolExecutor``'s workers take calls
+from one shared queue: a per-worker queue would make short calls wait behind a long one while
+another worker sits idle. To keep tiny calls cheap, an event carries several calls of a job only
+once that job's calls are known to be short (their measured time, per job).
+
+Like Lambda, each worker is limited to ``memory`` MB (its data size, ``RLIMIT_DATA``): a call that
+grows past it gets a ``MemoryError`` naming the setting, not the kernel's OOM killer.
+
 The pool also plays Lambda's part in keeping time: a call that runs past ``timeout`` has its
 process killed, and a process that dies (``os._exit``, a crash, the OOM killer) is replaced;
 either way its calls are reported :class:`Lost` for the monitor to retry or fail.
@@ -27,9 +35,9 @@ from multiprocessing.connection import wait
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.invokers.local_runtime import send
 
-_PREFETCH = 2  # events queued per process, so it never idles waiting for the next one
-_START_FAILURES = 3  # processes in a row that die before they are ready: the runtime is broken
+_START_FAILURES = 3  # processes in a row that exit before they are ready: the runtime is broken
 _MAX_GROUP = 32  # calls of one job sent in one event when many are waiting
+_GROUP_SECONDS = 0.02  # at most about this much work per event (so none waits long behind another)
 
 _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -38,11 +46,12 @@ _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS
 class _Worker:
     """One worker process and what it has been sent."""
 
-    def __init__(self, env: dict[str, str], timeout: float):
+    def __init__(self, env: dict[str, str], timeout: float, memory_mb: int):
         ours, theirs = socket.socketpair()
         self.log = tempfile.TemporaryFile()
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lambdaexec.invokers.local_runtime", str(theirs.fileno()), str(timeout)],
+            [sys.executable, "-m", "lambdaexec.invokers.local_runtime", str(theirs.fileno()), str(timeout),
+             str(memory_mb)],
             pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
             stdout=self.log, stderr=self.log, start_new_session=True,
         )
@@ -94,10 +103,7 @@ class _Worker:
 
     def stop(self, kill: bool = False) -> None:
         if kill:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.kill_group()
         else:
             try:
                 send(self.sock, None)
@@ -109,14 +115,24 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
+        self.kill_group()  # children its calls started (Popen, fork) end with it
         self.log.close()
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and whatever its calls started (its session's process group)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 class LocalInvoker(Invoker):
     """Runs calls on ``workers`` local processes; see the module docstring."""
 
-    def __init__(self, workers: int, timeout: float, max_tasks_per_child: int | None = None):
+    def __init__(self, workers: int, timeout: float, max_tasks_per_child: int | None = None,
+                 memory_mb: int = 2048):
         self.timeout = timeout
+        self.memory_mb = memory_mb  # each worker's data limit, as Lambda's ``memory``
         self.max_tasks = max_tasks_per_child
         self.env = dict(os.environ)
         threads = str(max(1, (os.cpu_count() or 1) // workers))
@@ -130,7 +146,8 @@ class LocalInvoker(Invoker):
         self._seq = 0
         self._closed = False
         self._start_failures = 0
-        self._workers = [_Worker(self.env, timeout) for _ in range(workers)]
+        self._call_seconds: dict[str, float] = {}  # job -> measured seconds per call (recent jobs)
+        self._workers = [_Worker(self.env, timeout, memory_mb) for _ in range(workers)]
 
     def invoke(self, dispatch: Dispatch) -> None:
         with self._lock:
@@ -148,7 +165,12 @@ class LocalInvoker(Invoker):
         with self._lock:
             while self._pending:
                 unit = self._pending[0]
-                group = max(1, min(_MAX_GROUP, cap, self._pending_calls // (4 * len(self._workers))))
+                per_call = self._call_seconds.get(unit.job_prefix)
+                if per_call is None or per_call > _GROUP_SECONDS / 2:
+                    group = 1  # long (or not yet measured) calls: one per event
+                else:
+                    group = max(1, min(_MAX_GROUP, cap, self._pending_calls // (4 * len(self._workers)),
+                                       int(_GROUP_SECONDS / max(per_call, 1e-6))))
                 calls = unit.take(group)
                 self._pending_calls -= len(calls)
                 if unit.exhausted:
@@ -159,31 +181,33 @@ class LocalInvoker(Invoker):
         return None
 
     def _dispatch(self) -> None:
-        """Send waiting events breadth first: every worker gets one before any gets a second
-        (prefetched), so two slow calls on two workers run side by side, not one after the other."""
+        """Send one waiting event to each idle worker (see the module docstring)."""
         now = time.monotonic()
-        for depth in range(1, _PREFETCH + 1):
-            if depth > 1 and any(not w.inflight for w in self._workers):
-                return  # a worker still starting up: keep the rest for it rather than queue them
-            for w in self._workers:
-                if not w.ready or len(w.inflight) >= depth:
-                    continue
-                cap = self.max_tasks - w.calls_sent if self.max_tasks else _MAX_GROUP
-                if cap <= 0:
-                    continue
-                item = self._next_event(cap)
-                if item is None:
-                    return
-                job, event = item
-                w.calls_sent += len(event["calls"])
-                self._seq += 1
-                if not w.inflight:
-                    w.clock = now
-                w.inflight.append([self._seq, job, [c[0] for c in event["calls"]]])
-                try:
-                    send(w.sock, (self._seq, event))
-                except OSError:
-                    pass  # it died; poll() notices the end of its stream
+        for w in self._workers:
+            if not w.ready or w.inflight:
+                continue
+            cap = self.max_tasks - w.calls_sent if self.max_tasks else _MAX_GROUP
+            if cap <= 0:
+                continue
+            item = self._next_event(cap)
+            if item is None:
+                return
+            job, event = item
+            w.calls_sent += len(event["calls"])
+            self._seq += 1
+            w.clock = now
+            w.inflight.append([self._seq, job, [c[0] for c in event["calls"]]])
+            try:
+                send(w.sock, (self._seq, event))
+            except OSError:
+                pass  # it died; poll() notices the end of its stream
+
+    def _measured(self, job: str, seconds: float) -> None:
+        """Note that a call of ``job`` took ``seconds`` (a running average per job)."""
+        old = self._call_seconds.get(job)
+        self._call_seconds[job] = seconds if old is None else 0.7 * old + 0.3 * seconds
+        if len(self._call_seconds) > 256:
+            del self._call_seconds[next(iter(self._call_seconds))]
 
     def _lose(self, w: _Worker, reason: str, timed_out: bool, notices: list[Notice]) -> None:
         first = True
@@ -202,10 +226,11 @@ class LocalInvoker(Invoker):
 
     def _replace(self, w: _Worker) -> None:
         i = self._workers.index(w)
+        w.kill_group()  # children of its calls die with it, as they would with a Lambda container
         w.log.close()
         w.sock.close()
         if not self._closed:
-            self._workers[i] = _Worker(self.env, self.timeout)
+            self._workers[i] = _Worker(self.env, self.timeout, self.memory_mb)
 
     def poll(self, timeout: float) -> list[Notice]:
         notices: list[Notice] = []
@@ -230,7 +255,9 @@ class LocalInvoker(Invoker):
                 if frames is None:
                     reason = r.exit_reason()
                     self._lose(r, reason, False, notices)
-                    if not r.ready:
+                    # a worker that exited before it was ready (its runtime did not import) counts
+                    # towards a broken runtime; one killed by a signal (kill, OOM) does not
+                    if not r.ready and r.popen.returncode is not None and r.popen.returncode >= 0:
                         self._start_failures += 1
                         if self._start_failures >= _START_FAILURES:
                             self._fail_pending(f"{self._start_failures} worker processes in a row exited "
@@ -247,7 +274,9 @@ class LocalInvoker(Invoker):
                         head = r.inflight[0]
                         head[2].remove(call)
                         notices.append(Done(head[1], call))
-                        r.clock = time.monotonic()
+                        now = time.monotonic()
+                        self._measured(head[1], now - r.clock)
+                        r.clock = now
                         if not head[2]:
                             r.inflight.popleft()
                 if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
@@ -262,11 +291,17 @@ class LocalInvoker(Invoker):
                     self._replace(w)
             if now >= end:
                 break
+        self._dispatch()  # workers that just finished start their next event before we return
         return notices
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        """Stop the workers (at once with ``kill``, abandoning their calls) and their children."""
         self._closed = True
         for w in self._workers:
-            w.stop()
+            w.stop(kill)
         self._wake_r.close()
         self._wake_w.close()
+
+    def abort(self) -> None:
+        """Kill every worker now, calls in flight included (the client was interrupted)."""
+        self.close(kill=True)

@@ -67,14 +67,13 @@ class LocalContext:
         send(self._sock, ("done", self._seq, call))
 
 
-def main(fd: int, timeout: float) -> None:
+def main(fd: int, timeout: float, memory_mb: int) -> None:
     sock = socket.socket(fileno=fd)
     from worker.handler import handler
 
     here = os.getcwd()
     # a Lambda container has only installed code: the user's own files must travel by value
     sys.path[:] = [p for p in sys.path if p not in ("", here)]
-    memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
     send(sock, ("ready", os.getpid()))
     while True:
         msg = recv(sock)
@@ -85,4 +84,4 @@ def main(fd: int, timeout: float) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), float(sys.argv[2]))
+    main(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))

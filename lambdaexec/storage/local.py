@@ -1,10 +1,18 @@
-"""Storage in a local directory: one file per key, written by rename so it appears atomically."""
+"""Storage in a local directory: one file per key, written by rename so it appears atomically.
+
+The directory is private to its user, because whoever can write a job's objects decides what
+the workers unpickle, that is, what code they run. A directory this store creates is made 0700
+(objects are 0600); one that exists already must belong to this user and be writable by no one
+else, and the default directory (``/dev/shm/lambdaexec-<uid>``) must not be a symlink nor open
+to anyone else at all. Anything else is refused with a :class:`ConfigError` saying what to fix.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Sequence
 
@@ -14,13 +22,44 @@ from lambdaexec.storage.base import Chunks, Storage, as_chunks, read_exactly, re
 _tmp_names = itertools.count()
 
 
+def _check_private(path: str) -> None:
+    """Refuse a directory that someone else could write objects into (see the module docstring)."""
+    from lambdaexec.config import default_storage_path
+
+    default = path == os.path.abspath(default_storage_path())
+    st = os.lstat(path) if default else os.stat(path)
+    fix = ("remove it if it is not yours, or set storage_path (LAMBDAEXEC_STORAGE_PATH) to a "
+           "directory of your own")
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"local storage {path} is not a directory (a symlink?): {fix}")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"local storage {path} belongs to user id {st.st_uid}, not to you "
+                          f"({os.getuid()}): whoever owns it could make your workers run their code; {fix}")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & (0o077 if default else 0o022):
+        raise ConfigError(f"local storage {path} has mode {mode:04o}: others could "
+                          f"{'read or ' if default else ''}replace your job objects (and so run code as you); "
+                          f"make it private with `chmod 700 {path}`")
+
+
 @register("local")
 class LocalStorage(Storage):
     """Keys are paths under ``path``. Works for any processes that share the file system."""
 
     def __init__(self, path: str):
         self.path = os.path.abspath(path)
-        os.makedirs(self.path, exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            try:
+                os.mkdir(self.path, 0o700)
+            except FileExistsError:
+                pass
+            if not os.path.isdir(self.path):
+                raise NotADirectoryError(20, "Not a directory")
+        except OSError as err:
+            raise ConfigError(f"storage_path {self.path} cannot be created ({err.strerror}): set storage_path "
+                              "(or LAMBDAEXEC_STORAGE_PATH) to a directory you can create") from None
+        _check_private(self.path)
         self.spec = {"kind": "local", "path": self.path}
 
     def check(self) -> None:
