@@ -48,7 +48,7 @@ def out_of_memory(ok: bool, value: Any) -> dict[str, Any] | None:
     if ok or _limited is None or not isinstance(value, MemoryError):
         return None
     return {"ok": False, "error_type": "OutOfMemoryError", "message": (
-        f"the call needed more memory than the function's memory size, {_limited} MB ({value or 'MemoryError'}); "
+        f"the call needed more memory than the function's memory size, {_limited} MB ({str(value) or 'MemoryError'}); "
         "raise the memory setting (memory= or LAMBDAEXEC_MEMORY; on Lambda, then `lambdaexec deploy`), or use less "
         "memory per call (smaller chunks)")}
 
