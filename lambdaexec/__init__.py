@@ -18,6 +18,7 @@ import concurrent.futures
 from typing import Any, Iterable
 
 from lambdaexec.config import Config, load_config
+from lambdaexec.data import Chunk, chunks
 from lambdaexec.errors import (
     CallLostError,
     CallTimeoutError,
@@ -34,9 +35,9 @@ from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
 
 __all__ = [
-    "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
+    "CallLostError", "CallTimeoutError", "Chunk", "Config", "ConfigError", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
-    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",
+    "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "chunks", "default_executor",
     "get_all_results", "load_config",
 ]
 
