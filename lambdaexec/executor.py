@@ -18,7 +18,7 @@ import uuid
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdaexec import serialize
+from lambdaexec import dataflow, serialize
 from lambdaexec.config import Config, load_config
 from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.future import LambdaFuture
@@ -156,6 +156,17 @@ class LambdaExecutor(concurrent.futures.Executor):
             futures = self.map_futures(functools.partial(_run_chunk, fn), chunks)
         results = _results_in_order(futures, end_time)
         return results if chunksize == 1 else itertools.chain.from_iterable(results)
+
+    # --- data-parallel operators (lambdaexec.dataflow), one line each ---------------------
+    def reduce(self, fn: Callable[[list], Any], futures: Iterable[concurrent.futures.Future]) -> LambdaFuture:
+        """``fn(results)`` on one worker once ``futures`` are done: :func:`lambdaexec.dataflow.reduce`."""
+        return dataflow.reduce(self, fn, futures)
+
+    def map_reduce(self, map_fn: Callable, iterable: Iterable, reduce_fn: Callable, *, reducers: int = 1,
+                   combine: Callable | None = None, partition: Callable | None = None) -> LambdaFuture:
+        """MapReduce with a shuffle through storage: :func:`lambdaexec.dataflow.map_reduce`."""
+        return dataflow.map_reduce(self, map_fn, iterable, reduce_fn, reducers=reducers, combine=combine,
+                                   partition=partition)
 
     # --- shutting down --------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -59,6 +59,9 @@ class Monitor:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self._stopping = False
+        #: futures whose result objects a reduce will read: id -> (future, pins, job prefix once done)
+        self._pins: dict[int, list] = {}
+        self._kept: dict[str, Job] = {}  # finished jobs whose objects are kept for a pinned future
         #: set when the monitor thread has failed: every call fails with it
         self.broken: concurrent.futures.BrokenExecutor | None = None
         self._fetchers = (
@@ -84,6 +87,38 @@ class Monitor:
         """Futures of calls not yet finished."""
         with self.lock:
             return [f for j in self.jobs.values() for f, s in zip(j.futures, j.state) if s != FINISHED]
+
+    def pin(self, futures: list) -> None:
+        """Keep the result objects of ``futures`` in storage (for a reduce's worker to read)
+        until :meth:`unpin`; a job already cleaned up is not restored."""
+        with self.lock:
+            for f in futures:
+                self._pins.setdefault(id(f), [f, 0, None])[1] += 1
+
+    def pinned_key(self, future: Any) -> str | None:
+        """The storage key of a pinned, finished future's result, or ``None`` if it has none."""
+        with self.lock:
+            entry = self._pins.get(id(future))
+            return protocol.result_key(entry[2], int(future.call_id.rsplit("/", 1)[1])) \
+                if entry and entry[2] else None
+
+    def unpin(self, futures: list) -> None:
+        """Release :meth:`pin`; jobs no longer pinned are cleaned up as usual."""
+        with self.lock:
+            for f in futures:
+                entry = self._pins.get(id(f))
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self._pins[id(f)]
+            free = [p for p, job in self._kept.items() if not any(id(f) in self._pins for f in job.futures)]
+            for p in free:
+                del self._kept[p]
+        for p in free if not self.config.keep_data else ():
+            try:
+                self._cleaner.submit(self.storage.delete, p + "/")
+            except RuntimeError:  # stopped: the engine deletes the executor's prefix anyway
+                pass
 
     def stop(self) -> None:
         """End the thread; calls still in flight are abandoned."""
@@ -229,9 +264,13 @@ class Monitor:
         """Mark call ``c`` finished (lock held); drop and clean up the job after its last call."""
         job.state[c] = FINISHED
         job.remaining -= 1
+        if self._pins and id(job.futures[c]) in self._pins:
+            self._pins[id(job.futures[c])][2] = job.prefix
         if job.remaining == 0:
             del self.jobs[job.prefix]
-            if not self.config.keep_data:
+            if self._pins and any(id(f) in self._pins for f in job.futures):
+                self._kept[job.prefix] = job
+            elif not self.config.keep_data:
                 try:
                     self._cleaner.submit(self.storage.delete, job.prefix + "/")
                 except RuntimeError:  # the interpreter is exiting: leave the data, not the future

@@ -1,0 +1,189 @@
+"""reduce, map_reduce (shuffle through local, S3 and Redis storage) and sort, on real servers."""
+
+from __future__ import annotations
+
+import collections
+import operator
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+
+import lambdaexec
+from lambdaexec import LambdaExecutor
+from lambdaexec.dataflow import hash_partition, stable_hash
+
+WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa", "ünï", "ß"]
+
+
+@pytest.fixture(params=["local", "s3", "redis"])
+def shuffle_executor(request, tmp_path):
+    """An executor per shuffle storage: local; S3 (SeaweedFS); S3 inputs with a Redis shuffle."""
+    if request.param == "local":
+        settings = {"storage": "local", "storage_path": str(tmp_path / "store")}
+    elif request.param == "s3":
+        settings = request.getfixturevalue("s3_settings")
+    else:
+        redis_server = request.getfixturevalue("redis_server")
+        settings = {**request.getfixturevalue("s3_settings"), "shuffle_storage": "redis",
+                    "redis_url": redis_server.url}
+    ex = LambdaExecutor(max_workers=2, **settings)
+    yield ex
+    ex.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    rng = random.Random(7)
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for i in range(4):
+        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(0, 12))) for _ in range(300)]
+        (d / f"part-{i}.txt").write_text("\r\n".join(lines) if i == 1 else "\n".join(lines), encoding="utf-8")
+    return d
+
+
+def _square(x):
+    return x * x
+
+
+def _word_counts(chunk):
+    return collections.Counter(chunk.read().decode("utf-8").split())
+
+
+def _word_pairs(chunk):
+    return [(w, 1) for w in chunk.read().decode("utf-8").split()]
+
+
+def _total(key, values):
+    return sum(values)
+
+
+def _fail_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+# --- reduce ---------------------------------------------------------------------------------
+def test_reduce_over_1000_futures_gets_results_in_order(tmp_path):
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        futures = ex.map_futures(_square, range(1000))
+        total = ex.reduce(sum, futures)
+        first = ex.reduce(lambda xs: xs[:5] + xs[-2:], futures)
+        assert total.result(timeout=120) == sum(i * i for i in range(1000))
+        assert first.result(timeout=120) == [0, 1, 4, 9, 16, 998 ** 2, 999 ** 2]
+        assert total.stats["worker"]  # it ran on a worker
+    assert not any(os.scandir(tmp_path / "s")) or not list((tmp_path / "s").rglob("calls/*"))
+
+
+def _blob(i):
+    return bytes([i]) * 100_000
+
+
+def test_reduce_worker_reads_inputs_from_storage(s3_settings):
+    with LambdaExecutor(max_workers=2, **s3_settings) as ex:
+        futures = ex.map_futures(_blob, range(20))
+        result = ex.reduce(lambda xs: [x[:1] for x in xs], futures)
+        assert result.result(timeout=120) == [bytes([i]) for i in range(20)]
+        # its call carried 20 keys, not 2 MB of values: the worker read them from storage
+        assert result.stats["bytes_in"] < 50_000
+        # inputs whose objects were already cleaned up still reach the reduce, by value
+        again = ex.reduce(lambda xs: sum(map(len, xs)), futures)
+        assert again.result(timeout=120) == 2_000_000
+        assert again.stats["bytes_in"] > 2_000_000
+        assert ex.reduce(len, []).result(timeout=60) == 0
+
+
+def test_a_failed_input_fails_the_reduce_with_its_exception(tmp_path):
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        futures = ex.map_futures(_fail_on_three, range(6))
+        reduced = ex.reduce(sum, futures)
+        with pytest.raises(ValueError, match="three is not allowed"):
+            reduced.result(timeout=60)
+        with pytest.raises(TypeError, match="reduce needs a callable"):
+            ex.reduce(42, futures)
+        with pytest.raises(TypeError, match="reduce takes futures"):
+            ex.reduce(sum, [1, 2])
+
+
+# --- map_reduce -----------------------------------------------------------------------------
+def test_word_count_equals_counter(shuffle_executor, corpus):
+    expected = collections.Counter()
+    for path in sorted(corpus.iterdir()):
+        expected.update(path.read_bytes().decode("utf-8").split())
+    cs = lambdaexec.chunks(str(corpus / "*.txt"), "2KiB")
+    assert len(cs) > 8
+    counts = shuffle_executor.map_reduce(_word_counts, cs, _total, reducers=3, combine=operator.add)
+    assert counts.result(timeout=180) == dict(expected)
+    stats = counts.shuffle_stats
+    assert stats["objects"] == len(cs)  # one object per mapper, not mappers x reducers
+    # pairs without a combiner, one reducer
+    pairs = shuffle_executor.map_reduce(_word_pairs, cs[:3], _total)
+    expected3 = collections.Counter()
+    for c in cs[:3]:
+        expected3.update(c.read().decode("utf-8").split())
+    assert pairs.result(timeout=180) == dict(expected3)
+
+
+def test_shuffle_objects_are_deleted_once_collected(tmp_path, corpus):
+    store = tmp_path / "store"
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(store)) as ex:
+        cs = lambdaexec.chunks(str(corpus / "*.txt"), "4KiB")
+        ex.map_reduce(_word_counts, cs, _total, reducers=2, combine=operator.add).result(timeout=120)
+        import time
+
+        deadline = time.monotonic() + 30
+        while list(store.rglob("shuffle/*/map/*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not list(store.rglob("shuffle/*/map/*"))
+
+
+def test_reducer_values_and_custom_partition(tmp_path):
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        result = ex.map_reduce(lambda i: [(i % 5, i), ((i % 5, "t"), [i])], range(40),
+                               lambda k, vs: sorted(vs), reducers=4,
+                               partition=lambda k, n: (k if isinstance(k, int) else k[0]) % n)
+        got = result.result(timeout=120)
+    for r in range(5):
+        assert got[r] == [i for i in range(40) if i % 5 == r]
+        assert got[(r, "t")] == [[i] for i in range(40) if i % 5 == r]
+
+
+def test_partition_is_the_same_in_every_process():
+    keys = ["word", "ünïcode", b"bytes", 7, 7.0, 2.5, None, ("a", 1), frozenset({"x", "y"}), -3]
+    here = [stable_hash(k) for k in keys]
+    code = ("from lambdaexec.dataflow import stable_hash\n"
+            f"print([stable_hash(k) for k in {keys!r}])")
+    for seed in ("1", "2"):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        assert eval(out) == here
+    assert stable_hash(7) == stable_hash(7.0) == stable_hash(7)
+    assert all(0 <= hash_partition(k, 3) < 3 for k in keys)
+
+
+def test_bad_map_output_and_keys_are_named(tmp_path):
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        with pytest.raises(TypeError, match="map_fn returned int 5; it must return a Mapping"):
+            ex.map_reduce(lambda x: 5, [1, 2], _total).result(timeout=60)
+        with pytest.raises(TypeError, match=r"map_fn yielded 'ab' where a \(key, value\) pair was expected"):
+            ex.map_reduce(lambda x: ["ab", "cde"], [1], _total).result(timeout=60)
+        with pytest.raises(lambdaexec.UnpicklableError, match="map_fn produced a key that cannot be pickled"):
+            ex.map_reduce(lambda x: [((i for i in ()), 1)], [1], _total).result(timeout=60)
+        with pytest.raises(ValueError, match=r"partition\('a', 2\) returned 9"):
+            ex.map_reduce(lambda x: {"a": 1}, [1], _total, reducers=2, partition=lambda k, n: 9).result(timeout=60)
+        with pytest.raises(ValueError, match="reducers must be an int >= 1"):
+            ex.map_reduce(_word_counts, [], _total, reducers=0)
+        with pytest.raises(TypeError, match="reduce_fn must be callable"):
+            ex.map_reduce(_word_counts, [], "sum")
+        assert ex.map_reduce(_word_counts, [], _total).result(timeout=60) == {}
+
+
+def test_shuffle_storage_setting_is_validated():
+    with pytest.raises(lambdaexec.ConfigError, match="shuffle_storage must be empty"):
+        lambdaexec.load_config({"shuffle_storage": "tape"})
+    with pytest.raises(lambdaexec.ConfigError, match="storage 's3' needs a bucket"):
+        lambdaexec.load_config({"shuffle_storage": "s3"})
