@@ -70,19 +70,21 @@ def filesystem(url: str, storage_options: dict[str, Any] | None = None) -> tuple
                           "(for s3:// URLs: pip install 'lambdaexec[data]')") from None
 
 
-def resolve_options(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """``storage_options`` for ``url``; an ``s3://`` URL also gets lambdaexec's S3 settings."""
+def resolve_options(url: str, storage_options: dict[str, Any] | None, config: Any = None) -> dict[str, Any] | None:
+    """``storage_options`` for ``url``; an ``s3://`` URL also gets lambdaexec's S3 settings
+    (those of ``config``, an executor's :class:`~lambdaexec.config.Config`, if given)."""
     if url.split("://", 1)[0] in ("s3", "s3a"):
-        return {**s3_options(), **(storage_options or {})}
+        return {**s3_options(config), **(storage_options or {})}
     return storage_options
 
 
-def s3_options() -> dict[str, Any]:
-    """s3fs options from lambdaexec's settings: the ``endpoint_url`` and ``region`` that S3
-    storage uses. Credentials are not copied: s3fs finds them where boto3 does."""
+def s3_options(config: Any = None) -> dict[str, Any]:
+    """s3fs options from lambdaexec's settings (``config``, else the environment and config
+    file): the ``endpoint_url`` and ``region`` that S3 storage uses. Credentials are not
+    copied: s3fs finds them where boto3 does."""
     from lambdaexec.config import load_config
 
-    cfg = load_config()
+    cfg = config or load_config()
     options: dict[str, Any] = {}
     if cfg.endpoint_url:
         options["endpoint_url"] = cfg.endpoint_url

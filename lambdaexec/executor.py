@@ -168,6 +168,11 @@ class LambdaExecutor(concurrent.futures.Executor):
         return dataflow.map_reduce(self, map_fn, iterable, reduce_fn, reducers=reducers, combine=combine,
                                    partition=partition)
 
+    def sort(self, chunks: Iterable, output: str, *, key: Callable | None = None, record_size: int | None = None,
+             partitions: int | None = None) -> list[str]:
+        """Terasort-shaped sort of ``chunks`` into objects under ``output``: :func:`lambdaexec.dataflow.sort`."""
+        return dataflow.sort(self, chunks, output, key=key, record_size=record_size, partitions=partitions)
+
     # --- shutting down --------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; with ``wait``, return once every call has finished.

@@ -187,3 +187,79 @@ def test_shuffle_storage_setting_is_validated():
         lambdaexec.load_config({"shuffle_storage": "tape"})
     with pytest.raises(lambdaexec.ConfigError, match="storage 's3' needs a bucket"):
         lambdaexec.load_config({"shuffle_storage": "s3"})
+
+
+# --- sort -----------------------------------------------------------------------------------
+def _gensort_files(d, files=3, records=700, seed=3):
+    """gensort-format data: 10-byte binary keys (some repeated, some with zero bytes) + 90 bytes."""
+    rng = random.Random(seed)
+    d.mkdir()
+    everything = []
+    for i in range(files):
+        recs = []
+        for j in range(records):
+            k = bytes(rng.randrange(256) for _ in range(10))
+            if j % 50 == 0:
+                k = b"\x00" * 6 + k[6:]
+            if j % 70 == 0 and recs:
+                k = recs[-1][:10]  # a duplicate key
+            recs.append(k + f" {i:02d}{j:06d} ".encode().ljust(90, b"."))
+        (d / f"gen-{i}").write_bytes(b"".join(recs))
+        everything.extend(recs)
+    return everything
+
+
+def _read_outputs(urls, **options):
+    import fsspec
+
+    return [fsspec.open(u, "rb", **options).open().read() for u in urls]
+
+
+def test_sort_gensort_records_is_sorted_and_a_permutation(shuffle_executor, tmp_path, request):
+    records = _gensort_files(tmp_path / "gen")
+    out = str(tmp_path / "sorted")
+    cs = lambdaexec.chunks(str(tmp_path / "gen" / "*"), 25_000, record_size=100)
+    urls = shuffle_executor.sort(cs, out, record_size=100, partitions=4)
+    assert urls == [f"{out}/part-{r:05d}" for r in range(4)]
+    body = b"".join(_read_outputs(urls))
+    got = [body[i : i + 100] for i in range(0, len(body), 100)]
+    assert [r[:10] for r in got] == sorted(r[:10] for r in records)
+    assert sorted(got) == sorted(records)
+    assert sum(1 for part in _read_outputs(urls) if part) >= 3  # the ranges split the keys
+
+
+def test_sort_lines_to_s3_with_and_without_key(s3_settings, seaweed, tmp_path):
+    rng = random.Random(11)
+    d = tmp_path / "lines"
+    d.mkdir()
+    lines = []
+    for i in range(3):
+        ls = [f"{rng.randrange(10**6)},{rng.choice(WORDS)}" for _ in range(500)]
+        lines.extend(ls)
+        end = "" if i == 2 else "\n"  # the last file has no final newline
+        (d / f"l{i}.txt").write_text("\n".join(ls) + end, encoding="utf-8")
+    cs = lambdaexec.chunks(str(d / "*.txt"), 3000)
+    with LambdaExecutor(max_workers=2, **s3_settings) as ex:
+        base = f"s3://{seaweed.bucket}/sorted-{random.randrange(10**9)}"
+        s3 = {"endpoint_url": seaweed.endpoint_url}
+        urls = ex.sort(cs, base + "/plain")  # written with the executor's endpoint
+        body = b"".join(_read_outputs(urls, **s3)).decode()
+        assert body.splitlines() == sorted(lines) and body.endswith("\n")
+        by_number = ex.sort(cs, base + "/by-number", key=lambda line: int(line.split(b",")[0]), partitions=3)
+        got = b"".join(_read_outputs(by_number, **s3)).decode().splitlines()
+        assert [int(x.split(",")[0]) for x in got] == sorted(int(x.split(",")[0]) for x in lines)
+        assert sorted(got) == sorted(lines)
+        with pytest.raises(FileExistsError, match="already holds 3 object"):
+            ex.sort(cs, base + "/by-number")
+        with pytest.raises(FileNotFoundError, match="bucket 'no-such-bucket-y' does not exist"):
+            ex.sort(cs, "s3://no-such-bucket-y/out")
+
+
+def test_sort_refuses_mismatched_records(tmp_path):
+    _gensort_files(tmp_path / "gen", files=1, records=10)
+    with LambdaExecutor(max_workers=1, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        line_chunks = lambdaexec.chunks(str(tmp_path / "gen" / "*"))
+        with pytest.raises(ValueError, match="made with record_size=None"):
+            ex.sort(line_chunks, str(tmp_path / "out"), record_size=100)
+        with pytest.raises(ValueError, match="sort needs at least one chunk"):
+            ex.sort([], str(tmp_path / "out"))

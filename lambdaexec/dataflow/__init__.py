@@ -14,5 +14,6 @@ Each is also a method of :class:`~lambdaexec.LambdaExecutor` (``ex.reduce``, ``e
 from lambdaexec.dataflow.map_reduce import map_reduce
 from lambdaexec.dataflow.reduce import reduce
 from lambdaexec.dataflow.shuffle import ShuffleAbortedError, hash_partition, stable_hash
+from lambdaexec.dataflow.sort import sort
 
-__all__ = ["ShuffleAbortedError", "hash_partition", "map_reduce", "reduce", "stable_hash"]
+__all__ = ["ShuffleAbortedError", "hash_partition", "map_reduce", "reduce", "sort", "stable_hash"]

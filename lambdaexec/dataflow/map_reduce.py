@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import pickle
 import threading
 import time
 import uuid
@@ -90,8 +91,15 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
         raise
     out = LambdaFuture(time.time())
     out.shuffle_stats = {"mappers": len(items), "reducers": reducers, "objects": 0, "requests": 0}
-    Job(ex, store, own_store, prefix, map_futures, reduce_futures, out).watch()
+    Job(ex, store, own_store, prefix, map_futures, reduce_futures, out, _merge_dicts).watch()
     return out
+
+
+def _merge_dicts(parts: list[dict]) -> dict:
+    result: dict = {}
+    for part in parts:
+        result.update(part)
+    return result
 
 
 def shuffle_store(ex: LambdaExecutor) -> tuple[Storage, bool]:
@@ -110,7 +118,8 @@ class Job:
     """The client's side of one shuffle job: completes ``out`` and cleans up (callbacks only)."""
 
     def __init__(self, ex: LambdaExecutor, store: Storage, own_store: bool, prefix: str,
-                 map_futures: list, reduce_futures: list, out: LambdaFuture):
+                 map_futures: list, reduce_futures: list, out: LambdaFuture, collect: Callable[[list], Any]):
+        self.collect = collect
         self.store, self.own_store, self.prefix = store, own_store, prefix
         self.keep = ex.config.keep_data
         self.map_futures, self.reduce_futures, self.out = map_futures, reduce_futures, out
@@ -140,14 +149,15 @@ class Job:
                 return
             self.over = True
         try:
-            result: dict = {}
             stats = self.out.shuffle_stats
             stats["objects"] = len(self.map_futures)
             stats["requests"] = len(self.map_futures)  # one put per mapper
+            parts = []
             for g in self.reduce_futures:
                 part, requests = g.result()
-                result.update(part)
+                parts.append(part)
                 stats["requests"] += requests
+            result = self.collect(parts)
         except BaseException as err:
             self._settle(exc=err)
             return
@@ -196,7 +206,7 @@ def _map_task(spec: dict[str, Any], prefix: str, map_fn: Callable, reducers: int
     from lambdaexec.storage import shared_storage
 
     parts = shuffle.split(map_fn(item), reducers, partition, combine)
-    chunks = shuffle.encode(parts)
+    chunks = shuffle.encode([shuffle.dumps_part(part) for part in parts])
     shared_storage(spec).put(f"{prefix}/map/{index:06d}", chunks)
     return [len(c) for c in chunks[1:]]
 
@@ -211,9 +221,9 @@ def _reduce_task(spec: dict[str, Any], prefix: str, mappers: int, reduce_fn: Cal
 
     def take(key: str) -> None:
         nonlocal reads
-        pairs, n = shuffle.read_partition(store, key, r)
+        blob, n = shuffle.read_partition(store, key, r)
         reads += n
-        got[key] = pairs
+        got[key] = pickle.loads(blob) if blob else []
 
     lists = shuffle.wait_for_maps(store, prefix, mappers, take)
     groups: dict[Any, list] = {}

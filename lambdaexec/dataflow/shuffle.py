@@ -12,7 +12,8 @@ Reducer ``r`` reads bytes ``[8r, 8r+16)`` of a mapper's object (where its partit
 and ends), then that byte range: two ranged reads per mapper, on local files, S3 or Redis
 alike. Reducers are started right behind the mappers and poll the ``map/`` prefix (one
 ``list`` per round), so they fetch map output as it appears; an ``abort`` object ends their
-wait at once. A partition is a pickled list of ``(key, value)`` pairs.
+wait at once. A partition's bytes are what the operator makes of them: a pickled list of
+``(key, value)`` pairs for map_reduce, raw records for sort.
 
 Keys are routed by :func:`hash_partition`, a hash that is the same in every process (Python's
 own ``hash`` of a string changes from process to process).
@@ -128,16 +129,20 @@ def split(output: Any, partitions: int, partition: Callable[[Any, int], int],
     return [list(d.items()) for d in parts] if combine else parts
 
 
-def encode(parts: list[list[tuple[Any, Any]]]) -> list[bytes]:
-    """One mapper's object: the offset index, then every partition pickled."""
-    blobs = [_dumps(part) for part in parts]
-    head = 8 * (len(parts) + 1)
+def encode(blobs: list[bytes]) -> list[bytes]:
+    """One mapper's object: the offset index, then every partition's bytes."""
+    head = 8 * (len(blobs) + 1)
     offsets, pos = [], head
     for blob in blobs:
         offsets.append(pos)
         pos += len(blob)
     offsets.append(pos)
     return [struct.pack(f"<{len(offsets)}Q", *offsets), *blobs]
+
+
+def dumps_part(part: list[tuple[Any, Any]]) -> bytes:
+    """A partition's pairs, pickled (naming the pair that cannot be)."""
+    return _dumps(part)
 
 
 def _dumps(part: list[tuple[Any, Any]]) -> bytes:
@@ -161,12 +166,12 @@ def _dumps(part: list[tuple[Any, Any]]) -> bytes:
         raise
 
 
-def read_partition(store: Any, key: str, r: int) -> tuple[list[tuple[Any, Any]], int]:
-    """Reducer ``r``'s pairs from one mapper's object, and the number of reads it took."""
+def read_partition(store: Any, key: str, r: int) -> tuple[bytes, int]:
+    """Partition ``r``'s bytes from one mapper's object, and the number of reads it took."""
     start, end = struct.unpack("<2Q", store.get(key, 8 * r, 8 * r + 16))
     if end == start:
-        return [], 1
-    return pickle.loads(store.get(key, start, end)), 2
+        return b"", 1
+    return store.get(key, start, end), 2
 
 
 def wait_for_maps(store: Any, prefix: str, mappers: int, on_object: Callable[[str], None]) -> int:
