@@ -133,12 +133,22 @@ def test_shuffle_objects_are_deleted_once_collected(tmp_path, corpus):
     with LambdaExecutor(max_workers=2, storage="local", storage_path=str(store)) as ex:
         cs = lambdaexec.chunks(str(corpus / "*.txt"), "4KiB")
         ex.map_reduce(_word_counts, cs, _total, reducers=2, combine=operator.add).result(timeout=120)
+        import glob
         import time
 
+        pattern = str(store / "**" / "shuffle" / "*" / "map" / "*")  # glob tolerates files vanishing
         deadline = time.monotonic() + 30
-        while list(store.rglob("shuffle/*/map/*")) and time.monotonic() < deadline:
+        while glob.glob(pattern, recursive=True) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not list(store.rglob("shuffle/*/map/*"))
+        assert not glob.glob(pattern, recursive=True)
+
+
+def test_keep_data_keeps_the_shuffle_objects(tmp_path, corpus):
+    store = tmp_path / "store"
+    cs = lambdaexec.chunks(str(corpus / "*.txt"), "4KiB")
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(store), keep_data=True) as ex:
+        ex.map_reduce(_word_counts, cs, _total, reducers=2, combine=operator.add).result(timeout=120)
+    assert len(list(store.rglob("shuffle/*/map/*"))) == len(cs)
 
 
 def test_reducer_values_and_custom_partition(tmp_path):

@@ -13,7 +13,8 @@ A word count over two inputs with two reducers, walked through::
 
 1. The client submits M mapper calls, then R reducer calls right behind them (the same
    function-and-inputs path as ``map``); reducers start as workers free up and collect each
-   mapper's object as it appears (see :mod:`lambdaexec.dataflow.shuffle`).
+   mapper's object as it appears (see :mod:`lambdaexec.dataflow.shuffle`). With as many
+   reducers as workers or more, reducers start once the maps are done instead (see :class:`Job`).
 2. A mapper runs ``map_fn(item)``, merges values of one key with ``combine`` if given, routes
    pairs by ``partition(key, R)`` and writes its one object; its call returns only the sizes.
 3. Reducer ``r`` range-reads partition ``r`` from every mapper's object, groups values by key
@@ -84,14 +85,14 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
     reducer = functools.partial(_reduce_task, store.spec, prefix, len(items), reduce_fn)
     try:
         map_futures = ex.map_futures(mapper, range(len(items)), items)
-        reduce_futures = ex.map_futures(reducer, range(reducers))
     except BaseException:
         if own_store:
             store.close()
         raise
     out = LambdaFuture(time.time())
     out.shuffle_stats = {"mappers": len(items), "reducers": reducers, "objects": 0, "requests": 0}
-    Job(ex, store, own_store, prefix, map_futures, reduce_futures, out, _merge_dicts).watch()
+    Job(ex, store, own_store, prefix, map_futures, lambda: ex.map_futures(reducer, range(reducers)), reducers,
+        out, _merge_dicts).watch()
     return out
 
 
@@ -115,28 +116,60 @@ def shuffle_store(ex: LambdaExecutor) -> tuple[Storage, bool]:
 
 
 class Job:
-    """The client's side of one shuffle job: completes ``out`` and cleans up (callbacks only)."""
+    """The client's side of one shuffle job: starts the reducers, completes ``out`` and cleans up.
 
-    def __init__(self, ex: LambdaExecutor, store: Storage, own_store: bool, prefix: str,
-                 map_futures: list, reduce_futures: list, out: LambdaFuture, collect: Callable[[list], Any]):
-        self.collect = collect
+    Reducers are submitted right behind the mappers when fewer reducers than workers exist
+    (workers take calls in order, so every mapper is placed before any reducer, and a retried
+    mapper still finds a free worker); otherwise they are submitted once every mapper is done,
+    so that waiting reducers can never hold all the workers a mapper needs.
+    """
+
+    def __init__(self, ex: LambdaExecutor, store: Storage, own_store: bool, prefix: str, map_futures: list,
+                 start_reducers: Callable[[], list], reducers: int, out: LambdaFuture,
+                 collect: Callable[[list], Any]):
+        self.collect, self.start_reducers = collect, start_reducers
         self.store, self.own_store, self.prefix = store, own_store, prefix
         self.keep = ex.config.keep_data
-        self.map_futures, self.reduce_futures, self.out = map_futures, reduce_futures, out
+        self.map_futures, self.out = map_futures, out
+        self.reduce_futures: list = []
         self.lock = threading.Lock()
-        self.left = len(reduce_futures)
+        self.maps_left = len(map_futures)
+        self.left = reducers
         self.over = False
+        self.early = reducers < (ex.config.max_workers or (1000 if ex.config.backend == "lambda"
+                                                           else ex.config.resolved_workers()))
 
     def watch(self) -> None:
+        """Start the reducers now or after the maps (see the class docstring), and follow them."""
+        if self.early or not self.map_futures:
+            self._launch()
         for f in self.map_futures:
             f.add_done_callback(self._map_done)
-        for f in self.reduce_futures:
+
+    def _launch(self) -> None:
+        try:
+            futures = self.start_reducers()
+        except BaseException as err:  # shut down meanwhile
+            with self.lock:
+                if self.over:
+                    return
+                self.over = True
+            self._settle(exc=err)
+            return
+        with self.lock:
+            self.reduce_futures = futures
+        for f in futures:
             f.add_done_callback(self._reduce_done)
 
     def _map_done(self, f: concurrent.futures.Future) -> None:
-        if not f.cancelled() and f.exception() is None:
+        if f.cancelled() or f.exception() is not None:
+            self._fail(f, "a mapper failed")
             return
-        self._fail(f, "a mapper failed")
+        with self.lock:
+            self.maps_left -= 1
+            launch = not self.maps_left and not self.early and not self.over
+        if launch:
+            self._launch()
 
     def _reduce_done(self, f: concurrent.futures.Future) -> None:
         if f.cancelled() or f.exception() is not None:
@@ -173,7 +206,9 @@ class Job:
             self.store.put(f"{self.prefix}/abort", f"{what}: {exc!r}".encode())
         except Exception:
             pass  # reducers still end at their call timeout
-        for g in self.map_futures + self.reduce_futures:
+        with self.lock:
+            started = list(self.reduce_futures)
+        for g in self.map_futures + started:
             g.cancel()
         self._settle(exc=exc)
 
@@ -191,8 +226,9 @@ class Job:
 
     def _clean(self) -> None:
         # reducers cut short by an abort may still be reading: give them a moment
-        if any(not f.done() for f in self.reduce_futures):
-            concurrent.futures.wait(self.reduce_futures, timeout=60)
+        with self.lock:
+            started = list(self.reduce_futures)
+        concurrent.futures.wait(started, timeout=60)
         try:
             self.store.delete(self.prefix + "/")
         finally:

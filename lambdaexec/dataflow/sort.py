@@ -100,10 +100,10 @@ def sort(ex: LambdaExecutor, chunks: Sequence[Chunk], output: str, *, key: Calla
     reducer = functools.partial(_sort_reduce, store.spec, prefix, len(chunks), out_url, options, key, record_size,
                                 chunks[0].delimiter)
     map_futures = ex.map_futures(mapper, range(len(chunks)), chunks)
-    reduce_futures = ex.map_futures(reducer, range(partitions))
     out = LambdaFuture(time.time())
     out.shuffle_stats = {"mappers": len(chunks), "reducers": partitions, "objects": 0, "requests": 0}
-    Job(ex, store, own_store, prefix, map_futures, reduce_futures, out, list).watch()
+    Job(ex, store, own_store, prefix, map_futures, lambda: ex.map_futures(reducer, range(partitions)), partitions,
+        out, list).watch()
     return out.result()
 
 
