@@ -76,7 +76,15 @@ def test_reduce_over_1000_futures_gets_results_in_order(tmp_path):
         assert total.result(timeout=120) == sum(i * i for i in range(1000))
         assert first.result(timeout=120) == [0, 1, 4, 9, 16, 998 ** 2, 999 ** 2]
         assert total.stats["worker"]  # it ran on a worker
-    assert not any(os.scandir(tmp_path / "s")) or not list((tmp_path / "s").rglob("calls/*"))
+        # once the reduces ran, the inputs' objects kept for them are deleted (executor still open)
+        import glob
+        import time
+
+        pattern = str(tmp_path / "s" / "**" / "calls" / "*")
+        deadline = time.monotonic() + 30
+        while glob.glob(pattern, recursive=True) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not glob.glob(pattern, recursive=True)
 
 
 def _blob(i):
@@ -126,6 +134,21 @@ def test_word_count_equals_counter(shuffle_executor, corpus):
     for c in cs[:3]:
         expected3.update(c.read().decode("utf-8").split())
     assert pairs.result(timeout=180) == dict(expected3)
+
+
+def _slow_pairs(i):
+    import time
+
+    time.sleep(0.5)
+    return [(i % 2, i)]
+
+
+def test_reducers_start_while_maps_still_run(tmp_path):
+    with LambdaExecutor(max_workers=3, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        future = ex.map_reduce(_slow_pairs, range(7), lambda k, vs: sorted(vs), reducers=1)
+        assert future.result(timeout=120) == {0: [0, 2, 4, 6], 1: [1, 3, 5]}
+    stats = future.shuffle_stats
+    assert stats["first_reduce_start"] < stats["last_map_end"]
 
 
 def test_shuffle_objects_are_deleted_once_collected(tmp_path, corpus):

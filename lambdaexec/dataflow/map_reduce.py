@@ -64,8 +64,9 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
             counts = ex.map_reduce(lambda c: Counter(c.read().split()), lambdaexec.chunks("*.txt"),
                                    lambda word, ns: sum(ns), reducers=4, combine=operator.add).result()
 
-    The returned future also has ``shuffle_stats``: objects written and storage requests made
-    by the shuffle (filled in when it completes).
+    The returned future also has ``shuffle_stats``, filled in when it completes: ``objects``
+    written and storage ``requests`` made by the shuffle, and when the last mapper ended and the
+    first reducer started (``last_map_end``, ``first_reduce_start``, seconds since the epoch).
     """
     for name, fn in (("map_fn", map_fn), ("reduce_fn", reduce_fn)):
         if not callable(fn):
@@ -190,6 +191,8 @@ class Job:
                 part, requests = g.result()
                 parts.append(part)
                 stats["requests"] += requests
+            stats["last_map_end"] = max((f.stats.get("func_end", 0) for f in self.map_futures), default=0)
+            stats["first_reduce_start"] = min(g.stats.get("func_start", 0) for g in self.reduce_futures)
             result = self.collect(parts)
         except BaseException as err:
             self._settle(exc=err)
