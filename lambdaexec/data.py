@@ -104,34 +104,29 @@ class Chunk:
 
         total = sum(ex.map(count_lines, lambdaexec.chunks("data/*.txt", "16MiB")))
 
-    ``url`` is the file's full URL (with its protocol), ``start``/``end`` the nominal range.
+    ``path`` is the file's full URL (with its protocol), ``start``/``end`` the nominal range.
     """
 
-    url: str
+    path: str
     start: int
     end: int
-    #: the file's size when listed
-    size: int
+    #: the file's size when listed (``None``: looked up when first read)
+    size: int | None = None
     #: records end with this (``None``: fixed-size records or raw bytes)
     delimiter: bytes | None = b"\n"
     #: fixed record size in bytes, if the data is made of such records
     record_size: int | None = None
     storage_options: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
 
-    @property
-    def path(self) -> str:
-        """The file's URL (``url``), as the issue names it."""
-        return self.url
-
     def _fs(self) -> tuple[Any, str]:
-        return filesystem(self.url, self.storage_options)
+        return filesystem(self.path, self.storage_options)
 
-    def _bound(self, f: Any, pos: int) -> int:
+    def _bound(self, f: Any, pos: int, size: int) -> int:
         """Where a record-aligned bound at nominal offset ``pos`` really falls."""
         if pos <= 0:
             return 0
-        if pos >= self.size:
-            return self.size
+        if pos >= size:
+            return size
         if self.delimiter is None:
             return pos
         from fsspec.utils import seek_delimiter
@@ -143,11 +138,12 @@ class Chunk:
     def bounds(self) -> tuple[int, int]:
         """The actual ``(start, end)`` byte offsets of this chunk's records (reads a little
         around each bound to find the delimiters)."""
-        if self.delimiter is None or (self.start == 0 and self.end >= self.size):
-            return min(self.start, self.size), min(self.end, self.size)
         fs, path = self._fs()
+        size = fs.size(path) if self.size is None else self.size
+        if self.delimiter is None or (self.start == 0 and self.end >= size):
+            return min(self.start, size), min(self.end, size)
         with fs.open(path, "rb", block_size=_SEEK_BLOCK) as f:
-            return self._bound(f, self.start), self._bound(f, self.end)
+            return self._bound(f, self.start, size), self._bound(f, self.end, size)
 
     def read(self) -> bytes:
         """The chunk's bytes: whole records only, each record in exactly one chunk."""
@@ -207,7 +203,7 @@ def chunks(paths: str | Iterable[str], chunk_size: int | str = "64MiB", *, delim
     >>> import lambdaexec  # doctest: +SKIP
     >>> cs = lambdaexec.chunks("data/*.txt", "16MiB")
     >>> cs[0]
-    Chunk(url='file:///.../data/a.txt', start=0, end=16777216, size=..., delimiter=b'\\n', record_size=None)
+    Chunk(path='file:///.../data/a.txt', start=0, end=16777216, size=..., delimiter=b'\\n', record_size=None)
 
     Raises ``FileNotFoundError`` when a path matches no file (or its bucket does not exist),
     ``ValueError`` for a bad size or a file that is not a whole number of records.

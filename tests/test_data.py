@@ -65,14 +65,14 @@ def test_open_gives_the_same_bytes_as_read_and_iterates_lines(files):
 def test_empty_file_gives_no_chunks_and_glob_lists_sorted_files(files):
     assert lambdaexec.chunks(str(files / "empty.txt")) == []
     cs = lambdaexec.chunks(str(files / "*.txt"), 10)
-    names = [c.url.rsplit("/", 1)[1] for c in cs]
+    names = [c.path.rsplit("/", 1)[1] for c in cs]
     assert names == sorted(names)
     assert set(names) == {n for n, d in FILES.items() if d}
     assert sum(len(c.read()) for c in cs) == sum(len(d) for d in FILES.values())
     # a directory and a list of paths name the same files
     assert lambdaexec.chunks(str(files), 10) == cs
     assert lambdaexec.chunks([str(files / "crlf.txt"), str(files / "one_line.txt")], 10) == [
-        c for c in cs if c.url.endswith(("crlf.txt", "one_line.txt"))]
+        c for c in cs if c.path.endswith(("crlf.txt", "one_line.txt"))]
 
 
 def test_record_size_puts_bounds_on_records(files):
@@ -114,8 +114,11 @@ def test_memory_filesystem_and_small_pickles():
     fs.pipe(f"{base}/a.txt", b"one\ntwo\nthree\n")
     cs = lambdaexec.chunks(f"memory://{base}/*.txt", 5)
     assert b"".join(c.read() for c in cs) == b"one\ntwo\nthree\n"
-    assert all(c.url.startswith("memory://") for c in cs)
+    assert all(c.path.startswith("memory://") for c in cs)
     assert len(pickle.dumps(cs[0])) < 500  # a description, never the data
+    # made by hand: (path, start, end); the range grows to the end of the line it cuts
+    assert lambdaexec.Chunk(f"memory://{base}/a.txt", 0, 5).read() == b"one\ntwo\n"
+    assert lambdaexec.Chunk(f"memory://{base}/a.txt", 5, 14).read() == b"three\n"
 
 
 def _count_lines(chunk) -> int:
@@ -143,7 +146,7 @@ def test_workers_read_chunks_from_s3(seaweed, monkeypatch):
     # the endpoint comes from lambdaexec's own settings, as for S3 storage
     monkeypatch.setenv("LAMBDAEXEC_ENDPOINT_URL", seaweed.endpoint_url)
     cs = lambdaexec.chunks(url, 9)
-    assert {c.url.rsplit("/", 1)[1] for c in cs} == {n for n, d in FILES.items() if d}
+    assert {c.path.rsplit("/", 1)[1] for c in cs} == {n for n, d in FILES.items() if d}
     with LambdaExecutor(max_workers=2, **seaweed.settings()) as ex:
         assert sum(ex.map(_count_lines, cs)) == sum(len(d.splitlines()) for d in FILES.values())
         assert sum(ex.map(_words, cs)) == sum(len(d.split()) for d in FILES.values())

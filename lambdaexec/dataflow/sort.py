@@ -140,8 +140,8 @@ def _lines(data: bytes, delimiter: bytes) -> list[bytes]:
 
 def _sample(chunk: Chunk, key: Callable | None, record_size: int | None, count: int) -> list:
     """On a worker: about ``count`` keys from ``chunk``, read in small ranges."""
-    rng = random.Random(f"{chunk.url}:{chunk.start}")
-    fs, path = filesystem(chunk.url, chunk.storage_options)
+    rng = random.Random(f"{chunk.path}:{chunk.start}")
+    fs, path = filesystem(chunk.path, chunk.storage_options)
     if record_size is not None:
         n = (chunk.end - chunk.start) // record_size
         picks = sorted(rng.sample(range(n), min(count, n)))
