@@ -86,15 +86,18 @@ def pool_wordcount(pool: Any, paths: list[Path]) -> dict:
 def spark_session(workers: int) -> Any:
     from pyspark.sql import SparkSession
 
-    return (SparkSession.builder.master(f"local[{workers}]").appName("bench_dataflow")
-            .config("spark.ui.enabled", "false").config("spark.driver.memory", "2g")
-            .config("spark.sql.shuffle.partitions", str(workers)).getOrCreate())
+    spark = (SparkSession.builder.master(f"local[{workers}]").appName("bench_dataflow")
+             .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+             .config("spark.driver.memory", "2g").config("spark.sql.shuffle.partitions", str(workers))
+             .getOrCreate())
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
 
 
-def spark_wordcount(spark: Any, directory: Path) -> dict:
+def spark_wordcount(spark: Any, paths: list[Path]) -> dict:
     from pyspark.sql import functions as F
 
-    lines = spark.read.text(str(directory / "*.txt"))
+    lines = spark.read.text([str(p) for p in paths])
     words = lines.select(F.explode(F.split(F.col("value"), " ")).alias("w")).where(F.col("w") != "")
     return {r["w"].encode(): r["count"] for r in words.groupBy("w").count().collect()}
 
@@ -166,7 +169,7 @@ def main() -> None:
         f"multiprocessing.Pool({args.workers})": lambda: pool_wordcount(pool, paths),
     }
     if spark is not None:
-        systems[f"PySpark DataFrame local[{args.workers}]"] = lambda: spark_wordcount(spark, directory)
+        systems[f"PySpark DataFrame local[{args.workers}]"] = lambda: spark_wordcount(spark, paths)
     try:
         # warm-up round (worker start, JIT of Spark's plan), not timed
         reference = None
