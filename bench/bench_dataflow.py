@@ -10,8 +10,11 @@ started before timing (warm). All results are checked equal to each other. Then 
 storage objects and requests are printed beside mappers x reducers, the count a shuffle with one
 object per (mapper, reducer) pair would make.
 
+Then (``--sort-mb``, default 100; the issue's figure is 1000) a sort of gensort-format records
+with ``LambdaExecutor.sort`` beside PySpark ``sortByKey``, each writing one file per partition.
+
     python bench/bench_dataflow.py [--mb 200] [--files 16] [--workers 2] [--reducers 2] [--rounds 3]
-                                   [--storage local|redis] [--no-spark]
+                                   [--sort-mb 100] [--storage local|redis] [--no-spark]
 """
 
 from __future__ import annotations
@@ -117,6 +120,92 @@ def spark_available() -> str:
     return ""
 
 
+# --- sort: gensort-format records ------------------------------------------------------------
+def make_records(directory: Path, mb: int, files: int, seed: int = 5) -> list[Path]:
+    """gensort-format files: 100-byte records, a random 10-byte key then 90 bytes of filler."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    per_file = mb * 10**6 // files // 100
+    paths = []
+    for i in range(files):
+        path = directory / f"gensort-{i:02d}"
+        paths.append(path)
+        if path.exists() and path.stat().st_size == per_file * 100:
+            continue
+        records = np.zeros((per_file, 100), dtype=np.uint8)
+        records[:, :10] = rng.integers(0, 256, size=(per_file, 10), dtype=np.uint8)
+        records[:, 10:] = ord("x")
+        records[:, 99] = ord("\n")
+        path.write_bytes(records.tobytes())
+    return paths
+
+
+def spark_sort(spark: Any, paths: list[Path], output: Path, partitions: int) -> None:
+    """PySpark sortByKey over the same records, each partition written as one file."""
+    out = str(output)
+
+    def write(index: int, records: Any) -> Any:
+        with open(f"{out}/part-{index:05d}", "wb") as f:
+            for record in records:
+                f.write(record)
+        yield index
+
+    sc = spark.sparkContext
+    rdd = sc.union([sc.binaryRecords(str(p), 100) for p in paths])
+    rdd.map(lambda r: (bytes(r[:10]), bytes(r))).sortByKey(numPartitions=partitions).values() \
+        .mapPartitionsWithIndex(write).count()
+
+
+def check_sorted(files: list[Path], records: int) -> None:
+    data = b"".join(p.read_bytes() for p in files)
+    keys = np.frombuffer(data, dtype=np.dtype([("k", "S10"), ("r", "V90")]))["k"]
+    if len(keys) != records or not (keys[:-1] <= keys[1:]).all():
+        raise SystemExit("a sort's output is not sorted or lost records: the benchmark is void")
+
+
+def bench_sort(ex: Any, spark: Any, args: Any) -> None:
+    directory = Path(args.dir) / f"gensort-{args.sort_mb}mb-{args.files}"
+    paths = make_records(directory, args.sort_mb, args.files)
+    size = sum(p.stat().st_size for p in paths)
+    records = size // 100
+    chunks = lambdaexec.chunks([str(p) for p in paths], max(p.stat().st_size for p in paths), record_size=100)
+    partitions = args.files
+    outputs = Path(tempfile.mkdtemp(prefix="lambdaexec-bench-sorted-"))
+    runs = iter(range(10**6))
+
+    def ours() -> list[Path]:
+        out = outputs / f"ours-{next(runs)}"
+        return [Path(u) for u in ex.sort(chunks, str(out), record_size=100, partitions=partitions)]
+
+    def theirs() -> list[Path]:
+        out = outputs / f"spark-{next(runs)}"
+        out.mkdir()
+        spark_sort(spark, paths, out, partitions)
+        return sorted(out.iterdir())
+
+    systems: dict[str, Callable[[], list[Path]]] = {"lambdaexec sort": ours}
+    if spark is not None:
+        systems[f"PySpark sortByKey local[{args.workers}]"] = theirs
+    times: dict[str, list[float]] = {name: [] for name in systems}
+    try:
+        for fn in systems.values():  # warm-up, and the outputs are checked
+            check_sorted(fn(), records)
+        for r in range(args.rounds):
+            for name in (list(systems) if r % 2 == 0 else list(reversed(systems))):
+                seconds, _ = timed(systems[name])
+                times[name].append(seconds)
+    finally:
+        shutil.rmtree(outputs, ignore_errors=True)
+    base = statistics.median(times["lambdaexec sort"])
+    print(f"\nsort, {size / 1e6:.0f} MB = {records:,} gensort records in {len(paths)} files, {partitions} "
+          f"partitions, {args.workers} workers; median of {args.rounds} rounds")
+    print(f"{'system':<36} {'median s':>9} {'records/s':>11} {'/ lambdaexec':>14}   rounds")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:<36} {med:>9.2f} {records / med:>11,.0f} {med / base:>13.2f}x   "
+              + " ".join(f"{t:.2f}" for t in ts))
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     value = fn()
@@ -132,6 +221,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--storage", choices=("local", "redis"), default="local",
                         help="shuffle storage for lambdaexec (redis: starts a redis-server)")
+    parser.add_argument("--sort-mb", type=int, default=100,
+                        help="also sort this many MB of gensort records (0: skip; the issue's figure is 1000)")
     parser.add_argument("--no-spark", action="store_true")
     parser.add_argument("--dir", default=os.path.join(tempfile.gettempdir(), "lambdaexec-bench-w4"))
     args = parser.parse_args()
@@ -185,6 +276,9 @@ def main() -> None:
             for name in order:
                 seconds, _ = timed(systems[name])
                 times[name].append(seconds)
+        report_wordcount(args, size, paths, systems, times, why_not_spark, last_stats)
+        if args.sort_mb > 0:
+            bench_sort(ex, spark, args)
     finally:
         ex.shutdown()
         pool.close()
@@ -194,6 +288,9 @@ def main() -> None:
         if redis_server is not None:
             redis_server.stop()
 
+
+def report_wordcount(args: Any, size: int, paths: list[Path], systems: dict, times: dict, why_not_spark: str,
+                     last_stats: dict) -> None:
     ours_median = statistics.median(times["lambdaexec map_reduce"])
     print(f"\nW4 word count, {size / 1e6:.0f} MB, {len(paths)} files, {args.workers} workers, "
           f"shuffle storage: {args.storage}; median of {args.rounds} rounds (each: {', '.join(systems)})")
