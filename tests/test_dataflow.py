@@ -151,6 +151,25 @@ def test_reducers_start_while_maps_still_run(tmp_path):
     assert stats["first_reduce_start"] < stats["last_map_end"]
 
 
+def _slow_square(x):
+    import time
+
+    time.sleep(0.3)
+    return x * x
+
+
+def test_shutdown_waits_for_reduce_and_map_reduce_submitted_late(tmp_path):
+    # the reduce and the reducers (as many as workers: started after the maps) are submitted
+    # only after the `with` block has begun shutting down; shutdown waits for them
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        total = ex.reduce(sum, ex.map_futures(_slow_square, range(6)))
+        grouped = ex.map_reduce(_slow_pairs, range(4), lambda k, vs: sorted(vs), reducers=2)
+    assert total.result(timeout=0) == sum(i * i for i in range(6))
+    assert grouped.result(timeout=0) == {0: [0, 2], 1: [1, 3]}
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.reduce(sum, [])
+
+
 def test_shuffle_objects_are_deleted_once_collected(tmp_path, corpus):
     store = tmp_path / "store"
     with LambdaExecutor(max_workers=2, storage="local", storage_path=str(store)) as ex:

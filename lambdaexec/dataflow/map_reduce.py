@@ -38,6 +38,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from lambdaexec.dataflow import shuffle
+from lambdaexec.dataflow.follow_up import follow_up, hold
 from lambdaexec.future import LambdaFuture
 
 if TYPE_CHECKING:
@@ -92,7 +93,8 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
         raise
     out = LambdaFuture(time.time())
     out.shuffle_stats = {"mappers": len(items), "reducers": reducers, "objects": 0, "requests": 0}
-    Job(ex, store, own_store, prefix, map_futures, lambda: ex.map_futures(reducer, range(reducers)), reducers,
+    hold(ex, out)  # reducers may be submitted after shutdown began: it waits for them
+    Job(ex, store, own_store, prefix, map_futures, lambda: follow_up(ex, reducer, range(reducers)), reducers,
         out, _merge_dicts).watch()
     return out
 

@@ -18,11 +18,13 @@ the reduce's call instead.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from lambdaexec import protocol, serialize
+from lambdaexec.dataflow.follow_up import follow_up, hold
 from lambdaexec.errors import LambdaExecError
 from lambdaexec.future import LambdaFuture
 
@@ -41,9 +43,8 @@ def reduce(ex: LambdaExecutor, fn: Callable[[list], Any], futures: Iterable[conc
             total = ex.reduce(sum, parts)
             print(total.result())  # 332833500
 
-    Wait for the returned future before shutting the executor down: a reduce whose inputs
-    are still running when ``shutdown`` starts cannot be submitted and fails with
-    ``RuntimeError``.
+    Like any pending future, the reduce is waited for by ``shutdown(wait=True)`` (it is
+    submitted when its inputs are done, even if ``shutdown`` has begun by then).
     """
     if not callable(fn):
         raise TypeError(f"reduce needs a callable taking a list of results, got {fn!r}")
@@ -82,7 +83,7 @@ def reduce(ex: LambdaExecutor, fn: Callable[[list], Any], futures: Iterable[conc
             key = monitor.pinned_key(f) if isinstance(f, LambdaFuture) and f.call_id else None
             sources.append(("key", key) if key else ("value", f.result()))
         try:
-            inner = ex.submit(_run_reduce, ex.storage.spec, fn, sources)
+            inner = follow_up(ex, functools.partial(_run_reduce, ex.storage.spec, fn), [sources])[0]
         except Exception as err:  # shut down meanwhile, or fn cannot be pickled
             finish(None, err)
             return
@@ -108,6 +109,7 @@ def reduce(ex: LambdaExecutor, fn: Callable[[list], Any], futures: Iterable[conc
             if not out.done():
                 finish(None, err)
 
+    hold(ex, out)  # shutdown waits for the reduce, which may be submitted after it began
     if not futures:
         launch()
     for f in futures:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from lambdaexec.data import Chunk, filesystem, resolve_options
 from lambdaexec.dataflow import shuffle
+from lambdaexec.dataflow.follow_up import follow_up, hold
 from lambdaexec.dataflow.map_reduce import Job, shuffle_store
 from lambdaexec.future import LambdaFuture
 
@@ -102,7 +103,8 @@ def sort(ex: LambdaExecutor, chunks: Sequence[Chunk], output: str, *, key: Calla
     map_futures = ex.map_futures(mapper, range(len(chunks)), chunks)
     out = LambdaFuture(time.time())
     out.shuffle_stats = {"mappers": len(chunks), "reducers": partitions, "objects": 0, "requests": 0}
-    Job(ex, store, own_store, prefix, map_futures, lambda: ex.map_futures(reducer, range(partitions)), partitions,
+    hold(ex, out)
+    Job(ex, store, own_store, prefix, map_futures, lambda: follow_up(ex, reducer, range(partitions)), partitions,
         out, list).watch()
     return out.result()
 
