@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from lambdaexec.config import Config, load_config
 from lambdaexec.data import Chunk, chunks
+from lambdaexec.dataflow import ShuffleAbortedError, hash_partition
 from lambdaexec.errors import (
     CallLostError,
     CallTimeoutError,
@@ -36,9 +37,9 @@ from lambdaexec.future import LambdaFuture
 
 __all__ = [
     "CallLostError", "CallTimeoutError", "Chunk", "Config", "ConfigError", "InitializerError",
-    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
+    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError", "ShuffleAbortedError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "chunks", "default_executor",
-    "get_all_results", "load_config",
+    "get_all_results", "hash_partition", "load_config",
 ]
 
 _default: LambdaExecutor | None = None
