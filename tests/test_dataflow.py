@@ -315,3 +315,28 @@ def test_sort_refuses_mismatched_records(tmp_path):
             ex.sort(line_chunks, str(tmp_path / "out"), record_size=100)
         with pytest.raises(ValueError, match="sort needs at least one chunk"):
             ex.sort([], str(tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_large_gensort_sort_through_redis_shuffle(tmp_path, redis_server):
+    """40 MB of gensort records (400,000), 8 partitions, intermediates on Redis."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    d = tmp_path / "big"
+    d.mkdir()
+    for i in range(4):
+        recs = np.full((100_000, 100), ord("."), dtype=np.uint8)
+        recs[:, :10] = rng.integers(0, 256, size=(100_000, 10), dtype=np.uint8)
+        (d / f"g{i}").write_bytes(recs.tobytes())
+    original = b"".join((d / f"g{i}").read_bytes() for i in range(4))
+    cs = lambdaexec.chunks(str(d / "*"), "2MB", record_size=100)
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s"),
+                        shuffle_storage="redis", redis_url=redis_server.url) as ex:
+        urls = ex.sort(cs, str(tmp_path / "out"), record_size=100, partitions=8)
+    body = b"".join(_read_outputs(urls))
+    dt = np.dtype([("k", "S10"), ("r", "V90")])
+    keys = np.frombuffer(body, dt)["k"]
+    assert len(body) == len(original) and bool((keys[:-1] <= keys[1:]).all())
+    assert np.array_equal(np.sort(np.frombuffer(body, "V100").view("S100")),
+                          np.sort(np.frombuffer(original, "V100").view("S100")))
