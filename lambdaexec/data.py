@@ -198,7 +198,8 @@ def chunks(paths: str | Iterable[str], chunk_size: int | str = "64MiB", *, delim
     here; workers read the data. ``delimiter`` ends records (lines by default); with
     ``record_size`` (e.g. 100 for gensort records) chunks hold whole records and the delimiter
     is ignored. ``storage_options`` go to fsspec (for ``s3://`` they default to lambdaexec's
-    ``endpoint_url`` and ``region``).
+    ``endpoint_url`` and ``region``); they travel inside each chunk, so put no secrets there
+    (s3fs finds credentials the way boto3 does).
 
     >>> import lambdaexec  # doctest: +SKIP
     >>> cs = lambdaexec.chunks("data/*.txt", "16MiB")
