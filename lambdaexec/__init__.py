@@ -19,6 +19,8 @@ from typing import Any, Iterable
 
 from lambdaexec.compat import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, get_logs, wait
 from lambdaexec.config import Config, load_config
+from lambdaexec.data import Chunk, chunks
+from lambdaexec.dataflow import ShuffleAbortedError, hash_partition
 from lambdaexec.errors import (
     BrokenWorkersError,
     CallLostError,
@@ -44,11 +46,12 @@ from lambdaexec.params import ParameterMismatchError, ParameterServer, Parameter
 
 __all__ = [
     "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "Broadcast", "BroadcastMissingError", "BrokenWorkersError",
-    "CallLostError", "CallTimeoutError", "Config", "ConfigError", "FailedCall", "InitializerError",
+    "CallLostError", "CallTimeoutError", "Chunk", "Config", "ConfigError", "FailedCall", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "MissingObjectError", "OutOfMemoryError",
     "ParameterMismatchError", "ParameterServer", "ParameterServerUnavailableError", "RemoteError",
-    "ResultTooLargeError", "StorageError", "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError",
-    "WorkerStorageError", "default_executor", "failed", "get_all_results", "get_logs", "load_config", "wait",
+    "ResultTooLargeError", "ShuffleAbortedError", "StorageError", "UnpicklableError", "WorkerDiedError",
+    "WorkerEnvironmentError", "WorkerStorageError", "chunks", "default_executor", "failed", "get_all_results",
+    "get_logs", "hash_partition", "load_config", "wait",
 ]
 
 _default: LambdaExecutor | None = None

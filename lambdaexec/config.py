@@ -59,6 +59,8 @@ class Config:
     endpoint_url: str = ""
     #: AWS region (S3 and Lambda); empty means boto3's default chain
     region: str = ""
+    #: where shuffle intermediates go (``local``, ``s3`` or ``redis``; empty: same as ``storage``)
+    shuffle_storage: str = ""
     #: Redis URL (``redis`` storage)
     redis_url: str = "redis://127.0.0.1:6379/0"
     #: key prefix under which every executor keeps its jobs
@@ -108,6 +110,10 @@ class Config:
                     "endpoint_url": self.endpoint_url or None}
         return {"kind": "redis", "url": self.redis_url}
 
+    def shuffle_storage_spec(self) -> dict[str, Any]:
+        """The spec of the store that shuffles write their intermediates to."""
+        return dataclasses.replace(self, storage=self.shuffle_storage or self.storage).storage_spec()
+
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -145,6 +151,9 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}")
     if cfg.storage not in STORAGES:
         raise ConfigError(f"storage must be one of {STORAGES}, got {cfg.storage!r}")
+    if cfg.shuffle_storage not in ("", *STORAGES):
+        raise ConfigError(f"shuffle_storage must be empty (same as storage) or one of {STORAGES}, "
+                          f"got {cfg.shuffle_storage!r}")
     if cfg.max_workers < 0:
         raise ConfigError(f"max_workers must be >= 0 (0 means one per core), got {cfg.max_workers}")
     if cfg.timeout <= 0:
@@ -168,7 +177,11 @@ def _validate(cfg: Config) -> Config:
             "backend 'lambda' cannot use local storage (Lambda workers cannot see this disk): "
             "set storage='s3' and a bucket (LAMBDAEXEC_STORAGE=s3, LAMBDAEXEC_BUCKET=...)"
         )
+    if cfg.backend == "lambda" and cfg.shuffle_storage == "local":
+        raise ConfigError("backend 'lambda' cannot shuffle through local storage: set shuffle_storage "
+                          "to 's3' or 'redis' (LAMBDAEXEC_SHUFFLE_STORAGE)")
     cfg.storage_spec()
+    cfg.shuffle_storage_spec()
     return cfg
 
 

@@ -54,23 +54,38 @@ class Engine:
         self._cond = threading.Condition()
         self._closed = False
         self._pid = os.getpid()  # the owner: a forked child's copy never closes anything
+        self._holds = 0  # operators' results (reduce, map_reduce) that may still submit calls
         self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
         self._flusher.start()
         _live.add(self)
 
-    def enqueue(self, calls: list[Call]) -> None:
-        """Queue ``calls`` for the flusher. Raises ``RuntimeError`` after :meth:`shutdown`."""
+    def enqueue(self, calls: list[Call], follow_up: bool = False) -> None:
+        """Queue ``calls`` for the flusher. Raises ``RuntimeError`` after :meth:`shutdown`, unless
+        they are an operator's ``follow_up`` calls while it is held (see :meth:`hold`)."""
         with self._cond:
-            if self.closing:
+            if self.closing and not (follow_up and self._holds):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._pending.extend(calls)
             self._cond.notify()
+
+    def hold(self, future: concurrent.futures.Future) -> None:
+        """Keep accepting follow-up calls until ``future`` is done: an operator whose later calls
+        wait on earlier ones (a reduce, a shuffle's reducers) finishes even if ``shutdown``
+        starts meanwhile, and ``shutdown(wait=True)`` waits for it, as for any pending future."""
+        with self._cond:
+            self._holds += 1
+        future.add_done_callback(self._release)
+
+    def _release(self, _: concurrent.futures.Future) -> None:
+        with self._cond:
+            self._holds -= 1
+            self._cond.notify_all()
 
     # --- the flusher thread ---------------------------------------------------------------
     def _flush_loop(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self.closing:
+                while not self._pending and not (self.closing and not self._holds):
                     self._cond.wait()
                 batch, self._pending, self.memo = self._pending, [], None
                 if not batch:

@@ -18,7 +18,7 @@ import uuid
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdaexec import iterative, ledger, serialize
+from lambdaexec import dataflow, iterative, ledger, serialize
 from lambdaexec.config import Config, load_config
 from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.future import LambdaFuture
@@ -174,6 +174,21 @@ class LambdaExecutor(concurrent.futures.Executor):
     def retry_failed(self, futures: Iterable[concurrent.futures.Future]) -> list[concurrent.futures.Future]:
         """Run the failed calls among ``futures`` again; see :func:`lambdaexec.ledger.retry_failed`."""
         return ledger.retry_failed(self, futures)
+
+    def reduce(self, fn: Callable[[list], Any], futures: Iterable[concurrent.futures.Future]) -> LambdaFuture:
+        """``fn(results)`` on one worker once ``futures`` are done: :func:`lambdaexec.dataflow.reduce`."""
+        return dataflow.reduce(self, fn, futures)
+
+    def map_reduce(self, map_fn: Callable, iterable: Iterable, reduce_fn: Callable, *, reducers: int = 1,
+                   combine: Callable | None = None, partition: Callable | None = None) -> LambdaFuture:
+        """MapReduce with a shuffle through storage: :func:`lambdaexec.dataflow.map_reduce`."""
+        return dataflow.map_reduce(self, map_fn, iterable, reduce_fn, reducers=reducers, combine=combine,
+                                   partition=partition)
+
+    def sort(self, chunks: Iterable, output: str, *, key: Callable | None = None, record_size: int | None = None,
+             partitions: int | None = None) -> list[str]:
+        """Terasort-shaped sort of ``chunks`` into objects under ``output``: :func:`lambdaexec.dataflow.sort`."""
+        return dataflow.sort(self, chunks, output, key=key, record_size=record_size, partitions=partitions)
 
     # --- shutting down --------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -100,6 +100,10 @@ class Monitor:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self._stopping = False
+        #: futures whose result objects a reduce will read: id -> (future, pins, job prefix once done)
+        self._pins: dict[int, list] = {}
+        #: job prefix -> ids of its finished, pinned futures: the job's objects stay until unpinned
+        self._kept: dict[str, set[int]] = {}
         #: set when the monitor thread has failed: every call fails with it
         self.broken: concurrent.futures.BrokenExecutor | None = None
         self._fetchers = (
@@ -125,6 +129,43 @@ class Monitor:
         """Futures of calls not yet finished."""
         with self.lock:
             return [f for j in self.jobs.values() for f, s in zip(j.futures, j.state) if s != FINISHED]
+
+    def pin(self, futures: list) -> None:
+        """Keep the result objects of ``futures`` in storage (for a reduce's worker to read)
+        until :meth:`unpin`; a job already cleaned up is not restored."""
+        with self.lock:
+            for f in futures:
+                self._pins.setdefault(id(f), [f, 0, None])[1] += 1
+
+    def pinned_key(self, future: Any) -> str | None:
+        """The storage key of a pinned, finished future's result, or ``None`` if it has none."""
+        with self.lock:
+            entry = self._pins.get(id(future))
+            return protocol.result_key(entry[2], int(future.call_id.rsplit("/", 1)[1])) \
+                if entry and entry[2] else None
+
+    def unpin(self, futures: list) -> None:
+        """Release :meth:`pin`; jobs no longer pinned are cleaned up as usual."""
+        with self.lock:
+            free = []
+            for f in futures:
+                entry = self._pins.get(id(f))
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self._pins[id(f)]
+                        kept = self._kept.get(entry[2])
+                        if kept is not None:
+                            kept.discard(id(f))
+                            if not kept:
+                                del self._kept[entry[2]]
+                                if entry[2] not in self.jobs:  # its job is over: nothing else deletes it
+                                    free.append(entry[2])
+        for p in free if not self.config.keep_data else ():
+            try:
+                self._cleaner.submit(self.storage.delete, p + "/")
+            except RuntimeError:  # stopped: the engine deletes the executor's prefix anyway
+                pass
 
     def stop(self) -> None:
         """End the thread; calls still in flight are abandoned."""
@@ -255,11 +296,15 @@ class Monitor:
     def _finish(self, job: Job, c: int) -> None:
         """Mark call ``c`` finished (lock held); drop and clean up the job after its last call."""
         job.state[c] = FINISHED
+        pin = self._pins.get(id(job.futures[c])) if self._pins else None
+        if pin is not None:  # a reduce will read this result object: keep the job's objects
+            pin[2] = job.prefix
+            self._kept.setdefault(job.prefix, set()).add(id(job.futures[c]))
         job.futures[c] = None  # the caller holds it as long as it wants the result; we do not
         job.remaining -= 1
         if job.remaining == 0:
             del self.jobs[job.prefix]
-            if not self.config.keep_data and job.prefix not in handles.PINNED:
+            if not self.config.keep_data and job.prefix not in handles.PINNED and not self._kept.get(job.prefix):
                 try:
                     self._cleaner.submit(self.storage.delete, job.prefix + "/")
                 except RuntimeError:  # the interpreter is exiting: leave the data, not the future
