@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from lambdaexec.config import Config, load_config
 from lambdaexec.errors import (
+    BudgetExceededError,
     CallLostError,
     CallTimeoutError,
     ConfigError,
@@ -32,8 +33,11 @@ from lambdaexec.errors import (
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
+from lambdaexec.observe.cost import CostReport, cost, estimate
+from lambdaexec.observe.progress import progress
 
 __all__ = [
+    "BudgetExceededError", "CostReport", "cost", "estimate", "progress",
     "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",

@@ -1,0 +1,272 @@
+"""The durable job record: what ran, when, where, how each call ended and what it printed.
+
+Every job (the calls of one function uploaded together) leaves two small JSON objects under
+the configured prefix, beside (not inside) the job's bulk data, so they outlive its deletion::
+
+    <prefix>/jobs/<job-id>/manifest   written when the job is submitted: job id, created,
+                                      function name and code hash, calls, Python and package
+                                      versions, host, backend, storage, memory, where its data is
+    <prefix>/jobs/<job-id>/calls      written when its last call finished: per call state,
+                                      error, stats (timestamps, worker), attempts, stdout, stderr
+
+A job id is ``<UTC time>-<executor id>-<job number>``, so age is read from the key alone and
+``clean`` needs one listing. While a job runs, its done count is the number of result objects
+in its data prefix. :class:`JobRecorder` writes records (a watcher of the monitor); the other
+functions read them for ``lambdaexec jobs``, ``logs``, ``plot``, ``clean`` and :func:`attach`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from lambdaexec import protocol
+from lambdaexec.errors import LambdaExecError
+from lambdaexec.observe.watcher import Watcher
+from lambdaexec.storage import Storage
+
+_STAT_KEYS = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen",
+              "worker", "bytes_in", "bytes_out", "attempt")
+
+
+class JobNotFoundError(LambdaExecError, KeyError):
+    """No job record matches the id given."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def jobs_prefix(root: str) -> str:
+    """Where job records live for the configured ``prefix`` ``root``."""
+    return f"{root}/jobs/"
+
+
+def _versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {}
+    for name in ("lambdaexec", "cloudpickle", "numpy"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _state(future: Any) -> str:
+    if future.cancelled():
+        return "cancelled"
+    return "failed" if future.exception() is not None else "done"
+
+
+class JobRecorder(Watcher):
+    """Writes each job's manifest when it is added and its calls record when it completes."""
+
+    def __init__(self, storage: Storage, config: Any, executor_id: str):
+        self.storage, self.config, self.executor_id = storage, config, executor_id
+        self.root = jobs_prefix(config.prefix)
+        self._lock = threading.Lock()
+        self._finished: dict[str, int] = {}
+        self._ids: dict[str, str] = {}
+        self._recorded = False
+
+    def job_id(self, job: Any) -> str:
+        """The record id of ``job`` (made when it is added)."""
+        return self._ids[job.prefix]
+
+    def added(self, job: Any) -> None:
+        created = time.time()
+        job_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(created))}-{self.executor_id}-" \
+                 f"{job.prefix.rsplit('/', 1)[1]}"
+        with self._lock:
+            self._ids[job.prefix] = job_id
+            self._finished[job.prefix] = 0
+            self._recorded = True
+        cfg = self.config
+        manifest = {
+            "job_id": job_id, "created": created, "function": getattr(job, "name", "") or "?",
+            "code_hash": job.func_key.rsplit("/", 1)[1], "calls": len(job.futures),
+            "python": platform.python_version(), "packages": _versions(), "host": socket.gethostname(),
+            "argv": sys.argv[:3], "executor_id": self.executor_id, "backend": cfg.backend,
+            "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
+            "args_key": job.args_key, "ranges": job.ranges, "init_key": job.init_key,
+            "memory": cfg.memory, "architecture": cfg.architecture, "timeout": cfg.timeout,
+            "retries": cfg.retries, "start_deadline": cfg.start_deadline, "keep_data": cfg.keep_data,
+            "max_result_size": cfg.max_result_size,
+        }
+        self._put(f"{self.root}{job_id}/manifest", manifest)
+
+    def finished(self, job: Any, call: int) -> None:
+        with self._lock:
+            self._finished[job.prefix] += 1
+            if self._finished[job.prefix] < len(job.futures):
+                return
+            del self._finished[job.prefix]
+            job_id = self._ids.pop(job.prefix)
+        calls = []
+        for i, f in enumerate(job.futures):
+            state = _state(f)
+            exc = f.exception() if state == "failed" else None
+            calls.append({
+                "call": i, "state": state, "attempts": f.attempts,
+                "error": None if exc is None else f"{type(exc).__name__}: {exc}",
+                "traceback": f.remote_traceback, "stdout": f.stdout, "stderr": f.stderr,
+                "stats": {k: f.stats[k] for k in _STAT_KEYS if k in f.stats},
+            })
+        self._put(f"{self.root}{job_id}/calls", {"finished": time.time(), "calls": calls})
+
+    def closed(self) -> None:
+        if self._recorded:  # expire old records, one listing per executor that recorded a job
+            try:
+                clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
+            except Exception:
+                pass
+
+    def _put(self, key: str, record: dict[str, Any]) -> None:
+        try:
+            self.storage.put(key, json.dumps(record, separators=(",", ":")).encode())
+        except Exception as err:  # the record must never fail the user's calls
+            print(f"lambdaexec: could not write the job record {key}: {err!r}", file=sys.stderr)
+
+
+# --- reading records ------------------------------------------------------------------------
+@dataclasses.dataclass
+class JobRecord:
+    """One job as its record tells it. ``calls`` is None while the job has not finished."""
+
+    manifest: dict[str, Any]
+    calls: list[dict[str, Any]] | None
+    finished: float | None = None
+    #: result objects present in the job's data (known while it runs; -1 if not looked up)
+    results_present: int = -1
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self.manifest["job_id"]
+
+    def counts(self) -> dict[str, int]:
+        """Calls ``done``, ``failed``, ``running`` (or not yet started) and ``cancelled``."""
+        n = self.manifest["calls"]
+        if self.calls is None:
+            done = max(0, self.results_present)
+            return {"done": done, "failed": 0, "running": n - done, "cancelled": 0}
+        out = {"done": 0, "failed": 0, "running": 0, "cancelled": 0}
+        for c in self.calls:
+            out[c["state"]] += 1
+        return out
+
+    @property
+    def state(self) -> str:
+        """``finished``, ``failed`` (some call failed or was cancelled), or ``running`` (no calls
+        record yet: still running, or its client exited before the end)."""
+        if self.calls is None:
+            return "running"
+        return "failed" if any(c["state"] != "done" for c in self.calls) else "finished"
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from submission to the last result (None while running)."""
+        return None if self.finished is None else self.finished - self.manifest["created"]
+
+    def cost(self, prices: Any = None) -> Any:
+        """The :class:`~lambdaexec.observe.cost.CostReport` of the finished calls."""
+        from lambdaexec.observe.cost import cost
+
+        return cost(self.futures(), memory=self.manifest["memory"],
+                    architecture=self.manifest["architecture"], prices=prices,
+                    backend=self.manifest["backend"])
+
+    def futures(self) -> list[Any]:
+        """Finished stand-ins for the calls (``stats``, ``attempts``, ``call_id``, output), enough
+        for :func:`lambdaexec.cost` and :func:`lambdaexec.plot_timeline`."""
+        job = self.manifest["job_prefix"].rsplit("/", 1)[1]
+        return [_Recorded(f"{job}/{c['call']}", c) for c in self.calls or []]
+
+
+class _Recorded:
+    """A finished call read back from its record (quacks like a LambdaFuture's details)."""
+
+    def __init__(self, call_id: str, call: dict[str, Any]):
+        self.call_id, self.stats, self.attempts = call_id, call["stats"], call["attempts"]
+        self.stdout, self.stderr, self.state = call["stdout"], call["stderr"], call["state"]
+
+    def exception(self) -> Any:
+        return None if self.state == "done" else RuntimeError(self.state)
+
+    def cancelled(self) -> bool:
+        return self.state == "cancelled"
+
+
+def job_ids(storage: Storage, root: str) -> list[str]:
+    """Ids of every recorded job, oldest first."""
+    prefix = jobs_prefix(root)
+    ids = {k[len(prefix):].split("/", 1)[0] for k in storage.list(prefix)}
+    return sorted(ids)
+
+
+def resolve(storage: Storage, root: str, job: str) -> str:
+    """The full id of the job named ``job`` (a full id, or a unique part of one)."""
+    ids = job_ids(storage, root)
+    if job in ids:
+        return job
+    hits = [i for i in ids if job in i]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise JobNotFoundError(f"no job record matches {job!r} under {jobs_prefix(root)} (see `lambdaexec jobs`)")
+    raise JobNotFoundError(f"{job!r} matches {len(hits)} jobs ({', '.join(hits[:3])}, ...): give more of the id")
+
+
+def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> JobRecord:
+    """The record of ``job_id``; with ``look``, count the results of a job still running."""
+    base = f"{jobs_prefix(root)}{job_id}/"
+    try:
+        manifest = json.loads(bytes(storage.get(base + "manifest")))
+    except KeyError:
+        raise JobNotFoundError(f"job {job_id} has no manifest under {base}") from None
+    try:
+        done = json.loads(bytes(storage.get(base + "calls")))
+        return JobRecord(manifest, done["calls"], done["finished"])
+    except KeyError:
+        present = len(storage.list(manifest["job_prefix"] + "/calls/")) if look else -1
+        return JobRecord(manifest, None, results_present=present)
+
+
+def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
+    """The ``limit`` most recent jobs, newest first."""
+    return [read_job(storage, root, i) for i in reversed(job_ids(storage, root)[-limit:])]
+
+
+def created_at(job_id: str) -> float:
+    """When ``job_id`` was created (from the id itself), seconds since the epoch."""
+    import calendar
+
+    return calendar.timegm(time.strptime(job_id.split("-", 1)[0], "%Y%m%dT%H%M%S"))
+
+
+def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False) -> list[str]:
+    """Delete the records of jobs created more than ``older_than`` seconds ago, and whatever
+    data of theirs is left (a client that exited early leaves it); return their ids."""
+    now = time.time()
+    old = [i for i in job_ids(storage, root) if now - created_at(i) > older_than]
+    if not dry_run:
+        for job_id in old:
+            try:
+                manifest = json.loads(bytes(storage.get(f"{jobs_prefix(root)}{job_id}/manifest")))
+                storage.delete(manifest["job_prefix"] + "/")
+            except (KeyError, ValueError):
+                pass
+            storage.delete(f"{jobs_prefix(root)}{job_id}/")
+    return old
+
+
+def result_key(manifest: dict[str, Any], call: int) -> str:
+    """Where call ``call`` of a recorded job writes its result."""
+    return protocol.result_key(manifest["job_prefix"], call)
