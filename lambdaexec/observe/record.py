@@ -270,3 +270,54 @@ def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False)
 def result_key(manifest: dict[str, Any], call: int) -> str:
     """Where call ``call`` of a recorded job writes its result."""
     return protocol.result_key(manifest["job_prefix"], call)
+
+
+def _call_from_result(storage: Storage, manifest: dict[str, Any], call: int) -> dict[str, Any] | None:
+    """A call's record read from its result object (for a job whose calls record is not written)."""
+    try:
+        status, _ = protocol.unpack_result(storage.get(result_key(manifest, call)))
+    except KeyError:
+        return None
+    state = "done" if status.get("ok") else "failed"
+    error = None if state == "done" else status.get("message") or "the call raised (see its traceback)"
+    if status.get("error_type") and error:
+        error = f"{status['error_type']}: {error}"
+    return {"call": call, "state": state, "attempts": status.get("attempt", 0) + 1, "error": error,
+            "traceback": status.get("traceback"), "stdout": status.get("stdout", ""),
+            "stderr": status.get("stderr", ""), "stats": {k: status[k] for k in _STAT_KEYS if k in status}}
+
+
+def format_call(job_id: str, c: dict[str, Any]) -> str:
+    """A call's record as text: a header, its stdout, its stderr, its error and traceback."""
+    worker = c["stats"].get("worker", "?")
+    parts = [f"=== job {job_id} call {c['call']}: {c['state']} after {c['attempts']} attempt(s) on {worker} ==="]
+    parts += ["--- stdout ---", c["stdout"].rstrip("\n") or "(nothing)"]
+    parts += ["--- stderr ---", c["stderr"].rstrip("\n") or "(nothing)"]
+    if c.get("error"):
+        parts += ["--- error ---", c["error"]]
+    if c.get("traceback"):
+        parts += ["--- traceback ---", c["traceback"].rstrip("\n")]
+    return "\n".join(parts)
+
+
+def call_logs(storage: Storage, job: JobRecord, call: int | None = None) -> list[str]:
+    """Text of call ``call`` of ``job``, or of every failed call (a line saying so if none).
+    A job still running is read from its result objects."""
+    n = job.manifest["calls"]
+    if call is not None and not 0 <= call < n:
+        raise LambdaExecError(f"job {job.job_id} has calls 0 to {n - 1}, not {call}")
+    if job.calls is not None:
+        calls: list[dict[str, Any] | None] = list(job.calls)
+    else:
+        wanted = [call] if call is not None else range(n)
+        found = {i: _call_from_result(storage, job.manifest, i) for i in wanted}
+        calls = [found.get(i) for i in range(n)]
+    if call is not None:
+        c = calls[call]
+        if c is None:
+            return [f"job {job.job_id} call {call} has not finished (or its data is gone): no output yet"]
+        return [format_call(job.job_id, c)]
+    failed = [c for c in calls if c is not None and c["state"] != "done"]
+    if not failed:
+        return [f"no call of job {job.job_id} failed; `lambdaexec logs {job.job_id} N` shows call N (0 to {n - 1})"]
+    return [format_call(job.job_id, c) for c in failed]
