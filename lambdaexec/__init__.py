@@ -35,9 +35,10 @@ from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
 from lambdaexec.observe.cost import CostReport, cost, estimate
 from lambdaexec.observe.progress import progress
+from lambdaexec.observe.timeline import plot_timeline
 
 __all__ = [
-    "BudgetExceededError", "CostReport", "cost", "estimate", "progress",
+    "BudgetExceededError", "CostReport", "cost", "estimate", "plot_timeline", "progress",
     "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",

@@ -38,6 +38,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calls", type=int, default=16, help="number of DGEMM calls (default 16)")
     p.add_argument("--size", type=int, default=1024, help="matrix side n (default 1024)")
     p.add_argument("--loops", type=int, default=4, help="multiplications per call (default 4)")
+    p.add_argument("--plot", metavar="FILE", help="write the calls' timeline with aggregate GFLOPS "
+                   "(.png, .svg; needs the [plot] extra)")
 
 
 @command("demo", "many single-threaded DGEMM calls: aggregate GFLOPS and a call timeline", _demo_arguments)
@@ -47,7 +49,15 @@ def demo(args: argparse.Namespace) -> int:
     with LambdaExecutor() as ex:
         print(f"backend {ex.config.backend}, storage {ex.config.storage}, "
               f"{ex.config.resolved_workers()} workers")
-        print(demo.report(demo.run(ex, args.calls, args.size, args.loops)))
+        summary = demo.run(ex, args.calls, args.size, args.loops)
+        print(demo.report(summary))
+    if args.plot:
+        from lambdaexec.observe.timeline import plot_timeline
+
+        plot_timeline(summary["futures"], args.plot, flops=summary["flops"],
+                      title=f"{args.calls} DGEMM calls ({args.size}x{args.size} x {args.loops}): "
+                            f"{summary['gflops']:.1f} GFLOPS aggregate")
+        print(f"wrote {args.plot}")
     return 0
 
 
