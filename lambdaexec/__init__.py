@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from lambdaexec.config import Config, load_config
 from lambdaexec.errors import (
+    AttachError,
     BudgetExceededError,
     CallLostError,
     CallTimeoutError,
@@ -33,12 +34,13 @@ from lambdaexec.errors import (
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
+from lambdaexec.observe.attach import attach
 from lambdaexec.observe.cost import CostReport, cost, estimate
 from lambdaexec.observe.progress import progress
 from lambdaexec.observe.timeline import plot_timeline
 
 __all__ = [
-    "BudgetExceededError", "CostReport", "cost", "estimate", "plot_timeline", "progress",
+    "AttachError", "BudgetExceededError", "CostReport", "attach", "cost", "estimate", "plot_timeline", "progress",
     "CallLostError", "CallTimeoutError", "Config", "ConfigError", "InitializerError",
     "LambdaExecError", "LambdaExecutor", "LambdaFuture", "RemoteError", "ResultTooLargeError",
     "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "default_executor",

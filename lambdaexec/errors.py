@@ -70,3 +70,7 @@ class BudgetExceededError(LambdaExecError):
     def __init__(self, message: str, spent: float = 0.0, projected: float = 0.0):
         super().__init__(message)
         self.spent, self.projected = spent, projected
+
+
+class AttachError(LambdaExecError):
+    """``lambdaexec.attach`` cannot apply to this job (for instance, it ran on local workers)."""

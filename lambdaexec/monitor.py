@@ -55,6 +55,28 @@ class Job:
         self.state, self.lost, self.remaining = [PENDING] * n, [0] * n, n
 
 
+def outcome(status: dict[str, Any], payload: memoryview, call_id: str) -> tuple[Any, BaseException | None]:
+    """A call's ``(value, None)`` or ``(None, exception)`` from its result object: the user's
+    exception with the remote traceback as its cause, or lambdaexec's own error type."""
+    if status["ok"]:
+        try:
+            return serialize.loads(payload), None
+        except Exception as err:
+            return None, errors.LambdaExecError(f"the result of call {call_id} cannot be unpickled here: {err!r}")
+    if "error_type" in status:
+        kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
+        exc = kind(status["message"] if kind is not errors.LambdaExecError
+                   else f"{status['error_type']}: {status['message']}")
+    else:
+        try:
+            exc = serialize.loads(payload)
+        except Exception as err:
+            exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
+    if status.get("traceback"):
+        exc.__cause__ = errors.RemoteTraceback(status["traceback"])
+    return None, exc
+
+
 class Monitor:
     """Owns the futures of every job in flight; see the module docstring."""
 
@@ -212,25 +234,8 @@ class Monitor:
         future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
         future.attempts = status.get("attempt", 0) + 1
         future.remote_traceback = status.get("traceback")
-        if status["ok"]:
-            try:
-                self._complete(job, c, value=serialize.loads(payload))
-            except Exception as err:
-                self._complete(job, c, exc=errors.LambdaExecError(
-                    f"the result of call {future.call_id} cannot be unpickled here: {err!r}"))
-            return
-        if "error_type" in status:
-            kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
-            exc = kind(status["message"] if kind is not errors.LambdaExecError
-                       else f"{status['error_type']}: {status['message']}")
-        else:
-            try:
-                exc = serialize.loads(payload)
-            except Exception as err:
-                exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
-        if future.remote_traceback:
-            exc.__cause__ = errors.RemoteTraceback(future.remote_traceback)
-        self._complete(job, c, exc=exc)
+        value, exc = outcome(status, payload, future.call_id)
+        self._complete(job, c, value=value, exc=exc)
 
     def _complete(self, job: Job, c: int, value: Any = None, exc: BaseException | None = None) -> None:
         with self.lock:
