@@ -147,7 +147,7 @@ class Monitor:
                 keep.append(c)
         for w in self.watchers:
             for c in cancelled:
-                w.finished(job, c)
+                w.finished(job, c, True)
         for w in self.watchers:
             refusal = w.invoking(job, keep, attempt) if keep else None
             if refusal is not None:  # e.g. over budget: these calls fail without running
@@ -243,13 +243,14 @@ class Monitor:
                 return
             self._finish(job, c)
         future = job.futures[c]
-        if not future.cancelled():
+        cancelled = future.cancelled()
+        if not cancelled:
             if exc is not None:
                 future.set_exception(exc)
             else:
                 future.set_result(value)
         for w in self.watchers:
-            w.finished(job, c)
+            w.finished(job, c, cancelled or exc is not None)
 
     def _finish(self, job: Job, c: int) -> None:
         """Mark call ``c`` finished (lock held); drop and clean up the job after its last call."""

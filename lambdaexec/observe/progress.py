@@ -86,22 +86,21 @@ class ProgressBar(Watcher):
                 self._running += len(calls)
         return None
 
-    def finished(self, job: Any, call: int) -> None:
+    def finished(self, job: Any, call: int, failed: bool) -> None:
         future = job.futures[call]
         with self._lock:
             if self._bar is None:
                 return
             self._done += 1
-            if "invoked" in future.stats:
-                self._running -= 1
-            if future.cancelled() or future.exception() is not None:
-                self._failed += 1
+            self._running -= "invoked" in future.stats
+            self._failed += failed
             last = self._done == self._total
             now = time.monotonic()
-            if last or now - self._shown > 0.2:
-                self._shown = now
-                self._bar.set_postfix_str(f"running={self._running}, failed={self._failed}", refresh=False)
-            self._bar.update(1)
+            if not last and now - self._shown < 0.1:  # counting is cheap; drawing is not
+                return
+            self._shown = now
+            self._bar.set_postfix_str(f"running={self._running}, failed={self._failed}", refresh=False)
+            self._bar.update(self._done - self._bar.n)
             if last:
                 self._bar.close()
                 self._bar = None

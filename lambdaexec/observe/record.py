@@ -18,6 +18,7 @@ functions read them for ``lambdaexec jobs``, ``logs``, ``plot``, ``clean`` and :
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import platform
 import socket
@@ -47,6 +48,7 @@ def jobs_prefix(root: str) -> str:
     return f"{root}/jobs/"
 
 
+@functools.cache
 def _versions() -> dict[str, str]:
     from importlib import metadata
 
@@ -102,7 +104,7 @@ class JobRecorder(Watcher):
         }
         self._put(f"{self.root}{job_id}/manifest", manifest)
 
-    def finished(self, job: Any, call: int) -> None:
+    def finished(self, job: Any, call: int, failed: bool) -> None:
         with self._lock:
             self._finished[job.prefix] += 1
             if self._finished[job.prefix] < len(job.futures):
@@ -117,7 +119,7 @@ class JobRecorder(Watcher):
                 "call": i, "state": state, "attempts": f.attempts,
                 "error": None if exc is None else f"{type(exc).__name__}: {exc}",
                 "traceback": f.remote_traceback, "stdout": f.stdout, "stderr": f.stderr,
-                "stats": {k: f.stats[k] for k in _STAT_KEYS if k in f.stats},
+                "stats": f.stats,
             })
         self._put(f"{self.root}{job_id}/calls", {"finished": time.time(), "calls": calls})
 
