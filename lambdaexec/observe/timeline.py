@@ -62,10 +62,12 @@ def plot_timeline(futures: Iterable[Any], path: str | None = None, *,
     bottom.set_xlabel("seconds since the first submit")
     rate = bottom.twinx()
     seen = [s["seen"] - t0 for _, s in rows if "seen" in s]
-    counts = [0] * len(edges)
+    step = max(width, end / 15)  # results per second over wider bins: a rate, not a comb
+    counts = [0] * (int(end / step) + 1)
     for t in seen:
-        counts[min(len(edges) - 1, int(t / width))] += 1
-    rate.plot([e + width / 2 for e in edges], [c / width for c in counts], color="#2ca02c", label="results / s")
+        counts[min(len(counts) - 1, int(t / step))] += 1
+    rate.plot([(k + 0.5) * step for k in range(len(counts))], [c / step for c in counts], color="#2ca02c",
+              label="results / s")
     rate.set_ylabel("results per second")
     handles = bottom.get_legend_handles_labels()[0] + rate.get_legend_handles_labels()[0]
     if flops is not None:
