@@ -11,28 +11,16 @@ writes it exactly as it would to a terminal).
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import contextlib
 import os
 import statistics
-import time
+import sys
 
-from lambdaexec import LambdaExecutor
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bench_core import tiny, w1  # noqa: E402  (the same W1 as bench_core's: by map and by submit)
 
-def tiny(x: int) -> int:
-    return x + 1
-
-
-def w1(ex: cf.Executor, n: int = 1000) -> tuple[float, float]:
-    """Tasks per second by ``map`` and by per-item ``submit``."""
-    t = time.perf_counter()
-    assert sum(ex.map(tiny, range(n))) == n * (n + 1) // 2
-    by_map = n / (time.perf_counter() - t)
-    t = time.perf_counter()
-    futures = [ex.submit(tiny, i) for i in range(n)]
-    assert sum(f.result() for f in futures) == n * (n + 1) // 2
-    return by_map, n / (time.perf_counter() - t)
+from lambdaexec import LambdaExecutor  # noqa: E402
 
 
 def main() -> None:

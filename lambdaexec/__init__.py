@@ -34,10 +34,6 @@ from lambdaexec.errors import (
 )
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
-from lambdaexec.observe.attach import attach
-from lambdaexec.observe.cost import CostReport, cost, estimate
-from lambdaexec.observe.progress import progress
-from lambdaexec.observe.timeline import plot_timeline
 
 __all__ = [
     "AttachError", "BudgetExceededError", "CostReport", "attach", "cost", "estimate", "plot_timeline", "progress",
@@ -48,6 +44,20 @@ __all__ = [
 ]
 
 _default: LambdaExecutor | None = None
+
+#: the observe functions, imported on first use (workers import this package and need none of them)
+_LAZY = {"attach": "attach", "cost": "cost", "CostReport": "cost", "estimate": "cost",
+         "plot_timeline": "timeline", "progress": "progress"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"lambdaexec.observe.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lambdaexec' has no attribute {name!r}")
 
 
 def default_executor(**settings: Any) -> LambdaExecutor:
