@@ -147,7 +147,7 @@ class Monitor:
                 keep.append(c)
         for w in self.watchers:
             for c in cancelled:
-                w.finished(job, c, True)
+                w.finished(job, c, concurrent.futures.CancelledError())
         for w in self.watchers:
             refusal = w.invoking(job, keep, attempt) if keep else None
             if refusal is not None:  # e.g. over budget: these calls fail without running
@@ -244,13 +244,13 @@ class Monitor:
             self._finish(job, c)
         future = job.futures[c]
         cancelled = future.cancelled()
+        for w in self.watchers:  # before the future completes: a bar reads 100% when wait() returns
+            w.finished(job, c, concurrent.futures.CancelledError() if cancelled else exc)
         if not cancelled:
             if exc is not None:
                 future.set_exception(exc)
             else:
                 future.set_result(value)
-        for w in self.watchers:
-            w.finished(job, c, cancelled or exc is not None)
 
     def _finish(self, job: Job, c: int) -> None:
         """Mark call ``c`` finished (lock held); drop and clean up the job after its last call."""

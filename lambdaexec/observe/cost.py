@@ -177,7 +177,7 @@ class Budget(Watcher):
                         "for no limit) to run them", spent=self.spent, projected=projected)
             return self.error
 
-    def finished(self, job: Any, call: int, failed: bool) -> None:
+    def finished(self, job: Any, call: int, exc: BaseException | None) -> None:
         future = job.futures[call]
         stats = future.stats
         with self._lock:

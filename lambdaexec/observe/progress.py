@@ -86,14 +86,14 @@ class ProgressBar(Watcher):
                 self._running += len(calls)
         return None
 
-    def finished(self, job: Any, call: int, failed: bool) -> None:
+    def finished(self, job: Any, call: int, exc: BaseException | None) -> None:
         future = job.futures[call]
         with self._lock:
             if self._bar is None:
                 return
             self._done += 1
             self._running -= "invoked" in future.stats
-            self._failed += failed
+            self._failed += exc is not None
             last = self._done == self._total
             now = time.monotonic()
             if not last and now - self._shown < 0.1:  # counting is cheap; drawing is not

@@ -17,6 +17,7 @@ functions read them for ``lambdaexec jobs``, ``logs``, ``plot``, ``clean`` and :
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import json
@@ -61,12 +62,6 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _state(future: Any) -> str:
-    if future.cancelled():
-        return "cancelled"
-    return "failed" if future.exception() is not None else "done"
-
-
 class JobRecorder(Watcher):
     """Writes each job's manifest when it is added and its calls record when it completes."""
 
@@ -74,7 +69,7 @@ class JobRecorder(Watcher):
         self.storage, self.config, self.executor_id = storage, config, executor_id
         self.root = jobs_prefix(config.prefix)
         self._lock = threading.Lock()
-        self._finished: dict[str, int] = {}
+        self._outcomes: dict[str, dict[int, BaseException | None]] = {}
         self._ids: dict[str, str] = {}
         self._recorded = False
 
@@ -88,7 +83,7 @@ class JobRecorder(Watcher):
                  f"{job.prefix.rsplit('/', 1)[1]}"
         with self._lock:
             self._ids[job.prefix] = job_id
-            self._finished[job.prefix] = 0
+            self._outcomes[job.prefix] = {}
             self._recorded = True
         cfg = self.config
         manifest = {
@@ -104,20 +99,22 @@ class JobRecorder(Watcher):
         }
         self._put(f"{self.root}{job_id}/manifest", manifest)
 
-    def finished(self, job: Any, call: int, failed: bool) -> None:
+    def finished(self, job: Any, call: int, exc: BaseException | None) -> None:
         with self._lock:
-            self._finished[job.prefix] += 1
-            if self._finished[job.prefix] < len(job.futures):
+            outcomes = self._outcomes[job.prefix]
+            outcomes[call] = exc
+            if len(outcomes) < len(job.futures):
                 return
-            del self._finished[job.prefix]
+            del self._outcomes[job.prefix]
             job_id = self._ids.pop(job.prefix)
         calls = []
         for i, f in enumerate(job.futures):
-            state = _state(f)
-            exc = f.exception() if state == "failed" else None
+            exc = outcomes[i]
+            state = "done" if exc is None else \
+                "cancelled" if isinstance(exc, concurrent.futures.CancelledError) else "failed"
             calls.append({
                 "call": i, "state": state, "attempts": f.attempts,
-                "error": None if exc is None else f"{type(exc).__name__}: {exc}",
+                "error": None if state != "failed" else f"{type(exc).__name__}: {exc}",
                 "traceback": f.remote_traceback, "stdout": f.stdout, "stderr": f.stderr,
                 "stats": f.stats,
             })

@@ -4,7 +4,7 @@ The monitor calls every watcher of its executor (none unless a setting asks for 
 
     Engine ── Monitor.add(job) ──────────────► added(job)          a job's calls were submitted
     Invoker ── Monitor._make_event(calls) ───► invoking(job, calls) about to start: may refuse
-    Monitor._complete(job, call) ────────────► finished(job, call, failed)  a future completed
+    Monitor._complete(job, call) ────────────► finished(job, call, exc)  its future completes
 
 Progress bars, the budget and the job record are watchers (see :func:`watchers_for`).
 """
@@ -28,9 +28,9 @@ class Watcher:
         """``calls`` of ``job`` are about to be invoked; return an exception to fail them instead."""
         return None
 
-    def finished(self, job: Job, call: int, failed: bool) -> None:
-        """Call ``call`` of ``job`` finished: its future has its result, or (``failed``) its
-        exception or cancellation."""
+    def finished(self, job: Job, call: int, exc: BaseException | None) -> None:
+        """Call ``call`` of ``job`` finished, with ``exc`` (``CancelledError`` if it was cancelled)
+        or None for a result; its future is completed right after every watcher has heard."""
 
     def closed(self) -> None:
         """The executor is shutting down (its calls are all finished)."""
