@@ -107,3 +107,30 @@ def test_job_record_can_be_turned_off(tmp_path):
                                    job_record=False, progress=False) as ex:
         assert ex.submit(abs, -1).result() == 1
     assert not os.path.exists(tmp_path / "off" / "jobs")
+
+
+def nap_and_say(seconds, i):
+    import time
+
+    print(f"call {i} says hi")
+    time.sleep(seconds)
+    return i
+
+
+def test_a_running_job_from_another_terminal(tmp_path):
+    import lambdaexec
+
+    env = {**os.environ, "LAMBDAEXEC_STORAGE": "local", "LAMBDAEXEC_STORAGE_PATH": str(tmp_path),
+           "LAMBDAEXEC_PREFIX": "live", "LAMBDAEXEC_CONFIG": str(tmp_path / "none.ini")}
+    # calls 2 and 3 overrun a short timeout (so the test ends soon) while the CLI looks at the job
+    with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="live", timeout=8,
+                                   retries=0, progress=False) as ex:
+        futures = ex.map_futures(nap_and_say, [0, 0, 30, 30], range(4))
+        assert futures[1].result(timeout=60) == 1
+        listing = run(env, "jobs").stdout.splitlines()
+        cols = listing[1].split()
+        assert cols[4:9] == ["running", "4", "2", "0", "2"], listing  # state, calls, done, failed, running
+        assert "call 1 says hi" in run(env, "logs", cols[0], "1").stdout
+        assert "call 3 has not finished" in run(env, "logs", cols[0], "3").stdout
+        ex.shutdown(cancel_futures=True)
+    assert "failed" in run(env, "jobs").stdout.splitlines()[1]
