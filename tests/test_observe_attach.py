@@ -31,7 +31,8 @@ SUBMIT_AND_EXIT = textwrap.dedent("""
     futures = ex.map_futures(slow, range(4))
     started = ex.prefix + "/000000/started/"
     deadline = time.monotonic() + 60
-    while len(ex.storage.list(started)) < 4 and time.monotonic() < deadline:
+    while (len(ex.storage.list(started)) < 4 or not record.job_ids(ex.storage, ex.config.prefix)) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
     print(record.job_ids(ex.storage, ex.config.prefix)[-1], flush=True)
     os._exit(0)  # gone, without collecting anything: the calls run on

@@ -63,7 +63,8 @@ def _versions() -> dict[str, str]:
 
 
 class JobRecorder(Watcher):
-    """Writes each job's manifest when it is added and its calls record when it completes."""
+    """Writes each job's manifest when it is added and its calls record when it completes, on a
+    thread of its own: no call and no future waits for a record to be written."""
 
     def __init__(self, storage: Storage, config: Any, executor_id: str):
         self.storage, self.config, self.executor_id = storage, config, executor_id
@@ -71,11 +72,7 @@ class JobRecorder(Watcher):
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[int, BaseException | None]] = {}
         self._ids: dict[str, str] = {}
-        self._recorded = False
-
-    def job_id(self, job: Any) -> str:
-        """The record id of ``job`` (made when it is added)."""
-        return self._ids[job.prefix]
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     def added(self, job: Any) -> None:
         created = time.time()
@@ -84,7 +81,8 @@ class JobRecorder(Watcher):
         with self._lock:
             self._ids[job.prefix] = job_id
             self._outcomes[job.prefix] = {}
-            self._recorded = True
+            if self._writer is None:
+                self._writer = concurrent.futures.ThreadPoolExecutor(1, "lambdaexec-record")
         cfg = self.config
         manifest = {
             "job_id": job_id, "created": created, "function": getattr(job, "name", "") or "?",
@@ -92,12 +90,11 @@ class JobRecorder(Watcher):
             "python": platform.python_version(), "packages": _versions(), "host": socket.gethostname(),
             "argv": sys.argv[:3], "executor_id": self.executor_id, "backend": cfg.backend,
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
-            "args_key": job.args_key, "ranges": job.ranges, "init_key": job.init_key,
-            "memory": cfg.memory, "architecture": cfg.architecture, "timeout": cfg.timeout,
-            "retries": cfg.retries, "start_deadline": cfg.start_deadline, "keep_data": cfg.keep_data,
-            "max_result_size": cfg.max_result_size,
+            "args_key": job.args_key, "memory": cfg.memory, "architecture": cfg.architecture,
+            "timeout": cfg.timeout, "retries": cfg.retries, "start_deadline": cfg.start_deadline,
+            "keep_data": cfg.keep_data,
         }
-        self._put(f"{self.root}{job_id}/manifest", manifest)
+        self._write(self._put, f"{self.root}{job_id}/manifest", manifest)
 
     def finished(self, job: Any, call: int, exc: BaseException | None) -> None:
         with self._lock:
@@ -107,6 +104,24 @@ class JobRecorder(Watcher):
                 return
             del self._outcomes[job.prefix]
             job_id = self._ids.pop(job.prefix)
+        self._write(self._put_calls, job, job_id, outcomes)
+
+    def closed(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.shutdown(wait=True)
+        try:  # expire old records: one listing per executor that recorded a job
+            clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
+        except Exception:
+            pass
+
+    def _write(self, fn: Any, *args: Any) -> None:
+        try:
+            self._writer.submit(fn, *args)  # type: ignore[union-attr]
+        except RuntimeError:  # the interpreter is exiting: write it here and now
+            fn(*args)
+
+    def _put_calls(self, job: Any, job_id: str, outcomes: dict[int, BaseException | None]) -> None:
         calls = []
         for i, f in enumerate(job.futures):
             exc = outcomes[i]
@@ -119,13 +134,6 @@ class JobRecorder(Watcher):
                 "stats": f.stats,
             })
         self._put(f"{self.root}{job_id}/calls", {"finished": time.time(), "calls": calls})
-
-    def closed(self) -> None:
-        if self._recorded:  # expire old records, one listing per executor that recorded a job
-            try:
-                clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
-            except Exception:
-                pass
 
     def _put(self, key: str, record: dict[str, Any]) -> None:
         try:
