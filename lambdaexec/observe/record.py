@@ -7,7 +7,8 @@ the configured prefix, beside (not inside) the job's bulk data, so they outlive 
                                       function name and code hash, calls, Python and package
                                       versions, host, backend, storage, memory, where its data is
     <prefix>/jobs/<job-id>/calls      written when its last call finished: per call state,
-                                      error, stats (timestamps, worker), attempts, stdout, stderr
+                                      error, stats (timestamps, worker), attempts, stdout, stderr,
+                                      by column (see :func:`encode_calls`)
 
 A job id is ``<UTC time>-<executor id>-<job number>``, so age is read from the key alone and
 ``clean`` needs one listing. While a job runs, its done count is the number of result objects
@@ -33,8 +34,8 @@ from lambdaexec.errors import LambdaExecError
 from lambdaexec.observe.watcher import Watcher
 from lambdaexec.storage import Storage
 
-_STAT_KEYS = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen",
-              "worker", "bytes_in", "bytes_out", "attempt")
+_TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
+_STAT_KEYS = (*_TIMES, "worker", "bytes_in", "bytes_out", "attempt")
 
 
 class JobNotFoundError(LambdaExecError, KeyError):
@@ -122,24 +123,56 @@ class JobRecorder(Watcher):
             fn(*args)
 
     def _put_calls(self, job: Any, job_id: str, outcomes: dict[int, BaseException | None]) -> None:
-        calls = []
-        for i, f in enumerate(job.futures):
+        states, errors = [], {}
+        for i in range(len(job.futures)):
             exc = outcomes[i]
-            state = "done" if exc is None else \
-                "cancelled" if isinstance(exc, concurrent.futures.CancelledError) else "failed"
-            calls.append({
-                "call": i, "state": state, "attempts": f.attempts,
-                "error": None if state != "failed" else f"{type(exc).__name__}: {exc}",
-                "traceback": f.remote_traceback, "stdout": f.stdout, "stderr": f.stderr,
-                "stats": f.stats,
-            })
-        self._put(f"{self.root}{job_id}/calls", {"finished": time.time(), "calls": calls})
+            if exc is None:
+                states.append("done")
+            elif isinstance(exc, concurrent.futures.CancelledError):
+                states.append("cancelled")
+            else:
+                states.append("failed")
+                errors[i] = f"{type(exc).__name__}: {exc}"
+        self._put(f"{self.root}{job_id}/calls", encode_calls(job.futures, states, errors))
 
     def _put(self, key: str, record: dict[str, Any]) -> None:
         try:
             self.storage.put(key, json.dumps(record, separators=(",", ":")).encode())
         except Exception as err:  # the record must never fail the user's calls
             print(f"lambdaexec: could not write the job record {key}: {err!r}", file=sys.stderr)
+
+
+def encode_calls(futures: list[Any], states: list[str], errors: dict[int, str]) -> dict[str, Any]:
+    """The calls record, by column: timestamps as integer microseconds from ``base`` (JSON writes
+    integers several times faster than floats, and a 100,000-call job has 700,000 of them);
+    texts only for the calls that have one."""
+    base = min((f.stats.get("submitted") or time.time() for f in futures), default=time.time())
+    stats: dict[str, list[Any]] = {}
+    for k in _TIMES:
+        stats[k] = [None if (v := f.stats.get(k)) is None else round((v - base) * 1e6) for f in futures]
+    for k in _STAT_KEYS[len(_TIMES):]:
+        stats[k] = [f.stats.get(k) for f in futures]
+    texts = {name: {i: t for i, f in enumerate(futures) if (t := getattr(f, name))}
+             for name in ("stdout", "stderr", "remote_traceback")}
+    return {"finished": time.time(), "base": base, "state": states, "attempts": [f.attempts for f in futures],
+            "error": errors, "stats": stats, **texts}
+
+
+def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-call dicts (``call``, ``state``, ``attempts``, ``error``, ``traceback``, ``stdout``,
+    ``stderr``, ``stats`` with timestamps in seconds since the epoch) from a calls record."""
+    base, stats = record["base"], record["stats"]
+    out = []
+    for i, state in enumerate(record["state"]):
+        key = str(i)
+        call_stats = {k: base + col[i] / 1e6 for k in _TIMES if (col := stats.get(k)) and col[i] is not None}
+        call_stats.update({k: col[i] for k in _STAT_KEYS[len(_TIMES):]
+                           if (col := stats.get(k)) and col[i] is not None})
+        out.append({"call": i, "state": state, "attempts": record["attempts"][i],
+                    "error": record["error"].get(key), "traceback": record["remote_traceback"].get(key),
+                    "stdout": record["stdout"].get(key, ""), "stderr": record["stderr"].get(key, ""),
+                    "stats": call_stats})
+    return out
 
 
 # --- reading records ------------------------------------------------------------------------
@@ -240,7 +273,7 @@ def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> Job
         raise JobNotFoundError(f"job {job_id} has no manifest under {base}") from None
     try:
         done = json.loads(bytes(storage.get(base + "calls")))
-        return JobRecord(manifest, done["calls"], done["finished"])
+        return JobRecord(manifest, decode_calls(done), done["finished"])
     except KeyError:
         present = len(storage.list(manifest["job_prefix"] + "/calls/")) if look else -1
         return JobRecord(manifest, None, results_present=present)
