@@ -64,7 +64,7 @@ def _complete(storage: Any, m: dict[str, Any], future: LambdaFuture, call: int) 
         status, payload = protocol.unpack_result(storage.get(protocol.result_key(m["job_prefix"], call)))
     except KeyError:
         return False
-    future.stats.update({k: status[k] for k in record._STAT_KEYS if k in status})
+    future.stats.update({k: status[k] for k in record.STAT_KEYS if k in status})
     future.stats["seen"] = time.time()
     future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
     future.attempts, future.remote_traceback = status.get("attempt", 0) + 1, status.get("traceback")

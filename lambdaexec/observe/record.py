@@ -34,8 +34,9 @@ from lambdaexec.errors import LambdaExecError
 from lambdaexec.observe.watcher import Watcher
 from lambdaexec.storage import Storage
 
-_TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
-_STAT_KEYS = (*_TIMES, "worker", "bytes_in", "bytes_out", "attempt")
+#: the timestamps (seconds since the epoch) and other stats a call's record keeps
+TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
+STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt")
 
 
 class JobNotFoundError(LambdaExecError, KeyError):
@@ -148,9 +149,9 @@ def encode_calls(futures: list[Any], states: list[str], errors: dict[int, str]) 
     texts only for the calls that have one."""
     base = min((f.stats.get("submitted") or time.time() for f in futures), default=time.time())
     stats: dict[str, list[Any]] = {}
-    for k in _TIMES:
+    for k in TIMES:
         stats[k] = [None if (v := f.stats.get(k)) is None else round((v - base) * 1e6) for f in futures]
-    for k in _STAT_KEYS[len(_TIMES):]:
+    for k in STAT_KEYS[len(TIMES):]:
         stats[k] = [f.stats.get(k) for f in futures]
     texts = {name: {i: t for i, f in enumerate(futures) if (t := getattr(f, name))}
              for name in ("stdout", "stderr", "remote_traceback")}
@@ -165,8 +166,8 @@ def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for i, state in enumerate(record["state"]):
         key = str(i)
-        call_stats = {k: base + col[i] / 1e6 for k in _TIMES if (col := stats.get(k)) and col[i] is not None}
-        call_stats.update({k: col[i] for k in _STAT_KEYS[len(_TIMES):]
+        call_stats = {k: base + col[i] / 1e6 for k in TIMES if (col := stats.get(k)) and col[i] is not None}
+        call_stats.update({k: col[i] for k in STAT_KEYS[len(TIMES):]
                            if (col := stats.get(k)) and col[i] is not None})
         out.append({"call": i, "state": state, "attempts": record["attempts"][i],
                     "error": record["error"].get(key), "traceback": record["remote_traceback"].get(key),
@@ -324,7 +325,7 @@ def _call_from_result(storage: Storage, manifest: dict[str, Any], call: int) -> 
         error = f"{status['error_type']}: {error}"
     return {"call": call, "state": state, "attempts": status.get("attempt", 0) + 1, "error": error,
             "traceback": status.get("traceback"), "stdout": status.get("stdout", ""),
-            "stderr": status.get("stderr", ""), "stats": {k: status[k] for k in _STAT_KEYS if k in status}}
+            "stderr": status.get("stderr", ""), "stats": {k: status[k] for k in STAT_KEYS if k in status}}
 
 
 def format_call(job_id: str, c: dict[str, Any]) -> str:
