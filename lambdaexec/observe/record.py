@@ -52,16 +52,18 @@ def jobs_prefix(root: str) -> str:
 
 
 @functools.cache
-def _versions() -> dict[str, str]:
+def _environment() -> dict[str, Any]:
+    """Where this client runs: Python and package versions, host, command (looked up once)."""
     from importlib import metadata
 
-    out = {}
+    packages = {}
     for name in ("lambdaexec", "cloudpickle", "numpy"):
         try:
-            out[name] = metadata.version(name)
+            packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return out
+    return {"python": platform.python_version(), "packages": packages, "host": socket.gethostname(),
+            "argv": sys.argv[:3]}
 
 
 class JobRecorder(Watcher):
@@ -89,8 +91,7 @@ class JobRecorder(Watcher):
         manifest = {
             "job_id": job_id, "created": created, "function": getattr(job, "name", "") or "?",
             "code_hash": job.func_key.rsplit("/", 1)[1], "calls": len(job.futures),
-            "python": platform.python_version(), "packages": _versions(), "host": socket.gethostname(),
-            "argv": sys.argv[:3], "executor_id": self.executor_id, "backend": cfg.backend,
+            **_environment(), "executor_id": self.executor_id, "backend": cfg.backend,
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
             "args_key": job.args_key, "memory": cfg.memory, "architecture": cfg.architecture,
             "timeout": cfg.timeout, "retries": cfg.retries, "start_deadline": cfg.start_deadline,
