@@ -4,10 +4,10 @@ the same executor settings with both off, in the same run. Prints figures only.
     python bench/bench_observe.py [--rounds N] [--storage-path DIR]
 
 Target: on <= 5% slower than off. Also printed: the client's CPU time (all its threads) per
-W1, which the load of other processes disturbs less than wall time. Each round runs W1 (by map,
-then by per-item submit) on both executors, alternating which goes first; the medians of the
-rounds are compared. The bar draws to /dev/null (tqdm formats and writes it exactly as it would
-to a terminal).
+W1, which the load of other processes disturbs less than wall time. Each round makes a fresh
+pair of executors and runs W1 (by map, then by per-item submit) on both, alternating which goes
+first; the medians of the rounds are compared. The bar draws to /dev/null (tqdm formats and
+writes it exactly as it would to a terminal).
 """
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ def main() -> None:
     results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
     cpu: dict[str, list[float]] = {"on": [], "off": []}  # client CPU seconds per W1 (all its threads)
     with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
-        on = LambdaExecutor(progress=True, job_record=True, **common)
-        off = LambdaExecutor(progress=False, job_record=False, **common)
-        with on, off:
-            for ex in (on, off):
-                list(ex.map(tiny, range(200)))  # warm workers
-            for r in range(args.rounds):
+        for r in range(args.rounds):
+            # fresh executors each round: one executor's worker processes may run faster than
+            # another's for reasons of their own (placement, caches), which alternation alone keeps
+            on = LambdaExecutor(progress=True, job_record=True, **common)
+            off = LambdaExecutor(progress=False, job_record=False, **common)
+            with on, off:
+                for ex in (on, off):
+                    list(ex.map(tiny, range(200)))  # warm workers
                 order = [("on", on), ("off", off)] if r % 2 == 0 else [("off", off), ("on", on)]
                 for name, ex in order:
                     t = time.process_time()
