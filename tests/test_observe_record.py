@@ -89,7 +89,7 @@ def test_record_outlives_job_data(tmp_path):
                                    progress=False) as ex:
         assert list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
         store = ex.storage
-        (job_id,) = record.job_ids(store, "keep")
+    (job_id,) = record.job_ids(store, "keep")  # written within a moment; at shutdown at the latest
     job = record.read_job(store, "keep", job_id)
     assert store.list(job.manifest["job_prefix"] + "/") == []  # the bulk data is gone
     assert job.state == "finished" and job.counts()["done"] == 3

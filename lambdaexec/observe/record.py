@@ -68,7 +68,11 @@ def _environment() -> dict[str, Any]:
 
 class JobRecorder(Watcher):
     """Writes each job's manifest when it is added and its calls record when it completes, on a
-    thread of its own: no call and no future waits for a record to be written."""
+    thread of its own that wakes every ``WRITE_INTERVAL`` seconds and writes what has queued up:
+    no call and no future waits for a record, and a burst of small jobs (joblib and dask submit
+    one call at a time) is not interleaved with record writes call by call."""
+
+    WRITE_INTERVAL = 0.25
 
     def __init__(self, storage: Storage, config: Any, executor_id: str):
         self.storage, self.config, self.executor_id = storage, config, executor_id
@@ -76,7 +80,10 @@ class JobRecorder(Watcher):
         self._lock = threading.Lock()
         self._outcomes: dict[str, dict[int, BaseException | None]] = {}
         self._ids: dict[str, str] = {}
-        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._queue: list[tuple[Any, tuple]] = []
+        self._wake = threading.Condition(self._lock)
+        self._closing = False
+        self._writer: threading.Thread | None = None
 
     def added(self, job: Any) -> None:
         created = time.time()
@@ -86,7 +93,8 @@ class JobRecorder(Watcher):
             self._ids[job.prefix] = job_id
             self._outcomes[job.prefix] = {}
             if self._writer is None:
-                self._writer = concurrent.futures.ThreadPoolExecutor(1, "lambdaexec-record")
+                self._writer = threading.Thread(target=self._write_loop, name="lambdaexec-record", daemon=True)
+                self._writer.start()
         cfg = self.config
         manifest = {
             "job_id": job_id, "created": created, "function": getattr(job, "name", "") or "?",
@@ -112,17 +120,32 @@ class JobRecorder(Watcher):
     def closed(self) -> None:
         if self._writer is None:
             return
-        self._writer.shutdown(wait=True)
+        with self._lock:
+            self._closing = True
+            self._wake.notify()
+        self._writer.join()
         try:  # expire old records: one listing per executor that recorded a job
             clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
         except Exception:
             pass
 
     def _write(self, fn: Any, *args: Any) -> None:
-        try:
-            self._writer.submit(fn, *args)  # type: ignore[union-attr]
-        except RuntimeError:  # the interpreter is exiting: write it here and now
-            fn(*args)
+        with self._lock:
+            if not self._closing:
+                self._queue.append((fn, args))
+                return
+        fn(*args)  # after close (a straggler): write it here and now
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._closing:
+                    self._wake.wait(self.WRITE_INTERVAL)
+                batch, self._queue, closing = self._queue, [], self._closing
+            for fn, args in batch:
+                fn(*args)
+            if closing:
+                return
 
     def _put_calls(self, job: Any, job_id: str, outcomes: dict[int, BaseException | None]) -> None:
         states, errors = [], {}
