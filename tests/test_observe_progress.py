@@ -85,3 +85,15 @@ def test_dask_callbacks_called_as_dask_calls_them(tmp_path):
         with callbacks, pytest.raises(ValueError, match="item 3"):
             bag.map(maybe_fail).sum().compute(scheduler=lambda_get, executor=ex)
         assert events[0] == "start" and events[-1] == ("finish", True)
+
+
+def test_joblib_verbose_output_keeps_working(tmp_path, capsys):
+    from joblib import Parallel, delayed, parallel_backend
+
+    import lambdaexec_joblib  # noqa: F401  (registers "lambda")
+
+    with parallel_backend("lambda", max_workers=2, storage_path=str(tmp_path), progress=False):
+        assert Parallel(n_jobs=-1, verbose=10)(delayed(abs)(-i) for i in range(12)) == list(range(12))
+    err = capsys.readouterr().err
+    assert "Using backend" in err
+    assert "Done  12 out of  12" in err or "Done 12 out of 12" in err, err
