@@ -35,9 +35,9 @@ def test_cost_of_a_known_job_is_the_price_table_arithmetic(tmp_path):
     assert all(b >= 0.05 for b in billed)
     workers = len({f.stats["worker"] for f in futures})
     by_hand = (sum(billed) * 1.5 * p["lambda"]["arm64"]["gb_second"] + 6 * p["lambda"]["request"]
-               + (6 + 2) * p["s3"]["PUT"] + (2 * 6 + workers) * p["s3"]["GET"])
+               + (6 + 6 + 2) * p["s3"]["PUT"] + (2 * 6 + workers) * p["s3"]["GET"])
     assert report.total == pytest.approx(by_hand, rel=1e-9)
-    assert report.requests == {"PUT": 8, "GET": 12 + workers}
+    assert report.requests == {"PUT": 14, "GET": 12 + workers}  # results, started markers, 2 per job
     assert report.gb_seconds == pytest.approx(sum(billed) * 1.5)
     table = str(report)
     assert "would cost on AWS Lambda" in table and "local backend" in table

@@ -5,7 +5,8 @@ setting or the ``prices=`` argument overrides it). The model, per call, from its
 
     compute   = ceil_ms(result_written - func_start) x memory_GB x price per GB-second
     requests  = attempts x price per invocation request
-    storage   = 1 PUT (its result) + 2 GET (its inputs, its result) x S3 request prices
+    storage   = 1 PUT (its result) + 1 PUT per attempt (the worker's started marker, which the
+                Lambda backend asks for) + 2 GET (its inputs, its result) x S3 request prices
     per job   = 2 PUT (function, inputs); per job and worker 1 GET (the function)
 
 On the local backend the same figures say what the job would cost on Lambda with the
@@ -134,7 +135,7 @@ def cost(futures: Iterable[concurrent.futures.Future], *, memory: int | None = N
         jobs.add(job)
         if "worker" in stats:
             job_workers.add((job, stats["worker"]))
-    requests = {"PUT": calls + 2 * len(jobs), "GET": 2 * calls + len(job_workers)}
+    requests = {"PUT": calls + invocations + 2 * len(jobs), "GET": 2 * calls + len(job_workers)}
     gb_seconds = seconds * memory_mb / 1024
     dollars = {
         "compute": gb_seconds * float(table["lambda"][arch]["gb_second"]),
@@ -153,8 +154,8 @@ class Budget(Watcher):
     def __init__(self, limit: float, memory_mb: int, architecture: str, prices: Mapping[str, Any]):
         self.limit = limit
         self._per_gb_s = float(prices["lambda"][architecture]["gb_second"]) * memory_mb / 1024
-        self._per_call = float(prices["lambda"]["request"]) + float(prices["s3"]["PUT"]) + \
-            2 * float(prices["s3"]["GET"])
+        self._per_call = float(prices["lambda"]["request"]) + 2 * float(prices["s3"]["PUT"]) + \
+            2 * float(prices["s3"]["GET"])  # per attempt: invocation, result, started marker, 2 reads
         self._lock = threading.Lock()
         self.spent = 0.0
         self._measured = self._submitted = self._finished = 0
