@@ -22,7 +22,9 @@ from lambdaexec.config import Config, load_config
 from lambdaexec.data import Chunk, chunks
 from lambdaexec.dataflow import ShuffleAbortedError, hash_partition
 from lambdaexec.errors import (
+    AttachError,
     BrokenWorkersError,
+    BudgetExceededError,
     CallLostError,
     CallTimeoutError,
     ConfigError,
@@ -45,16 +47,31 @@ from lambdaexec.ledger import FailedCall, failed
 from lambdaexec.params import ParameterMismatchError, ParameterServer, ParameterServerUnavailableError
 
 __all__ = [
-    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "Broadcast", "BroadcastMissingError", "BrokenWorkersError",
-    "CallLostError", "CallTimeoutError", "Chunk", "Config", "ConfigError", "FailedCall", "InitializerError",
-    "LambdaExecError", "LambdaExecutor", "LambdaFuture", "MissingObjectError", "OutOfMemoryError",
-    "ParameterMismatchError", "ParameterServer", "ParameterServerUnavailableError", "RemoteError",
-    "ResultTooLargeError", "ShuffleAbortedError", "StorageError", "UnpicklableError", "WorkerDiedError",
-    "WorkerEnvironmentError", "WorkerStorageError", "chunks", "default_executor", "failed", "get_all_results",
-    "get_logs", "hash_partition", "load_config", "wait",
+    "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "AttachError", "Broadcast", "BroadcastMissingError",
+    "BrokenWorkersError", "BudgetExceededError", "CallLostError", "CallTimeoutError", "Chunk", "Config",
+    "ConfigError", "CostReport", "FailedCall", "InitializerError", "LambdaExecError", "LambdaExecutor",
+    "LambdaFuture", "MissingObjectError", "OutOfMemoryError", "ParameterMismatchError", "ParameterServer",
+    "ParameterServerUnavailableError", "RemoteError", "ResultTooLargeError", "ShuffleAbortedError",
+    "StorageError", "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError",
+    "attach", "chunks", "cost", "default_executor", "estimate", "failed", "get_all_results", "get_logs",
+    "hash_partition", "load_config", "plot_timeline", "progress", "wait",
 ]
 
 _default: LambdaExecutor | None = None
+
+#: the observe functions, imported on first use (workers import this package and need none of them)
+_LAZY = {"attach": "attach", "cost": "cost", "CostReport": "cost", "estimate": "cost",
+         "plot_timeline": "timeline", "progress": "progress"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"lambdaexec.observe.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lambdaexec' has no attribute {name!r}")
 
 
 def default_executor(**settings: Any) -> LambdaExecutor:

@@ -1,4 +1,5 @@
-"""The ``lambdaexec`` command: ``hello``, ``demo`` (and the AWS subcommands where installed)."""
+"""The ``lambdaexec`` command: ``hello``, ``demo``, the job record (``jobs``, ``logs``, ``plot``,
+``clean``) and the AWS subcommands where installed. Each is a thin shell over library functions."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calls", type=int, default=16, help="number of DGEMM calls (default 16)")
     p.add_argument("--size", type=int, default=1024, help="matrix side n (default 1024)")
     p.add_argument("--loops", type=int, default=4, help="multiplications per call (default 4)")
+    p.add_argument("--plot", metavar="FILE", help="write the calls' timeline with aggregate GFLOPS "
+                   "(.png, .svg; needs the [plot] extra)")
 
 
 @command("demo", "many single-threaded DGEMM calls: aggregate GFLOPS and a call timeline", _demo_arguments)
@@ -46,7 +49,121 @@ def demo(args: argparse.Namespace) -> int:
     with LambdaExecutor() as ex:
         print(f"backend {ex.config.backend}, storage {ex.config.storage}, "
               f"{ex.config.resolved_workers()} workers")
-        print(demo.report(demo.run(ex, args.calls, args.size, args.loops)))
+        summary = demo.run(ex, args.calls, args.size, args.loops)
+        print(demo.report(summary))
+    if args.plot:
+        from lambdaexec.observe.timeline import plot_timeline
+
+        plot_timeline(summary["futures"], args.plot, flops=summary["flops"],
+                      title=f"{args.calls} DGEMM calls ({args.size}x{args.size} x {args.loops}): "
+                            f"{summary['gflops']:.1f} GFLOPS aggregate")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+# --- the job record -----------------------------------------------------------------------
+def _record_store() -> tuple[object, str]:
+    from lambdaexec.config import load_config
+    from lambdaexec.storage import open_storage
+
+    cfg = load_config()
+    return open_storage(cfg.storage_spec()), cfg.prefix
+
+
+def _age(text: str) -> float:
+    """Seconds in ``7d``, ``12h``, ``30m`` or ``90s`` (a bare number is days)."""
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    try:
+        if text[-1:].lower() in units:
+            return float(text[:-1]) * units[text[-1].lower()]
+        return float(text) * 86400
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an age like 7d, 12h, 30m or 90s") from None
+
+
+def _when(t: float | None) -> str:
+    import time
+
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+@command("jobs", "recent jobs: state, calls done/failed/running, duration, cost",
+         lambda p: p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)"))
+def jobs(args: argparse.Namespace) -> int:
+    from lambdaexec.observe import record
+
+    store, root = _record_store()
+    found = record.list_jobs(store, root, args.limit)
+    if not found:
+        print(f"no job records under {record.jobs_prefix(root)}")
+        return 0
+    print(f"{'JOB':<40} {'CREATED (UTC)':<19}  {'FUNCTION':<28} {'STATE':<9} {'CALLS':>6} {'DONE':>6} "
+          f"{'FAILED':>6} {'RUNNING':>7} {'SECONDS':>8} {'COST $':>10}")
+    for job in found:
+        m, n = job.manifest, job.counts()
+        seconds = "-" if job.duration is None else f"{job.duration:.1f}"
+        dollars = "-" if job.calls is None else f"{job.cost().total:.6f}"
+        print(f"{job.job_id:<40} {_when(m['created']):<19}  {m['function'][-28:]:<28} {job.state:<9} "
+              f"{m['calls']:>6} {n['done']:>6} {n['failed'] + n['cancelled']:>6} {n['running']:>7} "
+              f"{seconds:>8} {dollars:>10}")
+    return 0
+
+
+def _logs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="job id (or a unique part of one), from `lambdaexec jobs`")
+    p.add_argument("call", nargs="?", type=int, help="call number (default: every failed call)")
+
+
+@command("logs", "what one call of a job printed, or the failed calls' output and errors", _logs_arguments)
+def logs(args: argparse.Namespace) -> int:
+    from lambdaexec.observe import record
+
+    store, root = _record_store()
+    job = record.read_job(store, root, record.resolve(store, root, args.job))
+    for text in record.call_logs(store, job, args.call):
+        print(text)
+    return 0
+
+
+def _plot_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", help="job id (or a unique part of one), from `lambdaexec jobs`")
+    p.add_argument("-o", "--output", required=True, help="image file to write (.png, .svg, .pdf)")
+
+
+@command("plot", "draw a finished job's timeline into an image file", _plot_arguments)
+def plot(args: argparse.Namespace) -> int:
+    from lambdaexec.errors import LambdaExecError
+    from lambdaexec.observe import record
+    from lambdaexec.observe.timeline import plot_timeline
+
+    store, root = _record_store()
+    job = record.read_job(store, root, record.resolve(store, root, args.job))
+    if job.calls is None:
+        raise LambdaExecError(f"job {job.job_id} has not finished: its timeline is drawn from the calls "
+                              "record written when its last call ends")
+    plot_timeline(job.futures(), args.output, title=f"job {job.job_id}: {job.manifest['function']}")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _clean_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--older-than", type=_age, default=None, metavar="AGE",
+                   help="delete records older than AGE (7d, 12h, 30m, 90s; default: job_retention_days)")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+
+
+@command("clean", "delete old job records and any data their jobs left behind", _clean_arguments)
+def clean(args: argparse.Namespace) -> int:
+    from lambdaexec.config import load_config
+    from lambdaexec.observe import record
+
+    store, root = _record_store()
+    older = args.older_than if args.older_than is not None else load_config().job_retention_days * 86400.0
+    gone = record.clean(store, root, older, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    for job_id in gone:
+        print(f"{verb} {job_id}")
+    print(f"{verb} {len(gone)} job record(s) older than {older / 86400:g} days")
     return 0
 
 

@@ -94,6 +94,19 @@ class Config:
     lifecycle_days: int = 7
     #: seconds an invoked Lambda call may take to start before it is invoked again
     start_deadline: float = 120.0
+    #: progress bar (tqdm, extra ``[progress]``): ``auto`` (when stderr is a terminal or in
+    #: Jupyter), ``true`` or ``false``
+    progress: str = "auto"
+    #: dollars a job may cost, as Lambda would bill it; 0: no limit. Past it, no new calls start
+    #: and the rest fail with BudgetExceededError
+    max_cost: float = 0.0
+    #: JSON price table overriding the packaged one (lambdaexec/observe/prices.json)
+    price_table: str = ""
+    #: keep a durable record of every job (manifest, per-call status and output) under
+    #: ``<prefix>/jobs/``, read by ``lambdaexec jobs``, ``logs``, ``plot``
+    job_record: bool = True
+    #: days after which ``lambdaexec clean`` (and each new executor) deletes old job records
+    job_retention_days: int = 30
 
     def resolved_workers(self) -> int:
         """``max_workers``, with 0 meaning the number of cores."""
@@ -180,9 +193,20 @@ def _validate(cfg: Config) -> Config:
     if cfg.backend == "lambda" and cfg.shuffle_storage == "local":
         raise ConfigError("backend 'lambda' cannot shuffle through local storage: set shuffle_storage "
                           "to 's3' or 'redis' (LAMBDAEXEC_SHUFFLE_STORAGE)")
+    if cfg.max_cost < 0:
+        raise ConfigError(f"max_cost must be >= 0 dollars (0: no limit), got {cfg.max_cost}")
+    if cfg.job_retention_days < 1:
+        raise ConfigError(f"job_retention_days must be >= 1, got {cfg.job_retention_days}")
+    progress = _PROGRESS.get(cfg.progress.strip().lower())
+    if progress is None:
+        raise ConfigError(f"progress must be 'auto', true or false, got {cfg.progress!r}")
     cfg.storage_spec()
     cfg.shuffle_storage_spec()
-    return cfg
+    return dataclasses.replace(cfg, progress=progress)
+
+
+_PROGRESS = {"auto": "auto", **{v: "true" for v in ("1", "true", "yes", "on")},
+             **{v: "false" for v in ("0", "false", "no", "off")}}
 
 
 def config_file() -> str:

@@ -50,6 +50,7 @@ def run(executor: Any, calls: int = 16, n: int = 1024, loops: int = 4) -> dict[s
         "workers": len({s["worker"] for s in stats}),
         "std_out": [r["std_out"] for r in results],
         "std_in": stds,
+        "futures": futures, "flops": [r["flops"] for r in results],
     }
 
 

@@ -49,6 +49,7 @@ class Engine:
         self.memo: tuple[Any, bytes] | None = None
         self._jobs = itertools.count()
         self._funcs_uploaded: set[str] = set()
+        self._names: dict[bytes, str] = {}  # function blob -> its name, for the job record
         self._pending: list[Call] = []
         self._flushing: list[Call] = []  # taken by the flusher, not yet the monitor's
         self._cond = threading.Condition()
@@ -58,6 +59,14 @@ class Engine:
         self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
         self._flusher.start()
         _live.add(self)
+
+    def name(self, blob: bytes, fn: Any) -> None:
+        """Remember ``fn``'s name for the jobs that run ``blob`` (the job record shows it)."""
+        inner = getattr(fn, "func", fn)  # functools.partial
+        name = getattr(inner, "__qualname__", None) or type(inner).__qualname__
+        if len(self._names) > 1000:
+            self._names.clear()
+        self._names[blob] = f"{getattr(inner, '__module__', None) or '?'}.{name}"
 
     def enqueue(self, calls: list[Call], follow_up: bool = False) -> None:
         """Queue ``calls`` for the flusher. Raises ``RuntimeError`` after :meth:`shutdown`, unless
@@ -128,7 +137,8 @@ class Engine:
         for i, f in enumerate(futures):
             f.call_id = f"{job_id}/{i}"
             f._home = home
-        self.monitor.add(Job(prefix, func_key, args_key, ranges, futures, init_key=self.init_key))
+        self.monitor.add(Job(prefix, func_key, args_key, ranges, futures, init_key=self.init_key,
+                             name=self._names.get(blob, "")))
 
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:

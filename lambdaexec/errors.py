@@ -92,3 +92,18 @@ class RemoteError(LambdaExecError):
 
 class InitializerError(LambdaExecError, concurrent.futures.BrokenExecutor):
     """The executor's ``initializer`` raised in a worker, so the worker could not run calls."""
+
+
+class BudgetExceededError(LambdaExecError):
+    """The ``max_cost`` budget would be exceeded, so the call was not started.
+
+    ``spent``: dollars of the calls finished when the budget tripped; ``projected``: what all
+    submitted calls were on course to cost."""
+
+    def __init__(self, message: str, spent: float = 0.0, projected: float = 0.0):
+        super().__init__(message)
+        self.spent, self.projected = spent, projected
+
+
+class AttachError(LambdaExecError):
+    """``lambdaexec.attach`` cannot apply to this job (for instance, it ran on local workers)."""

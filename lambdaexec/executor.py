@@ -24,6 +24,7 @@ from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Invoker
 from lambdaexec.monitor import Monitor
+from lambdaexec.observe import watchers_for
 from lambdaexec.storage import open_storage
 
 
@@ -74,7 +75,8 @@ class LambdaExecutor(concurrent.futures.Executor):
         if initializer is not None:
             self._init_key = f"{self.prefix}/init"
             self.storage.put(self._init_key, serialize.dumps_function((initializer, tuple(initargs))))
-        self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child), self.config)
+        self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child), self.config,
+                                watchers_for(self.config, self.storage, self.executor_id))
         self._engine = Engine(self.config, self.prefix, self._init_key, self._monitor)
         # dropped without shutdown: the engine finishes the submitted calls, then stops the workers
         self._finalizer = weakref.finalize(self, self._engine.shutdown, False)
@@ -89,6 +91,7 @@ class LambdaExecutor(concurrent.futures.Executor):
             raise TypeError(f"{fn!r} is not callable")
         blob = serialize.dumps_function(fn)
         self._engine.memo = (fn, blob)
+        self._engine.name(blob, fn)
         return blob
 
     @property

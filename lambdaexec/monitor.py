@@ -3,7 +3,9 @@
 It hands jobs to the invoker, asks the invoker what happened, downloads each finished call's
 result object, completes its future (re-raising user exceptions with the remote traceback as
 their ``__cause__``), re-dispatches calls whose worker died or timed out until ``retries`` are
-spent, and deletes a job's objects once all of its results are in.
+spent, and deletes a job's objects once all of its results are in. Its watchers
+(:mod:`lambdaexec.observe.watcher`: progress, budget, job record) hear of each job added, each
+call about to be invoked (and may refuse it) and each call finished.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ import dataclasses
 import functools
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from lambdaexec import errors, handles, protocol, serialize
 from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
+from lambdaexec.observe.watcher import Watcher
 from lambdaexec.storage import Storage
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
@@ -48,6 +51,8 @@ class Job:
     ranges: list[tuple[int, int]]
     futures: list[LambdaFuture | None]
     init_key: str = ""
+    #: the function's ``module.qualname`` (for the job record)
+    name: str = ""
     state: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
     remaining: int = 0
@@ -94,8 +99,9 @@ def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> 
 class Monitor:
     """Owns the futures of every job in flight; see the module docstring."""
 
-    def __init__(self, storage: Storage, invoker: Invoker, config: Config):
+    def __init__(self, storage: Storage, invoker: Invoker, config: Config, watchers: Sequence[Watcher] = ()):
         self.storage, self.invoker, self.config = storage, invoker, config
+        self.watchers = list(watchers)
         self.jobs: dict[str, Job] = {}
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
@@ -119,6 +125,8 @@ class Monitor:
         """Track ``job`` and start all of its calls."""
         with self.lock:
             self.jobs[job.prefix] = job
+        for w in self.watchers:
+            w.added(job)
         if self.broken is not None:
             self._break(self.broken)
             return
@@ -175,11 +183,13 @@ class Monitor:
         if self._fetchers:
             self._fetchers.shutdown(wait=True)
         self._cleaner.shutdown(wait=True)
+        for w in self.watchers:
+            w.closed()
 
     # --- called from the invoker ----------------------------------------------------------
     def _make_event(self, job: Job, calls: list[int], attempt: int) -> protocol.Event | None:
         """Claim the calls still wanted (not cancelled) and build their invocation event."""
-        keep = []
+        keep, cancelled = [], []
         now = time.time()
         with self.lock:
             for c in calls:
@@ -188,12 +198,22 @@ class Monitor:
                     if job.futures[c].set_running_or_notify_cancel():
                         job.state[c] = RUNNING
                     else:
+                        cancelled.append((c, job.futures[c]))
                         self._finish(job, c)
                         continue
                 elif state == FINISHED:
                     continue
                 job.futures[c].stats.setdefault("invoked", now)
                 keep.append(c)
+        for w in self.watchers:
+            for c, future in cancelled:
+                w.finished(job, c, future, concurrent.futures.CancelledError())
+        for w in self.watchers:
+            refusal = w.invoking(job, keep, attempt) if keep else None
+            if refusal is not None:  # e.g. over budget: these calls fail without running
+                for c in keep:
+                    self._complete(job, c, exc=refusal)
+                return None
         if not keep:
             return None
         return {
@@ -286,6 +306,10 @@ class Monitor:
                 return
             future = job.futures[c]
             self._finish(job, c)
+        if future.cancelled():
+            exc = concurrent.futures.CancelledError()
+        for w in self.watchers:  # before the future completes: a bar reads 100% when wait() returns
+            w.finished(job, c, future, exc)
         if future.cancelled():
             return
         if exc is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import socket
 import time
@@ -24,6 +25,14 @@ from worker import memory
 from worker.probe import probe
 
 _LOG_LIMIT = 1 << 20
+#: During a call, the root logger also writes to the call's stderr, one line per record with its
+#: level and UTC time (Lambda's runtime prefixes records the same way). One handler, attached for
+#: the call only: a handler that ``logging.basicConfig`` would bind to the first call's stderr
+#: would keep writing there for every later call on this worker.
+_call_log = logging.StreamHandler()
+_call_log.setFormatter(logging.Formatter(
+    "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(name)s\t%(message)s", "%Y-%m-%dT%H:%M:%S"))
+_call_log.formatter.converter = time.gmtime  # type: ignore[union-attr]
 _functions: OrderedDict[str, Any] = OrderedDict()
 _initialized: set[str] = set()
 
@@ -67,6 +76,9 @@ def _write_all(store: Storage, event: dict, status: dict[str, Any], context: Any
 def _run_one(fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bool, Any]:
     out, err = io.StringIO(), io.StringIO()
     status["func_start"] = time.time()
+    root = logging.getLogger()
+    _call_log.setStream(err)
+    root.addHandler(_call_log)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             args, kwargs = serialize.loads(args_blob)
@@ -74,6 +86,8 @@ def _run_one(fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bo
     except BaseException as exc:  # user code may raise anything, SystemExit included
         value, ok = exc, False
         status["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    finally:
+        root.removeHandler(_call_log)
     status["func_end"] = time.time()
     status["stdout"], status["stderr"] = _clip(out.getvalue()), _clip(err.getvalue())
     return ok, value

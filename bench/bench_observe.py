@@ -1,0 +1,63 @@
+"""What watching costs: W1 (1,000 tiny tasks) with a progress bar and the job record on, beside
+the same executor settings with both off, in the same run. Prints figures only.
+
+    python bench/bench_observe.py [--rounds N] [--storage-path DIR]
+
+Target: on <= 5% slower than off. Also printed: the client's CPU time (all its threads) per
+W1, which the load of other processes disturbs less than wall time. Each round makes a fresh
+pair of executors and runs W1 (by map, then by per-item submit) on both, alternating which goes
+first; the medians of the rounds are compared. The bar draws to /dev/null (tqdm formats and
+writes it exactly as it would to a terminal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_core import tiny, w1  # noqa: E402  (the same W1 as bench_core's: by map and by submit)
+
+from lambdaexec import LambdaExecutor  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--storage-path", default=None)
+    args = parser.parse_args()
+    common = {"max_workers": 2, **({"storage_path": args.storage_path} if args.storage_path else {})}
+    results: dict[str, list[tuple[float, float]]] = {"on": [], "off": []}
+    cpu: dict[str, list[float]] = {"on": [], "off": []}  # client CPU seconds per W1 (all its threads)
+    with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+        for r in range(args.rounds):
+            # fresh executors each round: one executor's worker processes may run faster than
+            # another's for reasons of their own (placement, caches), which alternation alone keeps
+            on = LambdaExecutor(progress=True, job_record=True, **common)
+            off = LambdaExecutor(progress=False, job_record=False, **common)
+            with on, off:
+                for ex in (on, off):
+                    list(ex.map(tiny, range(200)))  # warm workers
+                order = [("on", on), ("off", off)] if r % 2 == 0 else [("off", off), ("on", on)]
+                for name, ex in order:
+                    t = time.process_time()
+                    results[name].append(w1(ex))
+                    cpu[name].append(time.process_time() - t)
+    print(f"W1, 1,000 tiny tasks, 2 local workers, median of {args.rounds} alternating rounds")
+    print(f"{'':<28} {'progress+record on':>20} {'off':>12} {'on/off':>8}")
+    for i, what in enumerate(("via map", "via per-item submit")):
+        a = statistics.median(x[i] for x in results["on"])
+        b = statistics.median(x[i] for x in results["off"])
+        print(f"{what:<28} {a:>14,.0f} tasks/s {b:>6,.0f} tasks/s {a / b:>8.3f}   ({(1 - a / b) * 100:+.1f}% slower)")
+    a, b = statistics.median(cpu["on"]), statistics.median(cpu["off"])
+    print(f"{'client CPU per W1 (2,000)':<28} {a * 1000:>17,.0f} ms {b * 1000:>9,.0f} ms {a / b:>8.3f}   "
+          f"(+{(a - b) / 2000 * 1e6:.1f} us per task)")
+
+
+if __name__ == "__main__":
+    main()

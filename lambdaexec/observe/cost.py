@@ -1,0 +1,263 @@
+"""What a job costs on AWS Lambda: :func:`cost`, the ``max_cost`` budget, :func:`estimate`.
+
+Prices come from one small data file (``prices.json`` in this package; the ``price_table``
+setting or the ``prices=`` argument overrides it). The model, per call, from its future's stats:
+
+    compute   = ceil_ms(result_written - func_start) x memory_GB x price per GB-second
+    requests  = attempts x price per invocation request
+    storage   = 1 PUT (its result) + 1 PUT per attempt (the worker's started marker, which the
+                Lambda backend asks for) + 2 GET (its inputs, its result) x S3 request prices
+    per job   = 2 PUT (function, inputs); per job and worker 1 GET (the function)
+
+On the local backend the same figures say what the job would cost on Lambda with the
+configured ``memory`` and ``architecture``. Not counted: the monitor's LIST polls, data transfer
+(free within a region) and storage by the GB-month (job data lives minutes).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import random
+import statistics
+import threading
+from importlib import resources
+from typing import Any, Callable, Iterable, Mapping
+
+from lambdaexec.errors import BudgetExceededError, ConfigError
+from lambdaexec.observe.watcher import Watcher
+
+
+def load_prices(source: str | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The price table: the packaged one, or ``source`` (a JSON file path or a dict like it).
+
+    >>> load_prices()["lambda"]["request"]
+    2e-07
+    """
+    if isinstance(source, Mapping):
+        table, where = dict(source), "the prices argument"
+    elif source:
+        where = f"price table {source}"
+        try:
+            with open(source) as f:
+                table = json.load(f)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"{where} cannot be read as JSON: {err}") from None
+    else:
+        where = "the packaged price table"
+        table = json.loads(resources.files("lambdaexec.observe").joinpath("prices.json").read_text())
+    try:
+        for arch in ("x86_64", "arm64"):
+            float(table["lambda"][arch]["gb_second"])
+        float(table["lambda"]["request"])
+        for kind in ("PUT", "GET", "LIST"):
+            float(table["s3"][kind])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{where} lacks or mangles {err}: it needs lambda.<x86_64|arm64>.gb_second, "
+            "lambda.request and s3.PUT/GET/LIST in dollars (see lambdaexec/observe/prices.json)") from None
+    return table
+
+
+def billed_seconds(stats: Mapping[str, Any]) -> float:
+    """The Lambda time billed for one call: start of the function to result written, rounded
+    up to the millisecond (0 for a call that never ran)."""
+    start, end = stats.get("func_start"), stats.get("result_written") or stats.get("func_end")
+    if start is None or end is None:
+        return 0.0
+    return math.ceil(max(0.0, end - start) * 1000 - 1e-6) / 1000
+
+
+@dataclasses.dataclass
+class CostReport:
+    """What a set of calls costs (or would cost) on Lambda; ``print()`` it for a table.
+
+    ``requests`` counts storage requests by kind (``PUT``, ``GET``); ``dollars`` splits the
+    total into ``compute``, ``invocations`` and ``storage``.
+    """
+
+    calls: int
+    invocations: int
+    billed_seconds: float
+    gb_seconds: float
+    memory_mb: int
+    architecture: str
+    requests: dict[str, int]
+    dollars: dict[str, float]
+    backend: str = "lambda"
+
+    @property
+    def total(self) -> float:
+        """Dollars in all."""
+        return sum(self.dollars.values())
+
+    def __str__(self) -> str:
+        head = "cost on AWS Lambda" if self.backend == "lambda" else \
+            f"what these calls would cost on AWS Lambda (they ran on the {self.backend} backend)"
+        rows = [
+            ("compute", f"{self.gb_seconds:,.3f} GB-s ({self.billed_seconds:,.3f} s x "
+                        f"{self.memory_mb} MB, {self.architecture})", self.dollars["compute"]),
+            ("invocations", f"{self.invocations:,} requests", self.dollars["invocations"]),
+            ("storage", ", ".join(f"{n:,} {k}" for k, n in self.requests.items()), self.dollars["storage"]),
+        ]
+        lines = [f"{head}: {self.calls:,} calls", f"  {'item':<12} {'quantity':<52} {'dollars':>12}"]
+        lines += [f"  {name:<12} {qty:<52} {usd:>12.6f}" for name, qty, usd in rows]
+        lines.append(f"  {'total':<12} {'':<52} {self.total:>12.6f}")
+        return "\n".join(lines)
+
+
+def cost(futures: Iterable[concurrent.futures.Future], *, memory: int | None = None,
+         architecture: str | None = None, prices: str | Mapping[str, Any] | None = None,
+         backend: str | None = None) -> CostReport:
+    """What the (finished) ``futures`` cost on Lambda, from their stats and the price table.
+
+    ``memory`` (MB), ``architecture``, ``prices`` and ``backend`` default to the configuration.
+
+    >>> print(lambdaexec.cost(ex.map_futures(work, items)))  # doctest: +SKIP
+    """
+    from lambdaexec.config import load_config
+
+    cfg = load_config({"memory": memory, "architecture": architecture})
+    table = load_prices(prices if prices is not None else cfg.price_table)
+    memory_mb, arch = cfg.memory, cfg.architecture
+    calls = invocations = 0
+    seconds = 0.0
+    jobs: set[str] = set()
+    job_workers: set[tuple[str, str]] = set()
+    for f in futures:
+        stats = getattr(f, "stats", {})
+        calls += 1
+        seconds += billed_seconds(stats)
+        invocations += getattr(f, "attempts", 0) or (1 if "func_start" in stats else 0)
+        job = getattr(f, "call_id", "").partition("/")[0]
+        jobs.add(job)
+        if "worker" in stats:
+            job_workers.add((job, stats["worker"]))
+    requests = {"PUT": calls + invocations + 2 * len(jobs), "GET": 2 * calls + len(job_workers)}
+    gb_seconds = seconds * memory_mb / 1024
+    dollars = {
+        "compute": gb_seconds * float(table["lambda"][arch]["gb_second"]),
+        "invocations": invocations * float(table["lambda"]["request"]),
+        "storage": sum(n * float(table["s3"][k]) for k, n in requests.items()),
+    }
+    return CostReport(calls, invocations, seconds, gb_seconds, memory_mb, arch, requests, dollars,
+                      backend or cfg.backend)
+
+
+class Budget(Watcher):
+    """The ``max_cost`` setting: once the calls finished so far project the executor's calls
+    past ``limit`` dollars (spent + mean cost of a finished call x calls not yet finished), no
+    further call is invoked and every remaining future fails with BudgetExceededError."""
+
+    def __init__(self, limit: float, memory_mb: int, architecture: str, prices: Mapping[str, Any]):
+        self.limit = limit
+        self._per_gb_s = float(prices["lambda"][architecture]["gb_second"]) * memory_mb / 1024
+        self._per_call = float(prices["lambda"]["request"]) + 2 * float(prices["s3"]["PUT"]) + \
+            2 * float(prices["s3"]["GET"])  # per attempt: invocation, result, started marker, 2 reads
+        self._lock = threading.Lock()
+        self.spent = 0.0
+        self._measured = self._submitted = self._finished = 0
+        self.error: BudgetExceededError | None = None
+
+    def added(self, job: Any) -> None:
+        with self._lock:
+            self._submitted += len(job.futures)
+
+    def invoking(self, job: Any, calls: list[int], attempt: int) -> BaseException | None:
+        with self._lock:
+            if self.error is None and self._measured:
+                left = self._submitted - self._finished
+                projected = self.spent + self.spent / self._measured * left
+                if projected > self.limit:
+                    self.error = BudgetExceededError(
+                        f"max_cost is ${self.limit:.6g}, and the {self._measured} calls finished so far "
+                        f"(${self.spent:.6g}) project ${projected:.6g} for the {self._submitted} "
+                        "submitted: no further calls were started. Raise max_cost (or set it to 0 "
+                        "for no limit) to run them", spent=self.spent, projected=projected)
+            return self.error
+
+    def finished(self, job: Any, call: int, future: Any, exc: BaseException | None) -> None:
+        stats = future.stats
+        with self._lock:
+            self._finished += 1
+            if "func_start" in stats:
+                self._measured += 1
+                self.spent += billed_seconds(stats) * self._per_gb_s + \
+                    self._per_call * max(1, future.attempts)
+
+
+@dataclasses.dataclass
+class Estimate:
+    """An extrapolation from sample calls to a whole map: totals with a 95% interval."""
+
+    calls: int
+    samples: int
+    seconds_per_call: float
+    #: total billed compute, seconds: (estimate, low, high)
+    compute_seconds: tuple[float, float, float]
+    #: wall-clock time with the executor's concurrency, seconds: (estimate, low, high)
+    wall_seconds: tuple[float, float, float]
+    #: dollars on Lambda: (estimate, low, high)
+    dollars: tuple[float, float, float]
+
+    def __str__(self) -> str:
+        def rng(v: tuple[float, float, float], fmt: str) -> str:
+            return f"{v[0]:{fmt}} ({v[1]:{fmt}} to {v[2]:{fmt}})"
+        return (f"estimate for {self.calls:,} calls from {self.samples} samples "
+                f"({self.seconds_per_call:.3f} s each):\n"
+                f"  compute  {rng(self.compute_seconds, ',.1f')} s\n"
+                f"  wall     {rng(self.wall_seconds, ',.1f')} s\n"
+                f"  cost     ${rng(self.dollars, ',.6f')}")
+
+
+def estimate(fn: Callable, items: Iterable, executor: Any = None, samples: int = 5,
+             seed: int | None = None) -> Estimate:
+    """Run ``samples`` calls of ``fn`` on items drawn at random from ``items`` and extrapolate
+    the time and cost of ``executor.map(fn, items)``, with a 95% interval (Student-t on the
+    per-call times; one sample gives no interval).
+
+    >>> print(lambdaexec.estimate(work, range(10_000), executor=ex))  # doctest: +SKIP
+    """
+    from lambdaexec import default_executor
+
+    items = list(items)
+    if not items:
+        raise ValueError("estimate needs at least one item")
+    if samples < 1:
+        raise ValueError("samples must be >= 1")
+    ex = executor if executor is not None else default_executor()
+    picked = random.Random(seed).sample(items, min(samples, len(items)))
+    futures = ex.map_futures(fn, picked)
+    concurrent.futures.wait(futures)
+    for f in futures:
+        f.result()  # a failing sample is the user's error: raise it
+    times = [billed_seconds(f.stats) for f in futures]
+    k = len(times)
+    mean = statistics.fmean(times)
+    half = _t95(k - 1) * statistics.stdev(times) / math.sqrt(k) if k > 1 else 0.0
+    low, high = max(0.0, mean - half), mean + half
+    n = len(items)
+    cfg = ex.config
+    workers = cfg.max_workers or (1000 if cfg.backend == "lambda" else cfg.resolved_workers())
+    waves = math.ceil(n / workers)
+    report = cost(futures, memory=cfg.memory, architecture=cfg.architecture,
+                  prices=cfg.price_table or None)
+    fixed = (report.dollars["invocations"] + report.dollars["storage"]) / k * n
+    per_s = report.dollars["compute"] / sum(times) if sum(times) else 0.0
+    return Estimate(
+        calls=n, samples=k, seconds_per_call=mean,
+        compute_seconds=(mean * n, low * n, high * n),
+        wall_seconds=(mean * waves, low * waves, high * waves),
+        dollars=(fixed + per_s * mean * n, fixed + per_s * low * n, fixed + per_s * high * n),
+    )
+
+
+def _t95(dof: int) -> float:
+    """Two-sided 95% Student-t quantile (exact values to 30 degrees of freedom, then normal)."""
+    table = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+             2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+             2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+    return table[dof - 1] if 1 <= dof <= 30 else 1.96
+

@@ -1,0 +1,136 @@
+"""The durable job record and the CLI that reads it (``lambdaexec jobs``, ``logs``, ``plot``,
+``clean``), run as a user would, in subprocesses, on local, S3 (SeaweedFS) and Redis storage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+
+JOB_SCRIPT = textwrap.dedent("""
+    import concurrent.futures as cf, logging, lambdaexec
+
+    def work(i):
+        print(f"working on {i}")
+        logging.warning("warned by %d", i)
+        if i == 2:
+            raise ValueError(f"item {i} is bad")
+        return i * i
+
+    with lambdaexec.LambdaExecutor(max_workers=2) as ex:
+        futures = ex.map_futures(work, range(5))
+        cf.wait(futures)
+    print("client done")
+""")
+
+
+@pytest.fixture(params=["local", "s3", "redis"])
+def env(request, tmp_path):
+    """Environment variables pointing lambdaexec at one storage, with a prefix of its own."""
+    server = request.getfixturevalue({"s3": "seaweed", "redis": "redis_server"}.get(request.param, "tmp_path"))
+    base = {**os.environ, "LAMBDAEXEC_PREFIX": f"rec-{uuid.uuid4().hex[:8]}", "LAMBDAEXEC_PROGRESS": "false",
+            "LAMBDAEXEC_CONFIG": str(tmp_path / "none.ini")}
+    if request.param == "local":
+        return {**base, "LAMBDAEXEC_STORAGE": "local", "LAMBDAEXEC_STORAGE_PATH": str(tmp_path / "store")}
+    if request.param == "s3":
+        return {**base, **{f"LAMBDAEXEC_{k.upper()}": v for k, v in server.settings().items()}}
+    return {**base, "LAMBDAEXEC_STORAGE": "redis", "LAMBDAEXEC_REDIS_URL": server.url}
+
+
+def run(env, *args, check=True):
+    cmd = [sys.executable, "-m", "lambdaexec.cli", *args] if args[0] != "-c" else [sys.executable, *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_jobs_logs_plot_clean(env, tmp_path):
+    assert "client done" in run(env, "-c", JOB_SCRIPT).stdout
+    listing = run(env, "jobs").stdout.splitlines()
+    assert len(listing) == 2, listing  # header + the one job
+    job_id, *_ = listing[1].split()
+    cols = listing[1].split()
+    assert cols[3:9] == ["__main__.work", "failed", "5", "4", "1", "0"], cols  # function, state, counts
+    assert float(cols[-1]) > 0  # its cost in dollars
+
+    failed = run(env, "logs", job_id).stdout
+    assert "call 2: failed" in failed and "ValueError: item 2 is bad" in failed
+    assert "working on 2" in failed and "warned by 2" in failed and "working on 1" not in failed
+    one = run(env, "logs", job_id.split("-")[1], "3").stdout  # a unique part of the id will do
+    assert "call 3: done" in one and "working on 3" in one and "[WARNING]" in one and "warned by 3" in one
+    bad = run(env, "logs", job_id, "9", check=False)
+    assert bad.returncode == 1 and "has calls 0 to 4, not 9" in bad.stderr
+    missing = run(env, "logs", "no-such-job", check=False)
+    assert missing.returncode == 1 and "no job record matches 'no-such-job'" in missing.stderr
+
+    png = tmp_path / "job.png"
+    assert "wrote" in run(env, "plot", job_id, "-o", str(png)).stdout
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert "deleted 0 job record(s) older than 30 days" in run(env, "clean").stdout  # all younger
+    dry = run(env, "clean", "--older-than", "0s", "--dry-run").stdout
+    assert f"would delete {job_id}" in dry
+    assert job_id in run(env, "jobs").stdout  # a dry run deletes nothing
+    assert f"deleted {job_id}" in run(env, "clean", "--older-than", "0s").stdout
+    assert "no job records" in run(env, "jobs").stdout
+    assert "not an age" in run(env, "clean", "--older-than", "soon", check=False).stderr
+
+
+def test_record_outlives_job_data(tmp_path):
+    import lambdaexec
+    from lambdaexec.observe import record
+
+    with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="keep",
+                                   progress=False) as ex:
+        assert list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
+        store = ex.storage
+    (job_id,) = record.job_ids(store, "keep")  # written within a moment; at shutdown at the latest
+    job = record.read_job(store, "keep", job_id)
+    assert store.list(job.manifest["job_prefix"] + "/") == []  # the bulk data is gone
+    assert job.state == "finished" and job.counts()["done"] == 3
+    m = job.manifest
+    assert m["function"] == "builtins.abs" and m["calls"] == 3 and m["python"] and m["host"]
+    assert "cloudpickle" in m["packages"] and len(m["code_hash"]) == 32
+    assert [c["state"] for c in job.calls] == ["done"] * 3
+    assert all("func_start" in c["stats"] for c in job.calls)
+
+
+def test_job_record_can_be_turned_off(tmp_path):
+    import lambdaexec
+
+    with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="off",
+                                   job_record=False, progress=False) as ex:
+        assert ex.submit(abs, -1).result() == 1
+    assert not os.path.exists(tmp_path / "off" / "jobs")
+
+
+def nap_and_say(seconds, i):
+    import time
+
+    print(f"call {i} says hi")
+    time.sleep(seconds)
+    return i
+
+
+def test_a_running_job_from_another_terminal(tmp_path):
+    import lambdaexec
+
+    env = {**os.environ, "LAMBDAEXEC_STORAGE": "local", "LAMBDAEXEC_STORAGE_PATH": str(tmp_path),
+           "LAMBDAEXEC_PREFIX": "live", "LAMBDAEXEC_CONFIG": str(tmp_path / "none.ini")}
+    # calls 2 and 3 overrun a short timeout (so the test ends soon) while the CLI looks at the job
+    with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="live", timeout=8,
+                                   retries=0, progress=False) as ex:
+        futures = ex.map_futures(nap_and_say, [0, 0, 30, 30], range(4))
+        assert futures[1].result(timeout=60) == 1
+        listing = run(env, "jobs").stdout.splitlines()
+        cols = listing[1].split()
+        assert cols[4:9] == ["running", "4", "2", "0", "2"], listing  # state, calls, done, failed, running
+        assert "call 1 says hi" in run(env, "logs", cols[0], "1").stdout
+        assert "call 3 has not finished" in run(env, "logs", cols[0], "3").stdout
+        ex.shutdown(cancel_futures=True)
+    assert "failed" in run(env, "jobs").stdout.splitlines()[1]
