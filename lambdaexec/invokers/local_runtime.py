@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import socket
 import struct
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -67,8 +69,18 @@ class LocalContext:
         send(self._sock, ("done", self._seq, call))
 
 
+def _end_with_client(client: int) -> None:
+    """End this worker, and what its calls started, once the client process is gone (killed
+    with SIGKILL, it could not stop us): a call may run for ``timeout`` without reading the socket."""
+    while os.getppid() == client:
+        time.sleep(0.5)
+    os.killpg(os.getpid(), signal.SIGKILL)  # our session's group: the worker and its children
+
+
 def main(fd: int, timeout: float, memory_mb: int) -> None:
     sock = socket.socket(fileno=fd)
+    threading.Thread(target=_end_with_client, args=(os.getppid(),), name="lambdaexec-orphan-watch",
+                     daemon=True).start()
     from worker.handler import handler
 
     here = os.getcwd()
