@@ -107,6 +107,9 @@ class Config:
     job_record: bool = True
     #: days after which ``lambdaexec clean`` (and each new executor) deletes old job records
     job_retention_days: int = 30
+    #: back up stragglers near the end of a job (see lambdaexec.speculation): ``auto`` (on for the
+    #: ``lambda`` backend, off for ``local``), ``true`` or ``false``; resolved to ``true``/``false``
+    speculative: str = "auto"
 
     def resolved_workers(self) -> int:
         """``max_workers``, with 0 meaning the number of cores."""
@@ -200,9 +203,14 @@ def _validate(cfg: Config) -> Config:
     progress = _PROGRESS.get(cfg.progress.strip().lower())
     if progress is None:
         raise ConfigError(f"progress must be 'auto', true or false, got {cfg.progress!r}")
+    speculative = _PROGRESS.get(cfg.speculative.strip().lower())
+    if speculative is None:
+        raise ConfigError(f"speculative must be 'auto', true or false, got {cfg.speculative!r}")
+    if speculative == "auto":
+        speculative = "true" if cfg.backend == "lambda" else "false"
     cfg.storage_spec()
     cfg.shuffle_storage_spec()
-    return dataclasses.replace(cfg, progress=progress)
+    return dataclasses.replace(cfg, progress=progress, speculative=speculative)
 
 
 _PROGRESS = {"auto": "auto", **{v: "true" for v in ("1", "true", "yes", "on")},

@@ -3,7 +3,8 @@
 It hands jobs to the invoker, asks the invoker what happened, downloads each finished call's
 result object, completes its future (re-raising user exceptions with the remote traceback as
 their ``__cause__``), re-dispatches calls whose worker died or timed out until ``retries`` are
-spent, and deletes a job's objects once all of its results are in. Its watchers
+spent (and, with ``speculative``, backs up stragglers: :mod:`lambdaexec.speculation`), and
+deletes a job's objects once all of its results are in. Its watchers
 (:mod:`lambdaexec.observe.watcher`: progress, budget, job record) hear of each job added, each
 call about to be invoked (and may refuse it) and each call finished.
 """
@@ -17,7 +18,7 @@ import threading
 import time
 from typing import Any, Sequence
 
-from lambdaexec import errors, handles, protocol, serialize
+from lambdaexec import errors, handles, protocol, serialize, speculation
 from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
@@ -112,6 +113,7 @@ class Monitor:
         self._kept: dict[str, set[int]] = {}
         #: set when the monitor thread has failed: every call fails with it
         self.broken: concurrent.futures.BrokenExecutor | None = None
+        self.speculator = speculation.Speculator() if config.speculative == "true" else None
         self._fetchers = (
             concurrent.futures.ThreadPoolExecutor(storage.concurrency, "lambdaexec-fetch")
             if storage.concurrency > 1 else None
@@ -248,6 +250,20 @@ class Monitor:
         while not self._stopping:
             for notice in self.invoker.poll(0.5):
                 self._handle(notice)  # a method: this frame keeps no job (nor its futures) alive
+            if self.speculator is not None and self.speculator.due(time.time()):
+                self._speculate()
+
+    def _speculate(self) -> None:
+        """Start a backup copy of each straggler (see :mod:`lambdaexec.speculation`)."""
+        with self.lock:
+            jobs = [j for j in self.jobs.values() if self.speculator.near_end(j)]
+        for job in jobs:
+            now = time.time()
+            with self.lock:
+                running = {c: f.stats.get("invoked", now) for c, (f, s) in enumerate(zip(job.futures, job.state))
+                           if s == RUNNING and f is not None}
+            for c in self.speculator.stragglers(job, running, now):
+                self.invoker.invoke(Dispatch(job.prefix, [c], job.lost[c], functools.partial(self._make_event, job)))
 
     def _handle(self, notice: Done | Lost) -> None:
         job = self.jobs.get(notice.job_prefix)
@@ -305,6 +321,8 @@ class Monitor:
             if job.state[c] == FINISHED:
                 return
             future = job.futures[c]
+            if self.speculator is not None and exc is None:
+                self.speculator.finished(job, time.time() - future.stats.get("invoked", time.time()))
             self._finish(job, c)
         if future.cancelled():
             exc = concurrent.futures.CancelledError()
@@ -328,6 +346,8 @@ class Monitor:
         job.remaining -= 1
         if job.remaining == 0:
             del self.jobs[job.prefix]
+            if self.speculator is not None:
+                self.speculator.forget(job)
             if not self.config.keep_data and job.prefix not in handles.PINNED and not self._kept.get(job.prefix):
                 try:
                     self._cleaner.submit(self.storage.delete, job.prefix + "/")
