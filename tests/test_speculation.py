@@ -46,3 +46,25 @@ def test_speculative_defaults_on_for_lambda_off_for_local():
                        environ={}).speculative == "false"
     with pytest.raises(ConfigError, match="speculative"):
         load_config({"speculative": "sometimes"}, environ={})
+
+
+def test_on_the_lambda_backend_by_default_a_straggler_is_finished_by_its_backup(tmp_path, s3_settings):
+    from lambda_helpers import EmulatorProcess
+
+    from lambdaexec.aws.package import build_package
+
+    package = str(tmp_path / "lambdaexec-worker.zip")
+    build_package(package)
+    emu = EmulatorProcess(package, concurrency=4, timeout=60)
+    marker = str(tmp_path / "started")  # the emulator's workers share this machine's disk
+    try:
+        with LambdaExecutor(backend="lambda", lambda_endpoint_url=emu.url, timeout=60, max_workers=4,
+                            **s3_settings) as ex:
+            futures = ex.map_futures(slow_first_time, range(12), [marker] * 12, [50] * 12)
+            assert futures[0].result(timeout=45) == "backup"
+            assert [f.result(timeout=60) for f in futures[1:]] == list(range(1, 12))
+            # the backup took no slot for good: a later map still gets all of its calls in flight
+            assert list(ex.map(slow_first_time, range(1, 9), [marker] * 8, [0] * 8, timeout=60)) == \
+                list(range(1, 9))
+    finally:
+        emu.stop()

@@ -199,8 +199,11 @@ class LambdaInvoker(Invoker):
                         self._interval = _POLL_MIN
                         self._next_scan = min(self._next_scan, now + _POLL_MIN)
                     for c in calls:
+                        if c in job.inflight:  # a backup copy of a running call (speculation):
+                            self._release(1)  # one record, one slot; the first result ends both
+                            continue
                         job.inflight[c] = _Call(now, unit.attempt)
-                    job.unstarted += len(calls)
+                        job.unstarted += 1
                     continue
                 self._release(len(calls))
             if self._broken:
