@@ -12,7 +12,10 @@ A call is a straggler when most of its job is done (:data:`TAIL`), it has run mo
 :data:`SLOWER` times the median of its finished peers and at least :data:`MIN_EXTRA` seconds
 longer than that median. It gets one backup; the first result completes the future, the other
 copy's result is ignored (both write the same result object, so a reader sees a whole result
-either way). A function with side effects may so run twice, as it may on a retry.
+either way). A function with side effects may so run twice, as it may on a retry. The losing
+copy cannot be stopped from here: it runs on until it ends or times out (on the local backend
+it holds a worker that long; a result it writes after its job's data was deleted is removed
+with the executor's data, or on S3 by the bucket's lifecycle rule).
 
 The ``speculative`` setting turns it on (default: on for the ``lambda`` backend, off for
 ``local``, whose workers are alike and whose calls the user can see running).
