@@ -632,7 +632,7 @@ def test_unreachable_s3_endpoint_mid_job_is_a_storage_error_not_a_config_error(m
     # blaming endpoint_url; during a job that is an outage: retried, then a StorageError
     from lambdaexec.storage import base, open_storage
 
-    monkeypatch.setattr(base, "RETRY_SECONDS", 1.0)
+    monkeypatch.setattr(base, "RETRY_SECONDS", 4.0)  # boto3's own quick retry fits several times
     for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test")):
         monkeypatch.setenv(var, os.environ.get(var, value))
     with socket.socket() as s:

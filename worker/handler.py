@@ -78,6 +78,11 @@ def _run_one(fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bo
     status["func_start"] = time.time()
     root = logging.getLogger()
     _call_log.setStream(err)
+    # Lambda's runtime (awslambdaric) logs records to stdout with the request id; during a call
+    # they go to the call's stderr through ours instead, once, not also into its stdout
+    runtime = [h for h in root.handlers if type(h).__module__.startswith("awslambdaric")]
+    for h in runtime:
+        root.removeHandler(h)
     root.addHandler(_call_log)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -88,6 +93,8 @@ def _run_one(fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bo
         status["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     finally:
         root.removeHandler(_call_log)
+        for h in runtime:
+            root.addHandler(h)
     status["func_end"] = time.time()
     status["stdout"], status["stderr"] = _clip(out.getvalue()), _clip(err.getvalue())
     return ok, value

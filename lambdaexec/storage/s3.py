@@ -33,7 +33,9 @@ def s3_client(region: str | None = None, endpoint_url: str | None = None, pool: 
 
             config = Config(
                 max_pool_connections=pool,
-                retries={"max_attempts": 5, "mode": "adaptive"},
+                # one quick retry here; the store's own retries (storage.base) go on with backoff
+                # until the call's deadline: one retry policy, bounded by the time the call has left
+                retries={"max_attempts": 2, "mode": "standard"},
                 s3={"addressing_style": "path"} if endpoint_url else {},
             )
             _clients[key] = boto3.session.Session().client(
