@@ -1,11 +1,10 @@
 """Fault injection on the local workers: SIGKILL storms and a client killed mid-job. Real processes
 and real signals: a killer thread SIGKILLs a random worker process (the replacements the pool
 starts included) every 0.05 s while a map runs; a client process is SIGKILLed while its calls
-run. The issue's figure is 10,000 calls; the storm here runs 4,000
-(under fire until the last, or for 90 s at most), so the test stays within a minute or two on 2
-shared cores. What must hold is the same at
-any scale: no call lost, none hung, every result the one a plain loop computes, and the calls
-hit by a kill run again (their ``attempts`` count it).
+run. The issue's figure is 10,000 calls; the storm here runs 4,000 (under fire until the last,
+or for 90 s at most), so the test stays within a minute or two on 2 shared cores. What must hold
+is the same at any scale: no call lost, none hung, every result the one a plain loop computes,
+and the calls hit by a kill run again (their ``attempts`` count it).
 """
 
 from __future__ import annotations
