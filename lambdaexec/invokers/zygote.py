@@ -110,7 +110,10 @@ def _key(env: dict[str, str]) -> tuple:
 
 
 def template(env: dict[str, str]) -> _Template | None:
-    """The running template for ``env`` (started now if need be), or None if it cannot start."""
+    """The running template for ``env`` (started now if need be), or None if it cannot start.
+
+    Templates live as long as the client process: each ends when its socket closes, at exit (no
+    atexit hook, so executors still stopping their workers at exit can ask it for exit codes)."""
     key = _key(env)
     with _lock:
         t = _templates.get(key)
@@ -122,13 +125,6 @@ def template(env: dict[str, str]) -> _Template | None:
             return None
         _templates[key] = t
         return t
-
-
-@atexit.register
-def _close_all() -> None:
-    for t in list(_templates.values()):
-        t.close()
-    _templates.clear()
 
 
 class Forked:
@@ -205,6 +201,7 @@ def serve(fd: int) -> None:
     ctl = socket.socket(fileno=fd)
     import worker.handler  # noqa: F401  (the runtime every worker needs, imported once here)
     from lambdaexec.invokers import local_runtime  # noqa: F401
+    from lambdaexec.storage import local, redis, s3  # noqa: F401  (what open_storage imports: 40 ms)
 
     here = os.getcwd()
     sys.path[:] = [p for p in sys.path if p not in ("", here)]  # as local_runtime.main does
