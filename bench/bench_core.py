@@ -1,14 +1,22 @@
-"""Core benchmarks, each against ProcessPoolExecutor(2) in the same run. Prints figures only.
+"""Core benchmarks, each beside ProcessPoolExecutor(2) and multiprocessing.Pool(2) in the same run.
 
-W1  1,000 tiny tasks, via map and via per-item submit          (target: >= PPE tasks/s)
-W2  one warm round trip (submit -> result), median of 200      (target: <= 2 ms)
-W3  eight single-threaded DGEMM tasks, aggregate GFLOPS        (target: >= 0.98 x PPE)
-S   start-up: executor construction to first result            (target: <= 0.3 s)
+W1  1,000 tiny tasks, via map and via per-item submit          (target: >= 20,000/s, >= 0.45x Pool;
+                                                                 submit >= 1.2x PPE)
+W2  one warm round trip (submit -> result), median of 200      (target: <= 0.30 ms)
+W3  eight single-threaded DGEMM tasks, aggregate GFLOPS        (target: >= 0.97 x PPE)
+S   start-up: executor construction to first result            (target: <= 0.05 s)
 
-    python bench/bench_core.py [--rounds N] [--storage-path DIR]
+    python bench/bench_core.py [--rounds N] [--storage-path DIR] [--only S,W1,W2,W3]
 
-Each workload runs ``--rounds`` times on each executor, alternating, and each side's best round
-is reported: this VM's speed drifts over minutes, and alternating keeps drift out of the ratio.
+Each workload runs ``--rounds`` times (at least 3) on each system, alternating systems within a
+round and rotating which goes first, and the median of each system's rounds is printed with the
+ratio ours/theirs. This VM's speed drifts over minutes; alternating keeps drift out of the ratio.
+
+The peers are used as their users would: ``ProcessPoolExecutor(2)`` (forkserver, the default
+from Python 3.14) with ``map``'s default ``chunksize=1``; ``multiprocessing.Pool(2)`` (the
+platform's default start method) with ``map``'s default chunking (about ``len / 8`` items per
+chunk: Pool batches tiny tasks, lambdaexec and ProcessPoolExecutor send one call per item),
+``apply_async`` for submit.
 """
 
 from __future__ import annotations
@@ -21,8 +29,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import concurrent.futures as cf  # noqa: E402
 import multiprocessing  # noqa: E402
+import multiprocessing.pool  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from typing import Any, Callable  # noqa: E402
 
 from lambdaexec import LambdaExecutor  # noqa: E402
 from lambdaexec.demo import dgemm  # noqa: E402
@@ -30,6 +40,30 @@ from lambdaexec.demo import dgemm  # noqa: E402
 
 def tiny(x: int) -> int:
     return x + 1
+
+
+class PoolExecutor:
+    """``multiprocessing.Pool`` behind the few ``Executor`` methods the workloads use."""
+
+    def __init__(self, max_workers: int = 2):
+        self.pool = multiprocessing.Pool(max_workers)
+
+    def submit(self, fn: Callable, *args: Any) -> Any:
+        res = self.pool.apply_async(fn, args)
+        res.result = res.get  # the Future method the workloads call
+        return res
+
+    def map(self, fn: Callable, *iterables: Any) -> Any:
+        if len(iterables) == 1:
+            return self.pool.map(fn, iterables[0])
+        return self.pool.starmap(fn, zip(*iterables))
+
+    def __enter__(self) -> PoolExecutor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.pool.terminate()
+        self.pool.join()
 
 
 def w1(ex: cf.Executor) -> tuple[float, float]:
@@ -64,48 +98,74 @@ def w3(ex: cf.Executor, n: int = 1024, loops: int = 8) -> float:
     return sum(r["flops"] for r in results) / wall / 1e9
 
 
-def startup(make: type, **kw) -> float:
+def startup(make: Callable[[], Any]) -> float:
     t = time.perf_counter()
-    with make(**kw) as ex:
+    with make() as ex:
         ex.submit(tiny, 1).result()
         return time.perf_counter() - t
 
 
-def row(name: str, ours: float, theirs: float, unit: str, higher_is_better: bool = True) -> None:
-    ratio = ours / theirs if theirs else float("nan")
-    better = ratio >= 1 if higher_is_better else ratio <= 1
-    print(f"{name:<34} lambdaexec {ours:10.2f} {unit:<8} PPE {theirs:10.2f} {unit:<8} "
-          f"ratio {ratio:5.2f} ({'better or equal' if better else 'worse'})")
+NAMES = ("lambdaexec", "PPE", "Pool")
+
+
+def row(name: str, figures: dict[str, float], unit: str, higher_is_better: bool = True) -> None:
+    ours = figures["lambdaexec"]
+    cells = [f"{name:<32} ours {ours:9.3f} {unit:<7}"]
+    for peer in NAMES[1:]:
+        theirs = figures[peer]
+        ratio = ours / theirs if theirs else float("nan")
+        better = ratio >= 1 if higher_is_better else ratio <= 1
+        cells.append(f"{peer} {theirs:9.3f} (x{ratio:5.2f}{'' if better else ' worse'})")
+    print("  ".join(cells), flush=True)
+
+
+def medians(rounds: int, measure: Callable[[str], float]) -> dict[str, float]:
+    """Median per system of ``rounds`` rounds; each round runs every system, rotating the order."""
+    got: dict[str, list[float]] = {n: [] for n in NAMES}
+    for r in range(rounds):
+        for name in NAMES[r % 3:] + NAMES[: r % 3]:
+            got[name].append(measure(name))
+    return {n: statistics.median(v) for n, v in got.items()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--storage-path", default=None, help="local storage directory (default: temp dir)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per workload (default 3)")
+    p.add_argument("--only", default="S,W1,W2,W3", help="workloads to run (default S,W1,W2,W3)")
     args = p.parse_args()
+    rounds, only = max(3, args.rounds), set(args.only.upper().split(","))
     kw = {"storage_path": args.storage_path} if args.storage_path else {}
     ppe_kw = {"max_workers": 2, "mp_context": multiprocessing.get_context("forkserver")}
-    print(f"cores: {os.cpu_count()}; both executors use 2 workers\n")
+    makers: dict[str, Callable[[], Any]] = {
+        "lambdaexec": lambda: LambdaExecutor(max_workers=2, **kw),
+        "PPE": lambda: cf.ProcessPoolExecutor(**ppe_kw),
+        "Pool": lambda: PoolExecutor(2),
+    }
+    print(f"cores: {os.cpu_count()}; every system uses 2 workers; medians of {rounds} alternating rounds; "
+          "ratio = ours / theirs\n")
+    if "S" in only:
+        row("S  start-up to first result", medians(rounds, lambda n: startup(makers[n])), "s",
+            higher_is_better=False)
+    if not only & {"W1", "W2", "W3"}:
+        return
+    with makers["lambdaexec"]() as ours, makers["PPE"]() as ppe, makers["Pool"]() as pool:
+        ex = {"lambdaexec": ours, "PPE": ppe, "Pool": pool}
+        if "W1" in only:
+            w1s: dict[str, list[tuple[float, float]]] = {n: [] for n in NAMES}
 
-    def best(measure, ours, theirs, lower_is_better=False):
-        pick = min if lower_is_better else max
-        rounds = [(measure(ours), measure(theirs)) for _ in range(args.rounds)]
-        return pick(r[0] for r in rounds), pick(r[1] for r in rounds)
+            def one(name: str) -> float:
+                w1s[name].append(w1(ex[name]))
+                return 0.0
 
-    starts = [(startup(LambdaExecutor, max_workers=2, **kw), startup(cf.ProcessPoolExecutor, **ppe_kw))
-              for _ in range(args.rounds)]
-    s_ours, s_ppe = min(s[0] for s in starts), min(s[1] for s in starts)
-    row("S  start-up to first result", s_ours, s_ppe, "s", higher_is_better=False)
-
-    with LambdaExecutor(max_workers=2, **kw) as ours, cf.ProcessPoolExecutor(**ppe_kw) as theirs:
-        m1, m2 = best(lambda ex: w1(ex)[0], ours, theirs)
-        row("W1 1,000 tiny tasks via map", m1, m2, "tasks/s")
-        s1, s2 = best(lambda ex: w1(ex)[1], ours, theirs)
-        row("W1 1,000 tiny tasks via submit", s1, s2, "tasks/s")
-        t1, t2 = best(w2, ours, theirs, lower_is_better=True)
-        row("W2 warm round trip (median)", t1, t2, "ms", higher_is_better=False)
-        g1, g2 = best(w3, ours, theirs)
-        row("W3 8 single-threaded DGEMM", g1, g2, "GFLOPS")
+            medians(rounds, one)
+            for i, what in enumerate(("map", "submit")):
+                row(f"W1 1,000 tiny tasks via {what}", {n: statistics.median(x[i] for x in w1s[n]) for n in NAMES},
+                    "tasks/s")
+        if "W2" in only:
+            row("W2 warm round trip (median)", medians(rounds, lambda n: w2(ex[n])), "ms", higher_is_better=False)
+        if "W3" in only:
+            row("W3 8 single-threaded DGEMM", medians(rounds, lambda n: w3(ex[n])), "GFLOPS")
 
 
 if __name__ == "__main__":

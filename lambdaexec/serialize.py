@@ -1,6 +1,8 @@
 """Turning functions, arguments and results into bytes and back.
 
-Functions go through cloudpickle. Functions and classes defined in the user's own files (modules
+Functions go through cloudpickle; values that plain pickle writes the same way (builtin scalars,
+tuples, lists and dicts of them, NumPy arrays of numbers) go through plain pickle, which is much
+faster for small values; one :func:`loads` reads either. Functions and classes defined in the user's own files (modules
 that are neither in the standard library nor installed in site-packages) travel by value, since
 a Lambda worker does not have those files. Values use pickle protocol 5 with out-of-band buffers,
 so a large NumPy array is written straight from its memory and read back without another copy.
@@ -50,7 +52,41 @@ class Pickler(cloudpickle.Pickler):
     )
 
 
+_PLAIN_ATOMS = frozenset({int, float, complex, bool, str, bytes, type(None)})
+_PLAIN_NODES = 256  # values larger than this are not examined: cloudpickle's own cost is then small
+
+
+def _plain(obj: Any) -> bool:
+    """Whether plain pickle writes ``obj`` exactly as cloudpickle would: builtin scalars, and
+    tuples, lists and dicts of them, and NumPy arrays without Python objects inside. Anything
+    else may hold a function or class of ``__main__`` or the user's files, which plain pickle
+    would write by reference (a name the worker cannot import), so it goes to cloudpickle."""
+    stack, nodes = [obj], 0
+    while stack:
+        o = stack.pop()
+        t = type(o)
+        nodes += 1
+        if nodes > _PLAIN_NODES:
+            return False
+        if t in _PLAIN_ATOMS:
+            continue
+        if t is tuple or t is list:
+            if len(o) > _PLAIN_NODES:
+                return False
+            stack.extend(o)
+        elif t is dict:
+            if len(o) > _PLAIN_NODES:
+                return False
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif not (t.__name__ == "ndarray" and t.__module__ == "numpy" and not o.dtype.hasobject):
+            return False
+    return True
+
+
 def _pickle(obj: Any, buffer_callback: Any) -> bytes:
+    if _plain(obj):  # plain pickle: 0.3 us for a small value where cloudpickle's pickler takes 5 us
+        return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
     with io.BytesIO() as out:
         Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
         return out.getvalue()

@@ -30,6 +30,31 @@ def test_function_from_a_user_module_travels_by_value(tmp_path, monkeypatch):
     assert got == physics.force(physics.Body(5.0), physics.Body(7.0), 2.0)
 
 
+def test_user_code_inside_plain_containers_travels_by_value(tmp_path, monkeypatch):
+    # plain pickle is used for plain values only: a function or instance of the user's files
+    # nested in lists and dicts (as argument and as result) must still go by value
+    (tmp_path / "mylab2.py").write_text(textwrap.dedent("""
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        def double(p):
+            return Point(2 * p.x)
+
+        def apply_all(jobs):
+            return [{"out": [job["fn"](job["arg"])]} for job in jobs]
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))  # the client sees the file; workers do not
+    import mylab2
+
+    with LambdaExecutor(max_workers=1) as ex:
+        jobs = [{"fn": mylab2.double, "arg": mylab2.Point(i)} for i in range(3)]
+        got = ex.submit(mylab2.apply_all, jobs).result(timeout=30)
+        plain = ex.submit(sum, [1, 2.5, 3]).result(timeout=30)
+    assert [g["out"][0].x for g in got] == [0, 2, 4]
+    assert plain == 6.5
+
+
 def test_cli_hello(tmp_path):
     env_path = str(tmp_path / "store")
     out = subprocess.run([sys.executable, "-m", "lambdaexec.cli", "hello"], capture_output=True, text=True,

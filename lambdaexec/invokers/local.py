@@ -1,8 +1,10 @@
 """The embedded default: a pool of long-lived local worker processes, like warm Lambda containers.
 
 Each process runs :mod:`lambdaexec.invokers.local_runtime`, which calls the same
-``worker.handler`` that Lambda runs, reading inputs from and writing results to storage. The pool
-only carries events out and "call finished" notices back, over one socket pair per process.
+``worker.handler`` that Lambda runs (processes are forked from a pre-imported template,
+:mod:`lambdaexec.invokers.zygote`, so a new one costs a fork, not an interpreter start), reading
+inputs from and writing results to storage. The pool only carries events out and "call finished"
+notices back, over one socket pair per process.
 
 Events go to idle workers only, one at a time, as ``ProcessPoolExecutor``'s workers take calls
 from one shared queue: a per-worker queue would make short calls wait behind a long one while
@@ -32,6 +34,7 @@ import threading
 import time
 from multiprocessing.connection import wait
 
+from lambdaexec.invokers import zygote
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.invokers.local_runtime import send
 
@@ -49,12 +52,18 @@ class _Worker:
     def __init__(self, env: dict[str, str], timeout: float, memory_mb: int):
         ours, theirs = socket.socketpair()
         self.log = tempfile.TemporaryFile()
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "lambdaexec.invokers.local_runtime", str(theirs.fileno()), str(timeout),
-             str(memory_mb)],
-            pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
-            stdout=self.log, stderr=self.log, start_new_session=True,
-        )
+        # forked from the pre-imported template (see zygote.py) when it runs; else a new interpreter
+        t = zygote.template(env)
+        pid = t.spawn(theirs, self.log, env, (timeout, memory_mb)) if t is not None else None
+        if pid is not None:
+            self.popen: subprocess.Popen | zygote.Forked = zygote.Forked(t, pid)
+        else:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-m", "lambdaexec.invokers.local_runtime", str(theirs.fileno()), str(timeout),
+                 str(memory_mb)],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
+                stdout=self.log, stderr=self.log, start_new_session=True,
+            )
         theirs.close()
         self.sock = ours
         self.buffer = b""

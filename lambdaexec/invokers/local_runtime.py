@@ -28,25 +28,23 @@ def send(sock: socket.socket, obj: Any) -> None:
     sock.sendall(struct.pack("<I", len(data)) + data)
 
 
-def recv_exact(sock: socket.socket, n: int) -> bytes | None:
-    """Read exactly ``n`` bytes, or None at end of stream."""
-    parts, got = [], 0
-    while got < n:
-        part = sock.recv(n - got)
-        if not part:
-            return None
-        parts.append(part)
-        got += len(part)
-    return b"".join(parts)
+class Reader:
+    """Reads frames from a socket, one ``recv`` call for small frames (bytes past a frame are kept)."""
 
+    def __init__(self, sock: socket.socket):
+        self.sock, self.buffer = sock, b""
 
-def recv(sock: socket.socket) -> Any:
-    """Read one frame; None at end of stream."""
-    head = recv_exact(sock, 4)
-    if head is None:
-        return None
-    body = recv_exact(sock, struct.unpack("<I", head)[0])
-    return None if body is None else pickle.loads(body)
+    def recv(self) -> Any:
+        """Read one frame; None at end of stream."""
+        data = self.buffer
+        while len(data) < 4 or len(data) < 4 + struct.unpack_from("<I", data)[0]:
+            part = self.sock.recv(1 << 16)
+            if not part:
+                return None
+            data += part
+        n = 4 + struct.unpack_from("<I", data)[0]
+        self.buffer = data[n:]
+        return pickle.loads(data[4:n])
 
 
 class LocalContext:
@@ -58,9 +56,16 @@ class LocalContext:
     def __init__(self, sock: socket.socket, seq: int, timeout: float, memory_mb: int):
         self._sock, self._seq = sock, seq
         self._deadline = time.monotonic() + timeout
-        self.aws_request_id = uuid.uuid4().hex
+        self._request_id: str | None = None
         self.log_stream_name = f"local-{os.getpid()}"
         self.memory_limit_in_mb = memory_mb
+
+    @property
+    def aws_request_id(self) -> str:
+        """A unique id per invocation, as Lambda's (made when first read: few handlers read it)."""
+        if self._request_id is None:
+            self._request_id = uuid.uuid4().hex
+        return self._request_id
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
@@ -87,8 +92,9 @@ def main(fd: int, timeout: float, memory_mb: int) -> None:
     # a Lambda container has only installed code: the user's own files must travel by value
     sys.path[:] = [p for p in sys.path if p not in ("", here)]
     send(sock, ("ready", os.getpid()))
+    frames = Reader(sock)
     while True:
-        msg = recv(sock)
+        msg = frames.recv()
         if msg is None:
             return
         seq, event = msg

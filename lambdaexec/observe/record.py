@@ -107,6 +107,8 @@ class JobRecorder(Watcher):
             "keep_data": cfg.keep_data,
         }
         self._write(self._put, f"{self.root}{job_id}/manifest", manifest)
+        with self._lock:  # the manifest goes out now, not a WRITE_INTERVAL later: with workers
+            self._wake.notify()  # forked in ms, `lambdaexec jobs` may look right after a first result
 
     def finished(self, job: Any, call: int, future: Any, exc: BaseException | None) -> None:
         row = types.SimpleNamespace(stats=dict(future.stats), attempts=future.attempts, stdout=future.stdout,
