@@ -39,6 +39,12 @@ TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_w
 STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt")
 
 
+#: seconds between two expiries of old records by the same process (at executor shutdown)
+CLEAN_INTERVAL = 3600.0
+_CLEANED: dict[tuple[str, str], float] = {}  # (storage spec, prefix) -> when this process last expired
+_CLEANED_LOCK = threading.Lock()
+
+
 class JobNotFoundError(LambdaExecError, KeyError):
     """No job record matches the id given."""
 
@@ -133,7 +139,12 @@ class JobRecorder(Watcher):
             self._closing = True
             self._wake.notify()
         self._writer.join()
-        try:  # expire old records: one listing per executor that recorded a job
+        where, now = (json.dumps(self.storage.spec, sort_keys=True, default=str), self.config.prefix), time.monotonic()
+        with _CLEANED_LOCK:  # a listing of every record: once an hour per process is plenty
+            if now - _CLEANED.get(where, -CLEAN_INTERVAL) < CLEAN_INTERVAL:
+                return
+            _CLEANED[where] = now
+        try:  # expire old records
             clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
         except Exception:
             pass
