@@ -134,3 +134,38 @@ def test_a_running_job_from_another_terminal(tmp_path):
         assert "call 3 has not finished" in run(env, "logs", cols[0], "3").stdout
         ex.shutdown(cancel_futures=True)
     assert "failed" in run(env, "jobs").stdout.splitlines()[1]
+
+
+def fail_with_payload_or_nap(i):
+    import time
+
+    class Payload:  # defined here, so the client gets it by value and can take a weak reference
+        pass
+
+    if i == 0:
+        raise ValueError(Payload())
+    time.sleep(3)
+    return i
+
+
+def test_the_record_keeps_no_failure_alive_while_its_job_runs(tmp_path):
+    import gc
+    import weakref
+
+    import lambdaexec
+    from lambdaexec.observe import record
+
+    with lambdaexec.LambdaExecutor(max_workers=2, storage_path=str(tmp_path), prefix="lean",
+                                   progress=False) as ex:
+        futures = ex.map_futures(fail_with_payload_or_nap, range(2))
+        payload = weakref.ref(futures[0].exception(timeout=60).args[0])
+        del futures[0]
+        gc.collect()
+        assert not futures[0].done()  # the job still runs, and its record is not written yet
+        assert payload() is None  # the record kept the failure's text, not the exception
+        assert futures[0].result(timeout=60) == 1
+        store = ex.storage
+    (job_id,) = record.job_ids(store, "lean")
+    calls = record.read_job(store, "lean", job_id).calls
+    assert [c["state"] for c in calls] == ["failed", "done"]
+    assert calls[0]["error"].startswith("ValueError: <") and "Payload object" in calls[0]["error"]

@@ -78,7 +78,10 @@ class ProgressBar(Watcher):
                 return
             self._total += len(job.futures)
             self._bar.total = self._total
-            self._bar.refresh()
+            now = time.monotonic()
+            if now - self._shown >= 0.1:  # a burst of one-call jobs (joblib, dask) draws 10 times a second
+                self._shown = now
+                self._bar.refresh()
 
     def invoking(self, job: Any, calls: list[int], attempt: int) -> None:
         if attempt == 0:

@@ -27,7 +27,6 @@ import socket
 import sys
 import threading
 import time
-import types
 from typing import Any
 
 from lambdaexec import protocol
@@ -38,6 +37,12 @@ from lambdaexec.storage import Storage
 #: the timestamps (seconds since the epoch) and other stats a call's record keeps
 TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
 STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt")
+
+
+#: seconds between two expiries of old records by the same process (at executor shutdown)
+CLEAN_INTERVAL = 3600.0
+_CLEANED: dict[tuple[str, str], float] = {}  # (storage spec, prefix) -> when this process last expired
+_CLEANED_LOCK = threading.Lock()
 
 
 class JobNotFoundError(LambdaExecError, KeyError):
@@ -79,8 +84,7 @@ class JobRecorder(Watcher):
         self.storage, self.config, self.executor_id = storage, config, executor_id
         self.root = jobs_prefix(config.prefix)
         self._lock = threading.Lock()
-        self._outcomes: dict[str, dict[int, BaseException | None]] = {}
-        self._ids: dict[str, str] = {}
+        self._pending: dict[str, _Pending] = {}  # job prefix -> its calls finished so far
         self._queue: list[tuple[Any, tuple]] = []
         self._wake = threading.Condition(self._lock)
         self._closing = False
@@ -91,8 +95,7 @@ class JobRecorder(Watcher):
         job_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(created))}-{self.executor_id}-" \
                  f"{job.prefix.rsplit('/', 1)[1]}"
         with self._lock:
-            self._ids[job.prefix] = job_id
-            self._outcomes[job.prefix] = {}
+            self._pending[job.prefix] = _Pending(job_id, len(job.futures))
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="lambdaexec-record", daemon=True)
                 self._writer.start()
@@ -111,16 +114,25 @@ class JobRecorder(Watcher):
             self._wake.notify()  # forked in ms, `lambdaexec jobs` may look right after a first result
 
     def finished(self, job: Any, call: int, future: Any, exc: BaseException | None) -> None:
-        row = types.SimpleNamespace(stats=dict(future.stats), attempts=future.attempts, stdout=future.stdout,
-                                    stderr=future.stderr, remote_traceback=future.remote_traceback)
+        # the hot path (once per call, on the monitor's threads): one tuple and a copy of the
+        # stats dict, no formatting (a failure's text is made here, rarely); encoded by the writer
+        if exc is None:
+            row = ("done", None, future.stats.copy(), future.attempts, future.stdout, future.stderr,
+                   future.remote_traceback)
+        else:  # the text, not the exception: its traceback would keep frames (and values) alive
+            state = "cancelled" if isinstance(exc, concurrent.futures.CancelledError) else "failed"
+            row = (state, None if state == "cancelled" else f"{type(exc).__name__}: {exc}",
+                   future.stats.copy(), future.attempts, future.stdout, future.stderr, future.remote_traceback)
         with self._lock:
-            outcomes = self._outcomes[job.prefix]
-            outcomes[call] = (exc, row)  # what the record needs, not the future (nor its result)
-            if len(outcomes) < len(job.futures):
+            pending = self._pending.get(job.prefix)
+            if pending is None or pending.rows[call] is not None:  # not ours, or heard already
                 return
-            del self._outcomes[job.prefix]
-            job_id = self._ids.pop(job.prefix)
-        self._write(self._put_calls, job, job_id, outcomes)
+            pending.rows[call] = row
+            pending.left -= 1
+            if pending.left:
+                return
+            del self._pending[job.prefix]
+        self._write(self._put_calls, pending)
 
     def closed(self) -> None:
         if self._writer is None:
@@ -129,7 +141,12 @@ class JobRecorder(Watcher):
             self._closing = True
             self._wake.notify()
         self._writer.join()
-        try:  # expire old records: one listing per executor that recorded a job
+        where, now = (json.dumps(self.storage.spec, sort_keys=True, default=str), self.config.prefix), time.monotonic()
+        with _CLEANED_LOCK:  # a listing of every record: once an hour per process is plenty
+            if now - _CLEANED.get(where, -CLEAN_INTERVAL) < CLEAN_INTERVAL:
+                return
+            _CLEANED[where] = now
+        try:  # expire old records
             clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
         except Exception:
             pass
@@ -152,19 +169,8 @@ class JobRecorder(Watcher):
             if closing:
                 return
 
-    def _put_calls(self, job: Any, job_id: str, outcomes: dict[int, tuple[BaseException | None, Any]]) -> None:
-        states, errors = [], {}
-        for i in range(len(job.futures)):
-            exc = outcomes[i][0]
-            if exc is None:
-                states.append("done")
-            elif isinstance(exc, concurrent.futures.CancelledError):
-                states.append("cancelled")
-            else:
-                states.append("failed")
-                errors[i] = f"{type(exc).__name__}: {exc}"
-        rows = [outcomes[i][1] for i in range(len(job.futures))]
-        self._put(f"{self.root}{job_id}/calls", encode_calls(rows, states, errors))
+    def _put_calls(self, pending: _Pending) -> None:
+        self._put(f"{self.root}{pending.job_id}/calls", encode_calls(pending.rows))
 
     def _put(self, key: str, record: dict[str, Any]) -> None:
         try:
@@ -173,20 +179,38 @@ class JobRecorder(Watcher):
             print(f"lambdaexec: could not write the job record {key}: {err!r}", file=sys.stderr)
 
 
-def encode_calls(futures: list[Any], states: list[str], errors: dict[int, str]) -> dict[str, Any]:
-    """The calls record, by column: timestamps as integer microseconds from ``base`` (JSON writes
-    integers several times faster than floats, and a 100,000-call job has 700,000 of them);
-    texts only for the calls that have one."""
-    base = min((f.stats.get("submitted") or time.time() for f in futures), default=time.time())
-    stats: dict[str, list[Any]] = {}
+class _Pending:
+    """One job's calls while it runs: a row per finished call (see :func:`encode_calls`)."""
+
+    __slots__ = ("job_id", "rows", "left")
+
+    def __init__(self, job_id: str, calls: int):
+        self.job_id, self.rows, self.left = job_id, [None] * calls, calls
+
+
+#: a finished call's row, as the recorder keeps it until its job's last call (never the future)
+ROW = ("state", "error", "stats", "attempts", "stdout", "stderr", "remote_traceback")
+
+
+def encode_calls(rows: list[tuple]) -> dict[str, Any]:
+    """The calls record from one :data:`ROW` tuple per call, by column: timestamps as integer
+    microseconds from ``base`` (JSON writes integers several times faster than floats, and a
+    100,000-call job has 700,000 of them); texts and errors only for the calls that have one."""
+    states, errors, stats, attempts, stdouts, stderrs, tracebacks = zip(*rows) if rows else ((),) * 7
+    now = time.time()
+    base = min((s.get("submitted") or now for s in stats), default=now)
+    columns: dict[str, list[Any]] = {}
     for k in TIMES:
-        stats[k] = [None if (v := f.stats.get(k)) is None else round((v - base) * 1e6) for f in futures]
+        try:  # every call has every time (the usual case): no test per value
+            columns[k] = [round((s[k] - base) * 1e6) for s in stats]
+        except KeyError:
+            columns[k] = [None if (v := s.get(k)) is None else round((v - base) * 1e6) for s in stats]
     for k in STAT_KEYS[len(TIMES):]:
-        stats[k] = [f.stats.get(k) for f in futures]
-    texts = {name: {i: t for i, f in enumerate(futures) if (t := getattr(f, name))}
-             for name in ("stdout", "stderr", "remote_traceback")}
-    return {"finished": time.time(), "base": base, "state": states, "attempts": [f.attempts for f in futures],
-            "error": errors, "stats": stats, **texts}
+        columns[k] = [s.get(k) for s in stats]
+    return {"finished": now, "base": base, "state": list(states), "attempts": list(attempts),
+            "error": {i: e for i, e in enumerate(errors) if e}, "stats": columns,
+            **{name: {i: t for i, t in enumerate(texts) if t}
+               for name, texts in (("stdout", stdouts), ("stderr", stderrs), ("remote_traceback", tracebacks))}}
 
 
 def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
