@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import sys
 import textwrap
 import uuid
@@ -127,7 +128,11 @@ def test_a_running_job_from_another_terminal(tmp_path):
                                    retries=0, progress=False) as ex:
         futures = ex.map_futures(nap_and_say, [0, 0, 30, 30], range(4))
         assert futures[1].result(timeout=60) == 1
-        listing = run(env, "jobs").stdout.splitlines()
+        for _ in range(20):  # the recorder writes in the background: the manifest follows shortly
+            listing = run(env, "jobs").stdout.splitlines()
+            if len(listing) > 1:
+                break
+            time.sleep(0.5)
         cols = listing[1].split()
         assert cols[4:9] == ["running", "4", "2", "0", "2"], listing  # state, calls, done, failed, running
         assert "call 1 says hi" in run(env, "logs", cols[0], "1").stdout
