@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 import sys
 import textwrap
+import time
 import uuid
 
 import pytest
