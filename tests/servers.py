@@ -64,7 +64,8 @@ class SeaweedS3:
         self.endpoint_url = f"http://127.0.0.1:{ports['s3.port']}"
         self.bucket = bucket
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+        # a secret that cannot occur by chance, so a test can look for it where it must not be
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", f"lambdaexec-test-secret-{os.urandom(8).hex()}")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         # one identity, as on AWS: every request must carry a valid SigV4 signature for it
         identities = os.path.join(self.dir, "s3-identities.json")
