@@ -125,7 +125,7 @@ class _Poller:
         self.news.set()
 
     def _run(self) -> None:
-        from lambdaexec.storage import shared_storage
+        from lambdaexec.storage import Storage, shared_storage, signed
 
         interval = 0.1
         while True:
@@ -133,14 +133,19 @@ class _Poller:
                 jobs = {k: list(v) for k, v in self.waiting.items()}
             progressed = False
             for (store_key, prefix), calls in jobs.items():
-                store = shared_storage(self.stores[store_key])
+                try:  # the results are signed with their executor's secret (storage/signed.py)
+                    store = shared_storage(self.stores[store_key], signed.secret_for(signed.owner_of(prefix)))
+                except Exception as err:
+                    store = err
                 try:
-                    listed = set(store.list(f"{prefix}/calls/"))
+                    listed = set(store.list(f"{prefix}/calls/")) if isinstance(store, Storage) else set()
                 except Exception:  # a storage hiccup: the next round will see it
                     listed = set()
                 for call, give_up, future in calls:
                     key = f"{prefix}/calls/{call}"
-                    if key in listed:
+                    if not isinstance(store, Storage):  # no secret to check its result with
+                        future.set_exception(store)
+                    elif key in listed:
                         _complete(store, key, future)
                     elif time.time() > give_up:
                         from lambdaexec.errors import CallLostError
@@ -163,13 +168,15 @@ class _Poller:
 
 def _complete(store: Any, key: str, future: Any) -> None:
     from lambdaexec import protocol
+    from lambdaexec.errors import IntegrityError, LambdaExecError
     from lambdaexec.monitor import decode_result, record_status
 
     try:
         status, payload = protocol.unpack_result(store.get(key))
+    except IntegrityError as err:
+        future.set_exception(err)
+        return
     except Exception as err:
-        from lambdaexec.errors import LambdaExecError
-
         future.set_exception(LambdaExecError(f"the result of call {future.call_id} cannot be read from {key}: {err!r}"))
         return
     record_status(future, status)

@@ -36,6 +36,7 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "OutOfMemoryError": errors.OutOfMemoryError,
     "StorageError": errors.StorageError,
     "MissingObjectError": errors.StorageError,
+    "IntegrityError": errors.IntegrityError,
 }
 
 
@@ -54,6 +55,8 @@ class Job:
     init_key: str = ""
     #: the function's ``module.qualname`` (for the job record)
     name: str = ""
+    #: per call, the tag (hex) of its slice of the args object (storage/signed.py)
+    tags: list[str] = dataclasses.field(default_factory=list)
     state: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
     remaining: int = 0
@@ -222,6 +225,7 @@ class Monitor:
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
             "args_key": job.args_key, "init_key": job.init_key,
             "calls": [[c, *job.ranges[c]] for c in keep], "attempt": attempt,
+            "secret": self.storage.secret.hex(), "args_tags": [job.tags[c] for c in keep],
             "versions": serialize.versions(), "max_result_size": self.config.max_result_size,
             "mark_start": getattr(self.invoker, "mark_start", False),
         }
@@ -306,6 +310,9 @@ class Monitor:
             return
         try:
             status, payload = protocol.unpack_result(self.storage.get(protocol.result_key(job.prefix, c)))
+        except errors.IntegrityError as err:  # forged or altered: never unpickled, not retried
+            self._complete(job, c, exc=err)
+            return
         except Exception as err:  # the object is gone or unreadable: run the call again
             self._lost(job, Lost(job.prefix, c, f"its result could not be read: {err!r}"))
             return

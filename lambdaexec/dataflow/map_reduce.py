@@ -112,8 +112,9 @@ def shuffle_store(ex: LambdaExecutor) -> tuple[Storage, bool]:
     if spec == ex.storage.spec:
         return ex.storage, False
     from lambdaexec.storage import open_storage
+    from lambdaexec.storage.signed import SignedStorage
 
-    store = open_storage(spec)
+    store = SignedStorage(open_storage(spec), ex.storage.secret)
     store.check()
     return store, True
 
@@ -247,8 +248,9 @@ def _map_task(spec: dict[str, Any], prefix: str, map_fn: Callable, reducers: int
     from lambdaexec.storage import shared_storage
 
     parts = shuffle.split(map_fn(item), reducers, partition, combine)
-    chunks = shuffle.encode([shuffle.dumps_part(part) for part in parts])
-    shared_storage(spec).put(f"{prefix}/map/{index:06d}", chunks)
+    store, key = shared_storage(spec), f"{prefix}/map/{index:06d}"
+    chunks = shuffle.encode([shuffle.dumps_part(part) for part in parts], store, key)
+    store.put(key, chunks)
     return [len(c) for c in chunks[1:]]
 
 
