@@ -34,6 +34,7 @@ from typing import Any, Callable
 from lambdaexec import serialize
 from lambdaexec.errors import LambdaExecError
 from lambdaexec.storage import shared_storage, signed
+from lambdaexec.storage.base import shared_unsigned_storage
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class _Cache:
                 if key in self.values:
                     return self.values[key][0]
             try:
-                owner = signed.owner_of(key.rsplit("/", 2)[0])  # <prefix>/<executor>/broadcast/<sha>
+                owner = key.rsplit("/", 3)[-3]  # <prefix>/<executor>/broadcast/<sha>
                 data = shared_storage(handle.storage, signed.secret_for(owner)).get(key)
             except KeyError:
                 raise BroadcastMissingError(
@@ -131,7 +132,7 @@ class Broadcast:
     def unpersist(self) -> None:
         """Delete the stored value and this process's copy. Workers that have it cached may
         keep using it; workers that have not raise :class:`BroadcastMissingError`."""
-        shared_storage(self.storage).delete_keys([self.key])
+        shared_unsigned_storage(self.storage).delete_keys([self.key])  # deleting checks nothing
         _cache.drop(self.key)
 
 
