@@ -123,10 +123,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is not None:  # storage retries (storage.base) end a second before the call's time
         set_retry_deadline(time.monotonic() + remaining() / 1000 - 1.0)
-    prefix = event["job_prefix"]
     secret = bytes.fromhex(event.get("secret", ""))  # every object is checked with it: storage/signed.py
-    signed.enter(signed.owner_of(prefix), secret)
     store = shared_storage(event["storage"], secret)
+    prefix = event["job_prefix"]
+    signed.enter(signed.owner_of(prefix), secret)
     worker = _worker_id(context)
     try:
         theirs, ours = event["versions"], serialize.versions()

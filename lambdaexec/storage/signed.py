@@ -59,13 +59,6 @@ def new_secret() -> bytes:
     return secrets.token_bytes(32)
 
 
-def _mac(secret: bytes, key: str, chunks: Sequence[Any], scope: bytes = b"") -> bytes:
-    mac = hmac.new(secret, key.encode() + b"\0" + scope + b"\0", hashlib.sha256)
-    for chunk in chunks:
-        mac.update(chunk)
-    return mac.digest()
-
-
 def _refuse(store: Storage, key: str, what: str) -> IntegrityError:
     return IntegrityError(
         f"{what} {key!r} in {store.describe()} fails its signature check: it was written by someone "
@@ -91,6 +84,15 @@ class SignedStorage(Storage):
     def __init__(self, inner: Storage, secret: bytes):
         self.inner, self.secret = inner, secret
         self.spec, self.concurrency = inner.spec, inner.concurrency
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per tag: no key schedule each time
+
+    def _mac(self, key: str, chunks: Sequence[Any], scope: bytes = b"") -> bytes:
+        """HMAC-SHA256 of ``key``, ``scope`` (a slice's bounds) and ``chunks``."""
+        mac = self._keyed.copy()
+        mac.update(key.encode() + b"\0" + scope + b"\0")
+        for chunk in chunks:
+            mac.update(chunk)
+        return mac.digest()
 
     def describe(self) -> str:
         return self.inner.describe()
@@ -98,7 +100,7 @@ class SignedStorage(Storage):
     @_unretried
     def put(self, key: str, data: Chunks) -> int:
         chunks = as_chunks(data)
-        self.inner.put(key, [*chunks, memoryview(_mac(self.secret, key, chunks))])
+        self.inner.put(key, [*chunks, memoryview(self._mac(key, chunks))])
         return sum(len(c) for c in chunks)
 
     @_unretried
@@ -110,7 +112,7 @@ class SignedStorage(Storage):
         if not isinstance(buf, bytearray):
             buf = bytearray(buf)
         n = len(buf) - TAG_SIZE
-        if n < 0 or not hmac.compare_digest(_mac(self.secret, key, [memoryview(buf)[:n]]), buf[n:]):
+        if n < 0 or not hmac.compare_digest(self._mac(key, [memoryview(buf)[:n]]), buf[n:]):
             raise _refuse(self, key, "object")
         del buf[n:]
         return buf
@@ -118,7 +120,7 @@ class SignedStorage(Storage):
     def range_tag(self, key: str, start: int, end: int, data: Chunks) -> bytes:
         """The tag of bytes ``[start, end)`` of the object at ``key`` (``data``), for a reader
         of just that slice to check with :meth:`check_range`."""
-        return _mac(self.secret, key, as_chunks(data), struct.pack("<2Q", start, end))
+        return self._mac(key, as_chunks(data), struct.pack("<2Q", start, end))
 
     def check_range(self, key: str, start: int, end: int, data: Chunks, tag: bytes | str) -> None:
         """Raise :class:`~lambdaexec.errors.IntegrityError` unless ``data``, read from
