@@ -33,6 +33,7 @@ from lambdaexec import protocol
 from lambdaexec.errors import LambdaExecError
 from lambdaexec.observe.watcher import Watcher
 from lambdaexec.storage import Storage
+from lambdaexec.storage.signed import unsigned
 
 #: the timestamps (seconds since the epoch) and other stats a call's record keeps
 TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
@@ -322,6 +323,7 @@ def resolve(storage: Storage, root: str, job: str) -> str:
 def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> JobRecord:
     """The record of ``job_id``; with ``look``, count the results of a job still running."""
     base = f"{jobs_prefix(root)}{job_id}/"
+    storage = unsigned(storage)  # records are JSON, never unpickled: not signed (docs/security.md)
     try:
         manifest = json.loads(bytes(storage.get(base + "manifest")))
     except KeyError:
@@ -354,7 +356,7 @@ def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False)
     if not dry_run:
         for job_id in old:
             try:
-                manifest = json.loads(bytes(storage.get(f"{jobs_prefix(root)}{job_id}/manifest")))
+                manifest = json.loads(bytes(unsigned(storage).get(f"{jobs_prefix(root)}{job_id}/manifest")))
                 storage.delete(manifest["job_prefix"] + "/")
             except (KeyError, ValueError):
                 pass
@@ -370,7 +372,7 @@ def result_key(manifest: dict[str, Any], call: int) -> str:
 def _call_from_result(storage: Storage, manifest: dict[str, Any], call: int) -> dict[str, Any] | None:
     """A call's record read from its result object (for a job whose calls record is not written)."""
     try:
-        status, _ = protocol.unpack_result(storage.get(result_key(manifest, call)))
+        status, _ = protocol.unpack_result(unsigned(storage).get(result_key(manifest, call)))  # its JSON head
     except KeyError:
         return None
     state = "done" if status.get("ok") else "failed"

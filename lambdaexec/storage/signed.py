@@ -228,6 +228,11 @@ def secret_for(owner: str, secret: bytes | str | None = None) -> bytes:
     return found
 
 
+def unsigned(store: Storage) -> Storage:
+    """The store under ``store``'s signatures, for what is not signed (the JSON job records)."""
+    return store.inner if isinstance(store, SignedStorage) else store
+
+
 def owner_of(job_prefix: str) -> str:
     """The executor id in a job prefix ``<prefix>/<executor-id>/<job-id>``."""
     return job_prefix.rsplit("/", 2)[-2]
