@@ -50,7 +50,7 @@ TAG_SIZE = 32
 SECRETS_DIR = os.path.join(os.path.expanduser("~"), ".local", "state", "lambdaexec", "secrets")
 
 _keyring: dict[str, bytes] = {}  # executor id -> secret, for this process
-_current: list[bytes] = []  # on a worker: the secret of the event being run
+_current: list = []  # on a worker: [secret, executor id] of the event being run
 _lock = threading.Lock()
 
 
@@ -161,8 +161,11 @@ def remember(owner: str, secret: bytes) -> None:
 def enter(owner: str, secret: bytes) -> None:
     """On a worker: the event being run is executor ``owner``'s, signed with ``secret``; stores
     opened by :func:`~lambdaexec.storage.shared_storage` during it sign with it."""
-    remember(owner, secret)
-    _current[:] = [secret]
+    with _lock:
+        for previous in _current[1:]:  # a warm Lambda container keeps only the executor it serves
+            _keyring.pop(previous, None)
+        _keyring[owner] = secret
+        _current[:] = [secret, owner]
 
 
 def current() -> bytes:
