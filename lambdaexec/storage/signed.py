@@ -46,6 +46,7 @@ from lambdaexec.storage.base import Chunks, Storage, as_chunks
 
 #: bytes of the tag at the end of every signed object
 TAG_SIZE = 32
+_ONE_SHOT = 1 << 16  # objects up to this size are copied once and tagged in one call
 #: where a client keeps its executors' secrets (one 0600 file per executor id), private to its user
 SECRETS_DIR = os.path.join(os.path.expanduser("~"), ".local", "state", "lambdaexec", "secrets")
 
@@ -84,12 +85,14 @@ class SignedStorage(Storage):
     def __init__(self, inner: Storage, secret: bytes):
         self.inner, self.secret = inner, secret
         self.spec, self.concurrency = inner.spec, inner.concurrency
-        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per tag: no key schedule each time
 
     def _mac(self, key: str, chunks: Sequence[Any], scope: bytes = b"") -> bytes:
-        """HMAC-SHA256 of ``key``, ``scope`` (a slice's bounds) and ``chunks``."""
-        mac = self._keyed.copy()
-        mac.update(key.encode() + b"\0" + scope + b"\0")
+        """HMAC-SHA256 of ``key``, ``scope`` (a slice's bounds) and ``chunks``: one call into
+        OpenSSL for small objects (most calls' inputs and results), streamed for large ones."""
+        head = key.encode() + b"\0" + scope + b"\0"
+        if sum(memoryview(c).nbytes for c in chunks) <= _ONE_SHOT:
+            return hmac.digest(self.secret, head + b"".join(chunks), "sha256")
+        mac = hmac.new(self.secret, head, hashlib.sha256)
         for chunk in chunks:
             mac.update(chunk)
         return mac.digest()
@@ -120,7 +123,8 @@ class SignedStorage(Storage):
     def range_tag(self, key: str, start: int, end: int, data: Chunks) -> bytes:
         """The tag of bytes ``[start, end)`` of the object at ``key`` (``data``), for a reader
         of just that slice to check with :meth:`check_range`."""
-        return self._mac(key, as_chunks(data), struct.pack("<2Q", start, end))
+        chunks = (data,) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        return self._mac(key, chunks, struct.pack("<2Q", start, end))
 
     def check_range(self, key: str, start: int, end: int, data: Chunks, tag: bytes | str) -> None:
         """Raise :class:`~lambdaexec.errors.IntegrityError` unless ``data``, read from
