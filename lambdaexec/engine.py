@@ -121,12 +121,12 @@ class Engine:
                 storage.put(func_key, blob)
                 self._funcs_uploaded.add(func_key)
             args_key = f"{prefix}/args"
-            ranges, tags, chunks, offset = [], [], [], 0
+            ranges, digests, chunks, offset = [], [], [], 0
             for call_chunks, _ in calls:
                 size = serialize.size_of(call_chunks)
                 ranges.append((offset, offset + size))
-                # the worker reads only its calls' slices: each is checked against its tag in the event
-                tags.append(storage.range_tag(args_key, offset, offset + size, call_chunks).hex())
+                # the worker reads only its calls' slices: each is checked against its digest in the event
+                digests.append(signed.digest(call_chunks))
                 chunks.extend(call_chunks)
                 offset = serialize.pad(chunks, offset + size)  # each call's inputs start aligned
             storage.put(args_key, chunks)
@@ -141,7 +141,7 @@ class Engine:
             f.call_id = f"{job_id}/{i}"
             f._home = home
         self.monitor.add(Job(prefix, func_key, args_key, ranges, futures, init_key=self.init_key,
-                             name=self._names.get(blob, ""), tags=tags))
+                             name=self._names.get(blob, ""), digests=digests))
 
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:

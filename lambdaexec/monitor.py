@@ -55,8 +55,8 @@ class Job:
     init_key: str = ""
     #: the function's ``module.qualname`` (for the job record)
     name: str = ""
-    #: per call, the tag (hex) of its slice of the args object (storage/signed.py)
-    tags: list[str] = dataclasses.field(default_factory=list)
+    #: per call, the SHA-256 (hex) of its slice of the args object (storage/signed.py)
+    digests: list[str] = dataclasses.field(default_factory=list)
     state: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
     remaining: int = 0
@@ -225,7 +225,7 @@ class Monitor:
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
             "args_key": job.args_key, "init_key": job.init_key,
             "calls": [[c, *job.ranges[c]] for c in keep], "attempt": attempt,
-            "secret": self.storage.secret.hex(), "args_tags": [job.tags[c] for c in keep],
+            "secret": self.storage.secret.hex(), "args_digests": [job.digests[c] for c in keep],
             "versions": serialize.versions(), "max_result_size": self.config.max_result_size,
             "mark_start": getattr(self.invoker, "mark_start", False),
         }

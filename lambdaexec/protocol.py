@@ -35,7 +35,7 @@ class Event(TypedDict):
     max_result_size: int
     mark_start: bool
     secret: str  # hex: the executor's signing secret (storage/signed.py); never stored, never logged
-    args_tags: list[str]  # hex, per call: the tag of its slice of the args object
+    args_digests: list[str]  # hex, per call: the SHA-256 of its slice of the args object
 
 
 def result_key(job_prefix: str, call: int) -> str:

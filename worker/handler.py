@@ -153,8 +153,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         calls = event["calls"]
         lo, hi = min(c[1] for c in calls), max(c[2] for c in calls)
         blob = memoryview(store.get(event["args_key"], lo, hi))
-        for (_, start, end), tag in zip(calls, event["args_tags"], strict=True):
-            store.check_range(event["args_key"], start, end, blob[start - lo : end - lo], tag)
+        for (_, start, end), digest in zip(calls, event["args_digests"], strict=True):
+            store.check_digest(event["args_key"], start, end, blob[start - lo : end - lo], digest)
     except Exception as exc:
         _write_all(store, event, _error_status(
             type(exc).__name__, f"the worker could not load the job: {exc}",

@@ -8,17 +8,18 @@ they can only make a call or a future fail with :class:`~lambdaexec.errors.Integ
     client (secret, per executor)          storage                       worker
     put(key, data) ──► data + tag(key, data) ──►  [data][32-byte tag]  ──► get(key): tag ok?
                                                                           │ yes: data (unpickled)
-    event {secret, args_tags, ...} ──────── invoker (not storage) ──────►└ no: IntegrityError
+    event {secret, args_digests, ...} ───── invoker (not storage) ──────►└ no: IntegrityError
 
 * :class:`SignedStorage` wraps any :class:`~lambdaexec.storage.Storage`: ``put`` appends the
   32-byte tag, a whole-object ``get`` checks and strips it, so callers are unchanged and byte
   offsets stay where they were. The tag binds the object's key as well as its bytes, so a
   valid object copied to another key (call 3's result onto call 7) is refused.
-* A ranged ``get`` returns the raw bytes: a whole-object tag cannot vouch for a slice. Readers
-  of slices check them with :meth:`SignedStorage.check_range` against a tag made when the slice
-  was written (:meth:`SignedStorage.range_tag`): the client puts each call's tag of its slice of
-  the job's ``args`` object in the invocation event, and a shuffle mapper puts each partition's
-  tag in its object's index.
+* A ranged ``get`` returns the raw bytes: a whole-object tag cannot vouch for a slice. The
+  client puts the SHA-256 of each call's slice of the job's ``args`` object in the invocation
+  event (:func:`digest`; the event is trusted, so a hash suffices) and the worker checks it
+  (:meth:`SignedStorage.check_digest`); a shuffle mapper puts each partition's HMAC in its
+  object's index (:meth:`SignedStorage.range_tag`, in storage, so keyed), which reducers check
+  (:meth:`SignedStorage.check_range`).
 * The secret (:func:`new_secret`, 32 random bytes) is made per executor and travels to workers
   in the invocation event, never in storage, in a storage spec or in a job record. This
   process's secrets are kept by executor id (:func:`remember`, :func:`secret_for`); the client
@@ -90,6 +91,8 @@ class SignedStorage(Storage):
         """HMAC-SHA256 of ``key``, ``scope`` (a slice's bounds) and ``chunks``: one call into
         OpenSSL for small objects (most calls' inputs and results), streamed for large ones."""
         head = key.encode() + b"\0" + scope + b"\0"
+        if len(chunks) == 1 and memoryview(chunks[0]).nbytes <= _ONE_SHOT:
+            return hmac.digest(self.secret, head + chunks[0], "sha256")
         if sum(memoryview(c).nbytes for c in chunks) <= _ONE_SHOT:
             return hmac.digest(self.secret, head + b"".join(chunks), "sha256")
         mac = hmac.new(self.secret, head, hashlib.sha256)
@@ -131,6 +134,13 @@ class SignedStorage(Storage):
         ``[start, end)`` of ``key``, matches ``tag`` (bytes or hex) from :meth:`range_tag`."""
         expected = bytes.fromhex(tag) if isinstance(tag, str) else bytes(tag)
         if not hmac.compare_digest(self.range_tag(key, start, end, data), expected):
+            raise _refuse(self, key, f"bytes [{start}:{end}) of object")
+
+    def check_digest(self, key: str, start: int, end: int, data: Any, digest: str) -> None:
+        """Raise :class:`~lambdaexec.errors.IntegrityError` unless ``data``, read from ``[start,
+        end)`` of ``key``, has the SHA-256 ``digest`` (hex) that a trusted channel (the
+        invocation event) carried; see :func:`digest`."""
+        if not hmac.compare_digest(hashlib.sha256(data).hexdigest(), digest):
             raise _refuse(self, key, f"bytes [{start}:{end}) of object")
 
     @_unretried
@@ -238,6 +248,18 @@ def secret_for(owner: str, secret: bytes | str | None = None) -> bytes:
 def unsigned(store: Storage) -> Storage:
     """The store under ``store``'s signatures, for what is not signed (the JSON job records)."""
     return store.inner if isinstance(store, SignedStorage) else store
+
+
+def digest(chunks: Sequence[Any]) -> str:
+    """SHA-256 (hex) of a call's inputs, for its invocation event: the event does not pass
+    through storage, so a plain hash there authenticates the slice the worker reads (and costs
+    a quarter of an HMAC)."""
+    if len(chunks) == 1:
+        return hashlib.sha256(chunks[0]).hexdigest()
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
 
 
 def owner_of(job_prefix: str) -> str:
