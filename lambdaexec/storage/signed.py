@@ -47,7 +47,6 @@ from lambdaexec.storage.base import Chunks, Storage, as_chunks
 
 #: bytes of the tag at the end of every signed object
 TAG_SIZE = 32
-_ONE_SHOT = 1 << 16  # objects up to this size are copied once and tagged in one call
 #: where a client keeps its executors' secrets (one 0600 file per executor id), private to its user
 SECRETS_DIR = os.path.join(os.path.expanduser("~"), ".local", "state", "lambdaexec", "secrets")
 
@@ -88,14 +87,12 @@ class SignedStorage(Storage):
         self.spec, self.concurrency = inner.spec, inner.concurrency
 
     def _mac(self, key: str, chunks: Sequence[Any], scope: bytes = b"") -> bytes:
-        """HMAC-SHA256 of ``key``, ``scope`` (a slice's bounds) and ``chunks``: one call into
-        OpenSSL for small objects (most calls' inputs and results), streamed for large ones."""
-        head = key.encode() + b"\0" + scope + b"\0"
-        if len(chunks) == 1 and memoryview(chunks[0]).nbytes <= _ONE_SHOT:
-            return hmac.digest(self.secret, head + chunks[0], "sha256")
-        if sum(memoryview(c).nbytes for c in chunks) <= _ONE_SHOT:
-            return hmac.digest(self.secret, head + b"".join(chunks), "sha256")
-        mac = hmac.new(self.secret, head, hashlib.sha256)
+        """HMAC-SHA256 of ``key``, ``scope`` (a slice's bounds) and ``chunks``.
+
+        ``hmac.new`` + ``update``: one path for small and large objects, no copy of the data,
+        about 2 us for a small object (``hmac.digest`` on a joined copy costs the same, and
+        releases the GIL on every call)."""
+        mac = hmac.new(self.secret, key.encode() + b"\0" + scope + b"\0", "sha256")
         for chunk in chunks:
             mac.update(chunk)
         return mac.digest()
