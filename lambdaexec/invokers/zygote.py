@@ -9,7 +9,9 @@ that needs it) imports ``worker.handler`` and nothing of the user's, then waits:
                           ── "status" pid ──► template reaps ──►    local_runtime.main)
 
 Each worker starts its own session (a call's children are killed with its worker's process
-group), takes the client's environment and working directory, and runs
+group), takes the environment the pool gives it (:mod:`.environment`: a Lambda worker's, not the
+client's whole environment; the template itself starts with the runtime part only) and the
+client's working directory, and runs
 :func:`lambdaexec.invokers.local_runtime.main`, the same loop a ``python -m`` worker runs, so it
 calls ``worker.handler.handler`` exactly as Lambda does and caps its memory the same way. Only the
 template is a child of the client, so the template reaps workers and reports their exit status.
