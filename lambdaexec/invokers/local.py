@@ -98,11 +98,7 @@ class _Worker:
         return out
 
     def exit_reason(self) -> str:
-        try:
-            code = self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            code = self.popen.wait()
+        code = zygote.wait_or_kill(self.popen)
         if code < 0:
             name = signal.Signals(-code).name
             why = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
@@ -123,11 +119,7 @@ class _Worker:
             except OSError:
                 pass
         self.sock.close()
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        zygote.wait_or_kill(self.popen)
         self.kill_group()  # children its calls started (Popen, fork) end with it
         self.log.close()
 

@@ -85,12 +85,18 @@ class _Template:
 
     def close(self) -> None:
         self.sock.close()
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        wait_or_kill(self.popen)
         self.log.close()
+
+
+def wait_or_kill(process: subprocess.Popen | Forked, grace: float = 5.0) -> int:
+    """Wait up to ``grace`` seconds for ``process`` (told to stop, or dying) to exit, then
+    SIGKILL it; its exit code as ``Popen.returncode`` gives it. No process outlives a stop."""
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 _templates: dict[tuple, _Template] = {}
