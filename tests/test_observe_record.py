@@ -249,5 +249,10 @@ def test_clean_removes_a_killed_clients_objects_and_never_a_live_executors(env, 
         # the live executor goes on: new workers read its initializer and function objects again
         assert list(live.map(_initialized_by, [2, 3])) == [(2, "live"), (3, "live")]
         assert "objects of executor" not in run(env, "clean").stdout  # done once, then nothing to do
+        # expiring every record by age leaves a live client's objects alone too
+        assert "deleted" in run(env, "clean", "--older-than", "0s").stdout
+        mine = store.list(live.prefix + "/")
+        assert any("/funcs/" in k for k in mine) and any(k.endswith("/init") for k in mine), mine
+        assert list(live.map(_initialized_by, [4])) == [(4, "live")]
     finally:
         live.shutdown()

@@ -12,8 +12,8 @@ deletes them (unless ``keep_data``); a client that is killed cannot, and leaves 
 Who still needs an executor's objects is read from its job records:
 
 - **age** (as for the records themselves): a record older than ``older_than`` is deleted with
-  its job's data; an executor whose records are all that old loses ``funcs/`` and ``init`` too,
-  unless its client is known to be alive (below).
+  its job's data; an executor whose records are all that old loses ``funcs/`` and ``init`` too.
+  Whatever the age, the data of a client known to be alive (below) is left to that client.
 - **the client process**, for executors with younger records (:func:`clean_gone_clients`, run
   by the CLI): a manifest names its client's pid, when that process started and the machine
   (boot id and pid namespace). On the same machine, a client whose pid is gone, or belongs to
@@ -81,9 +81,10 @@ def _executor_prefix(root: str, manifest: dict[str, Any] | None, executor: str) 
 
 
 def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False) -> list[str]:
-    """Delete the records of jobs created more than ``older_than`` seconds ago, and whatever
-    data of theirs is left (a client that exited early leaves it), and the objects of executors
-    whose records are all that old (unless their client is alive); return the records' ids."""
+    """Delete the records of jobs created more than ``older_than`` seconds ago, whatever data of
+    theirs is left (a client that exited early leaves it) and the objects of executors whose
+    records are all that old; never the data of a client known to be alive. Return the records'
+    ids."""
     now = time.time()
     ids = job_ids(storage, root)
     old = [i for i in ids if now - created_at(i) > older_than]
@@ -93,12 +94,13 @@ def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False)
     newest: dict[str, dict[str, Any] | None] = {}  # executor -> the manifest of its newest old record
     for job_id in old:  # oldest first
         manifest = _manifest(storage, root, job_id)
-        if manifest is not None and manifest.get("job_prefix"):
+        alive = client_alive((manifest or {}).get("client")) is True
+        if manifest is not None and manifest.get("job_prefix") and not alive:  # a live client deletes its own
             storage.delete(manifest["job_prefix"] + "/")
         storage.delete(f"{jobs_prefix(root)}{job_id}/")
-        newest[executor_of(job_id)] = manifest
+        newest[executor_of(job_id)] = None if alive else manifest
     for executor, manifest in newest.items():
-        if executor not in young and client_alive((manifest or {}).get("client")) is not True:
+        if executor not in young and manifest is not None:
             storage.delete(_executor_prefix(root, manifest, executor))  # funcs/, init
     return old
 
