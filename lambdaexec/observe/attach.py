@@ -20,7 +20,7 @@ from typing import Any
 
 from lambdaexec import errors, protocol
 from lambdaexec.future import LambdaFuture
-from lambdaexec.observe import record
+from lambdaexec.observe import jobs as records
 
 
 def attach(job_id: str, poll_interval: float = 0.5, **settings: Any) -> list[LambdaFuture]:
@@ -39,7 +39,7 @@ def attach(job_id: str, poll_interval: float = 0.5, **settings: Any) -> list[Lam
 
     cfg = load_config(settings)
     storage = open_storage(cfg.storage_spec())
-    job = record.read_job(storage, cfg.prefix, record.resolve(storage, cfg.prefix, job_id), look=False)
+    job = records.read_job(storage, cfg.prefix, records.resolve(storage, cfg.prefix, job_id), look=False)
     m = job.manifest
     if m["backend"] != "lambda":
         raise errors.AttachError(
@@ -75,7 +75,7 @@ def _complete(storage: Any, m: dict[str, Any], future: LambdaFuture, call: int) 
     return True
 
 
-def _watch(storage: Any, root: str, job: record.JobRecord, futures: list[LambdaFuture], deadline: float,
+def _watch(storage: Any, root: str, job: records.JobRecord, futures: list[LambdaFuture], deadline: float,
            poll_interval: float) -> None:
     m = job.manifest
     left = set(range(len(futures)))
@@ -87,7 +87,7 @@ def _watch(storage: Any, root: str, job: record.JobRecord, futures: list[LambdaF
                     left.discard(c)
             if not left:
                 break
-            collected = record.read_job(storage, root, job.job_id, look=False).calls is not None
+            collected = records.read_job(storage, root, job.job_id, look=False).calls is not None
             if collected or time.time() > deadline:
                 why = ("its submitting client finished the job and deleted the results it collected "
                        "(keep_data=True keeps them)") if collected \
