@@ -90,12 +90,13 @@ def _when(t: float | None) -> str:
 @command("jobs", "recent jobs: state, calls done/failed/running, duration, cost",
          lambda p: p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)"))
 def jobs(args: argparse.Namespace) -> int:
-    from lambdaexec.observe import record
+    from lambdaexec.observe import jobs as records
+    from lambdaexec.observe.record import jobs_prefix
 
     store, root = _record_store()
-    found = record.list_jobs(store, root, args.limit)
+    found = records.list_jobs(store, root, args.limit)
     if not found:
-        print(f"no job records under {record.jobs_prefix(root)}")
+        print(f"no job records under {jobs_prefix(root)}")
         return 0
     print(f"{'JOB':<40} {'CREATED (UTC)':<19}  {'FUNCTION':<28} {'STATE':<9} {'CALLS':>6} {'DONE':>6} "
           f"{'FAILED':>6} {'RUNNING':>7} {'SECONDS':>8} {'COST $':>10}")
@@ -116,11 +117,11 @@ def _logs_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("logs", "what one call of a job printed, or the failed calls' output and errors", _logs_arguments)
 def logs(args: argparse.Namespace) -> int:
-    from lambdaexec.observe import record
+    from lambdaexec.observe import jobs as records
 
     store, root = _record_store()
-    job = record.read_job(store, root, record.resolve(store, root, args.job))
-    for text in record.call_logs(store, job, args.call):
+    job = records.read_job(store, root, records.resolve(store, root, args.job))
+    for text in records.call_logs(store, job, args.call):
         print(text)
     return 0
 
@@ -133,11 +134,11 @@ def _plot_arguments(p: argparse.ArgumentParser) -> None:
 @command("plot", "draw a finished job's timeline into an image file", _plot_arguments)
 def plot(args: argparse.Namespace) -> int:
     from lambdaexec.errors import LambdaExecError
-    from lambdaexec.observe import record
+    from lambdaexec.observe import jobs as records
     from lambdaexec.observe.timeline import plot_timeline
 
     store, root = _record_store()
-    job = record.read_job(store, root, record.resolve(store, root, args.job))
+    job = records.read_job(store, root, records.resolve(store, root, args.job))
     if job.calls is None:
         raise LambdaExecError(f"job {job.job_id} has not finished: its timeline is drawn from the calls "
                               "record written when its last call ends")
@@ -152,18 +153,21 @@ def _clean_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
 
 
-@command("clean", "delete old job records and any data their jobs left behind", _clean_arguments)
+@command("clean", "delete old job records, any data their jobs left behind, and the objects of "
+                  "executors whose client was killed", _clean_arguments)
 def clean(args: argparse.Namespace) -> int:
     from lambdaexec.config import load_config
-    from lambdaexec.observe import record
+    from lambdaexec.observe import clean as cleaner
 
     store, root = _record_store()
     older = args.older_than if args.older_than is not None else load_config().job_retention_days * 86400.0
-    gone = record.clean(store, root, older, dry_run=args.dry_run)
+    gone = cleaner.clean(store, root, older, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     for job_id in gone:
         print(f"{verb} {job_id}")
     print(f"{verb} {len(gone)} job record(s) older than {older / 86400:g} days")
+    for executor in cleaner.clean_gone_clients(store, root, dry_run=args.dry_run):
+        print(f"{verb} the objects of executor {executor} (its client process is gone)")
     return 0
 
 

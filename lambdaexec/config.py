@@ -15,6 +15,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import re
 import tempfile
 from typing import Any, Mapping
 
@@ -110,6 +111,10 @@ class Config:
     #: back up stragglers near the end of a job (see lambdaexec.speculation): ``auto`` (on for the
     #: ``lambda`` backend, off for ``local``), ``true`` or ``false``; resolved to ``true``/``false``
     speculative: str = "auto"
+    #: environment variables workers get besides the minimal set of lambdaexec.invokers.environment:
+    #: comma-separated ``NAME`` (its value in the client's environment) or ``NAME=value``; local
+    #: workers get them at start, the Lambda function at ``lambdaexec deploy``
+    worker_env: str = ""
 
     def resolved_workers(self) -> int:
         """``max_workers``, with 0 meaning the number of cores."""
@@ -208,11 +213,17 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"speculative must be 'auto', true or false, got {cfg.speculative!r}")
     if speculative == "auto":
         speculative = "true" if cfg.backend == "lambda" else "false"
+    for item in cfg.worker_env.split(","):
+        name = item.partition("=")[0].strip()
+        if item.strip() and not _ENV_NAME.fullmatch(name):
+            raise ConfigError(f"worker_env must be comma-separated NAME or NAME=value items (NAME: letters, "
+                              f"digits and _, not starting with a digit), got {item.strip()!r}")
     cfg.storage_spec()
     cfg.shuffle_storage_spec()
     return dataclasses.replace(cfg, progress=progress, speculative=speculative)
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PROGRESS = {"auto": "auto", **{v: "true" for v in ("1", "true", "yes", "on")},
              **{v: "false" for v in ("0", "false", "no", "off")}}
 

@@ -33,9 +33,11 @@ def _make_invoker(config: Config, max_tasks_per_child: int | None, storage: Stor
         from lambdaexec.aws.invoker import LambdaInvoker
 
         return LambdaInvoker(config, storage=storage)
+    from lambdaexec.invokers.environment import worker_environment
     from lambdaexec.invokers.local import LocalInvoker
 
-    return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child, config.memory)
+    env = worker_environment({config.storage, config.shuffle_storage or config.storage}, config.worker_env)
+    return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child, config.memory, env)
 
 
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:

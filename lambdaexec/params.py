@@ -20,14 +20,7 @@ that a fold based on an outdated read never applies::
 Each process caches, per array, the last sum it pulled and how many deltas it includes, so a
 worker that pulls in a loop reads only the deltas pushed since its last pull.
 
-Keys, for server ``name`` and array ``w`` (``shards`` pieces of at most ``shard_bytes`` each, so
-an array may exceed Redis's 512 MB value limit)::
-
-    lambdaexec/ps/<name>/w/meta           JSON: dtype, shape, shards, id of this init
-    lambdaexec/ps/<name>/w/head           how many deltas the base includes
-    lambdaexec/ps/<name>/w/fold           the fold lock (5 s lease), while someone folds
-    lambdaexec/ps/<name>/w/base/<i>       shard i of the folded value (little-endian bytes)
-    lambdaexec/ps/<name>/w/deltas/<i>     shard i of each pending delta, oldest first
+Where and how arrays sit in Redis (keys, shards, and the scripts): :mod:`lambdaexec.params_redis`.
 
 A ``ParameterServer`` pickles to its URL and name, so the same object works on the client and
 in every call; each process keeps one connection pool per URL. If Redis goes away, every
@@ -45,14 +38,17 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from lambdaexec.errors import LambdaExecError
+from lambdaexec.params_redis import FOLD_SCRIPT, PULL_SCRIPT, PUSH_SCRIPT, REDIS_VALUE_LIMIT, SHARD_BYTES, ArrayLayout
 
 #: pending deltas of one array from which a pull folds them in (a push folds from 4x as many)
 FOLD_AT = 4
 #: ... or pending bytes from which it does, so that large arrays never pile up deltas
 FOLD_BYTES = 64 << 20
-#: default largest piece of an array kept in one Redis value (Redis's own limit is 512 MB)
-SHARD_BYTES = 64 << 20
-_REDIS_LIMIT = 512 << 20
+
+
+def _fold_at(layout: ArrayLayout) -> int:
+    """How many pending deltas of an array are worth folding: :data:`FOLD_AT`, fewer for large arrays."""
+    return max(1, min(FOLD_AT, -(-FOLD_BYTES // max(1, layout.nbytes))))
 
 
 class ParameterServerUnavailableError(LambdaExecError, ConnectionError):
@@ -62,81 +58,6 @@ class ParameterServerUnavailableError(LambdaExecError, ConnectionError):
 class ParameterMismatchError(LambdaExecError, ValueError):
     """A pushed array's shape or dtype does not match the array on the server."""
 
-
-# KEYS: per array: meta, deltas/0..n-1 ; ARGV: per array: expected meta, n, delta shards 0..n-1
-# -> per array: {'ok', pending count}, or {'meta', stored meta} when it was re-initialized or removed
-# (then nothing at all is pushed: every array is checked before any is changed)
-_PUSH = """
-local a, k = 1, 1
-while a <= #ARGV do
-  local n = tonumber(ARGV[a + 1])
-  local meta = redis.call('GET', KEYS[k])
-  if meta ~= ARGV[a] then return {'meta', k} end
-  a, k = a + 2 + n, k + 1 + n
-end
-local out = {}
-a, k = 1, 1
-while a <= #ARGV do
-  local n = tonumber(ARGV[a + 1])
-  local count = 0
-  for i = 1, n do count = redis.call('RPUSH', KEYS[k + i], ARGV[a + 1 + i]) end
-  out[#out + 1] = count
-  a, k = a + 2 + n, k + 1 + n
-end
-return {'ok', out}
-"""
-
-# KEYS: per array: meta, head, fold, base/0..n-1, deltas/0..n-1 ; ARGV: per array: expected
-# meta, n, deltas the caller's cached sum includes (-1: none), pending deltas worth a fold ->
-# per array: {'meta'} when it was re-initialized or removed; {'inc', head, fold?, per shard the
-# deltas after the cached ones} when the cache is still ahead of the base; else {'full', head,
-# fold?, base shards..., per shard all deltas}. fold? is 1 when the caller, alone, should fold
-# (a lock with a 5 s lease, so that concurrent pullers do not all upload a sum that one needs)
-_PULL = """
-local out = {}
-local a, k = 1, 1
-while a <= #ARGV do
-  local n, p, fold_at = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  if redis.call('GET', KEYS[k]) ~= ARGV[a] then
-    out[#out + 1] = {'meta'}
-  else
-    local head = tonumber(redis.call('GET', KEYS[k + 1]) or '0')
-    local fold = 0
-    if redis.call('LLEN', KEYS[k + 3 + n]) >= fold_at and redis.call('SET', KEYS[k + 2], '1', 'NX', 'PX', 5000) then
-      fold = 1
-    end
-    local item
-    if p >= head then
-      item = {'inc', head, fold}
-      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 3 + n + i], p - head, -1) end
-    else
-      item = {'full', head, fold}
-      for i = 0, n - 1 do item[#item + 1] = redis.call('GET', KEYS[k + 3 + i]) end
-      for i = 0, n - 1 do item[#item + 1] = redis.call('LRANGE', KEYS[k + 3 + n + i], 0, -1) end
-    end
-    out[#out + 1] = item
-  end
-  a, k = a + 4, k + 3 + 2 * n
-end
-return out
-"""
-
-# KEYS: meta, head, fold, base/0..n-1, deltas/0..n-1 ; ARGV: expected meta, head seen, count of
-# deltas folded, new base shards -> 1 if folded, 0 if the array changed meanwhile (then nothing
-# is lost: the deltas stay pending). Releases the fold lock either way.
-_FOLD = """
-redis.call('DEL', KEYS[3])
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if tonumber(redis.call('GET', KEYS[2]) or '0') ~= tonumber(ARGV[2]) then return 0 end
-local n = (#KEYS - 3) / 2
-local count = tonumber(ARGV[3])
-for i = 1, n do
-  redis.call('SET', KEYS[3 + i], ARGV[3 + i])
-  redis.call('LTRIM', KEYS[3 + n + i], count, -1)
-end
-redis.call('INCRBY', KEYS[2], count)
-return 1
-"""
 
 _clients: dict[tuple[str, float], Any] = {}
 _clients_lock = threading.Lock()
@@ -159,30 +80,6 @@ def _client(url: str, timeout: float) -> Any:
             _clients[key] = redis.Redis.from_url(
                 url, socket_timeout=timeout, socket_connect_timeout=min(timeout, 10.0))
         return _clients[key]
-
-
-class _Meta:
-    """What travels with an array: dtype, shape and how it is cut into shards."""
-
-    def __init__(self, raw: bytes):
-        self.raw = raw
-        d = json.loads(raw)
-        self.dtype = np.dtype(d["dtype"])
-        self.shape = tuple(d["shape"])
-        self.shards = int(d["shards"])
-        self.shard_bytes = int(d["shard_bytes"])
-        self.nbytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-
-    @property
-    def fold_at(self) -> int:
-        """How many pending deltas are worth folding: :data:`FOLD_AT`, fewer for large arrays."""
-        return max(1, min(FOLD_AT, -(-FOLD_BYTES // max(1, self.nbytes))))
-
-    def cut(self, flat: np.ndarray) -> list[memoryview]:
-        """The shards of a flat little-endian array of this layout, as byte views."""
-        data = memoryview(flat).cast("B")
-        step = self.shard_bytes
-        return [data[i * step : (i + 1) * step] for i in range(self.shards)]
 
 
 class ParameterServer:
@@ -214,8 +111,8 @@ class ParameterServer:
             from lambdaexec.config import load_config
 
             url = load_config().redis_url
-        if not 0 < shard_bytes <= _REDIS_LIMIT:
-            raise ValueError(f"shard_bytes must be 1 to {_REDIS_LIMIT} (Redis's value limit), got {shard_bytes}")
+        if not 0 < shard_bytes <= REDIS_VALUE_LIMIT:
+            raise ValueError(f"shard_bytes must be 1 to {REDIS_VALUE_LIMIT} (Redis's value limit), got {shard_bytes}")
         if timeout <= 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
         self.url = url
@@ -224,7 +121,7 @@ class ParameterServer:
             raise ValueError(f"a parameter server name cannot contain '/': {self.name!r}")
         self.shard_bytes = shard_bytes
         self.timeout = timeout
-        self._metas: dict[str, _Meta] = {}
+        self._metas: dict[str, ArrayLayout] = {}
 
     def __repr__(self) -> str:
         return f"ParameterServer({self.url!r}, name={self.name!r})"
@@ -242,7 +139,7 @@ class ParameterServer:
             raise ValueError(f"an array name must be a non-empty string without '/', got {array!r}")
         return "/".join(["lambdaexec/ps", self.name, array, *map(str, parts)])
 
-    def _keys(self, array: str, meta: _Meta) -> list[str]:
+    def _keys(self, array: str, meta: ArrayLayout) -> list[str]:
         """An array's keys, in the order the scripts take them: meta, head, fold, bases, deltas."""
         keys = [self._key(array, "meta"), self._key(array, "head"), self._key(array, "fold")]
         keys += [self._key(array, "base", i) for i in range(meta.shards)]
@@ -270,14 +167,14 @@ class ParameterServer:
 
         return self._redis(op, run)
 
-    def _meta(self, array: str, refresh: bool = False) -> _Meta:
+    def _meta(self, array: str, refresh: bool = False) -> ArrayLayout:
         if refresh or array not in self._metas:
             raw = self._redis(f"reading the layout of {array!r}", lambda r: r.get(self._key(array, "meta")))
             if raw is None:
                 self._metas.pop(array, None)
                 raise KeyError(f"parameter server {self.name!r} at {self.url} has no array {array!r}: "
                                f"call ps.init({array!r}, initial_array) first")
-            self._metas[array] = _Meta(raw)
+            self._metas[array] = ArrayLayout(raw)
         return self._metas[array]
 
     # --- the API --------------------------------------------------------------------------
@@ -295,13 +192,13 @@ class ParameterServer:
         shards = max(1, -(-flat.nbytes // step))
         raw = json.dumps({"dtype": dtype.str, "shape": list(value.shape), "shards": shards,
                           "shard_bytes": step, "id": uuid.uuid4().hex}).encode()
-        meta = _Meta(raw)
+        meta = ArrayLayout(raw)
         old = self._redis(f"init({name!r})", lambda r: r.get(self._key(name, "meta")))
 
         def write(r: Any) -> None:
             pipe = r.pipeline(transaction=True)
             if old is not None:
-                pipe.delete(*self._keys(name, _Meta(old)))
+                pipe.delete(*self._keys(name, ArrayLayout(old)))
             pipe.delete(self._key(name, "head"), self._key(name, "fold"))
             for key, shard in zip(self._keys(name, meta)[3 : 3 + shards], meta.cut(flat)):
                 pipe.set(key, shard)
@@ -324,8 +221,8 @@ class ParameterServer:
             keys, args = [], []
             for n in names:
                 keys += self._keys(n, metas[n])
-                args += [metas[n].raw, metas[n].shards, cached[n][0] if cached[n] else -1, metas[n].fold_at]
-            replies = self._eval("pull", _PULL, keys, args)
+                args += [metas[n].raw, metas[n].shards, cached[n][0] if cached[n] else -1, _fold_at(metas[n])]
+            replies = self._eval("pull", PULL_SCRIPT, keys, args)
             stale = [n for n, reply in zip(names, replies) if reply[0] == b"meta"]
             if not stale:
                 return {n: self._sum(n, metas[n], cached[n], reply) for n, reply in zip(names, replies)}
@@ -333,11 +230,11 @@ class ParameterServer:
                 self._meta(n, refresh=True)
         raise ParameterMismatchError(f"arrays {stale} keep being re-initialized while being pulled")
 
-    def _cached(self, name: str, meta: _Meta) -> tuple[int, np.ndarray] | None:
+    def _cached(self, name: str, meta: ArrayLayout) -> tuple[int, np.ndarray] | None:
         hit = _sums.get((self.url, self.name, name))
         return hit[1:] if hit is not None and hit[0] == meta.raw else None
 
-    def _sum(self, name: str, meta: _Meta, cached: tuple[int, np.ndarray] | None, reply: list) -> np.ndarray:
+    def _sum(self, name: str, meta: ArrayLayout, cached: tuple[int, np.ndarray] | None, reply: list) -> np.ndarray:
         kind, head, fold, n = reply[0], int(reply[1]), reply[2], meta.shards
         if kind == b"inc":
             value, deltas = cached[1].copy(), reply[3:]
@@ -352,7 +249,7 @@ class ParameterServer:
         _sums[(self.url, self.name, name)] = (meta.raw, count, value)
         if fold:  # this process holds the fold lock: write the sum back as the new base
             keys = self._keys(name, meta)
-            self._eval(f"pull({name!r})", _FOLD, keys, [meta.raw, head, count - head, *meta.cut(value)])
+            self._eval(f"pull({name!r})", FOLD_SCRIPT, keys, [meta.raw, head, count - head, *meta.cut(value)])
         return value.reshape(meta.shape).astype(meta.dtype.newbyteorder("="))
 
     def push(self, name: str, delta: Any) -> None:
@@ -373,7 +270,7 @@ class ParameterServer:
                 meta = metas[n]
                 keys += [self._key(n, "meta"), *(self._key(n, "deltas", i) for i in range(meta.shards))]
                 args += [meta.raw, meta.shards, *meta.cut(self._flat(n, meta, deltas[n]))]
-            reply = self._eval("push", _PUSH, keys, args)
+            reply = self._eval("push", PUSH_SCRIPT, keys, args)
             if reply[0] == b"ok":
                 break
             stale = keys[int(reply[1]) - 1].rpartition("/meta")[0].rpartition("/")[2]
@@ -381,10 +278,10 @@ class ParameterServer:
         else:
             raise ParameterMismatchError(f"array {stale!r} keeps being re-initialized while being pushed to")
         for n, pending in zip(names, reply[1]):
-            if pending >= 4 * metas[n].fold_at:  # nobody has pulled for a while: fold here
+            if pending >= 4 * _fold_at(metas[n]):  # nobody has pulled for a while: fold here
                 self.pull(n)
 
-    def _flat(self, name: str, meta: _Meta, delta: Any) -> np.ndarray:
+    def _flat(self, name: str, meta: ArrayLayout, delta: Any) -> np.ndarray:
         d = np.asarray(delta)
         if d.shape != meta.shape:
             raise ParameterMismatchError(

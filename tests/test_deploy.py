@@ -117,6 +117,18 @@ def test_deploy_is_idempotent_and_updates_settings(aws, config):
     assert len(aws("s3").get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]) == 1
 
 
+def test_deploy_gives_the_function_the_worker_env_local_workers_get(aws, config, monkeypatch):
+    monkeypatch.setenv("API_URL", "https://api.example")
+    monkeypatch.setenv("SECRET_TOKEN", "not asked for")
+    with_env = load_config({**config.__dict__, "worker_env": "API_URL,MODE=fast"})
+    deploy(with_env, log=lambda line: None)
+    fn = aws("lambda").get_function_configuration(FunctionName="lambdaexec-worker")
+    assert fn["Environment"]["Variables"] == {"API_URL": "https://api.example", "MODE": "fast"}
+    again = []
+    deploy(with_env, log=again.append)
+    assert any("configuration unchanged" in line for line in again)
+
+
 def test_teardown_removes_what_deploy_made(aws, config):
     deploy(config, log=lambda line: None)
     aws("s3").put_object(Bucket=BUCKET, Key="lambdaexec/x/000000/args", Body=b"data")

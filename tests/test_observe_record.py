@@ -174,3 +174,85 @@ def test_the_record_keeps_no_failure_alive_while_its_job_runs(tmp_path):
     calls = record.read_job(store, "lean", job_id).calls
     assert [c["state"] for c in calls] == ["failed", "done"]
     assert calls[0]["error"].startswith("ValueError: <") and "Payload object" in calls[0]["error"]
+
+
+KILLED_CLIENT = textwrap.dedent("""
+    import sys, time, lambdaexec
+
+    def setup():
+        pass
+
+    def nap(i):
+        time.sleep(120)
+
+    ex = lambdaexec.LambdaExecutor(max_workers=2, initializer=setup, keep_data=sys.argv[1] == "keep")
+    ex.map_futures(nap, range(4))
+    while not any(ex.executor_id in k for k in ex.storage.list(ex.config.prefix + "/jobs/")):
+        time.sleep(0.05)  # its job's manifest (which names this client) is written
+    print(ex.prefix, flush=True)
+    time.sleep(300)
+""")
+
+def _init_live(tag):
+    os.environ["INITIALIZED_BY"] = tag
+
+
+def _initialized_by(x):
+    return x, os.environ.get("INITIALIZED_BY")
+
+
+def test_clean_removes_a_killed_clients_objects_and_never_a_live_executors(env, monkeypatch):
+    """A SIGKILLed client leaves funcs/, init and its job's data; `lambdaexec clean` (default
+    age) removes them because its process is gone, keeps them with keep_data, and never
+    touches the objects of an executor whose client (this test) is alive."""
+    import signal
+
+    import lambdaexec
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    # a live executor: an initializer object, a function object; each call on a fresh worker,
+    # so every call reads both again after `clean`
+    live = lambdaexec.LambdaExecutor(max_workers=1, initializer=_init_live, initargs=("live",),
+                                     max_tasks_per_child=1)
+    try:
+        assert live.submit(_initialized_by, 1).result(timeout=60) == (1, "live")
+        clients = {keep: subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, keep], env=env,
+                                          stdout=subprocess.PIPE, text=True) for keep in ("keep", "clean")}
+        prefixes = {}
+        try:
+            for keep, client in clients.items():
+                prefixes[keep] = client.stdout.readline().strip()
+                assert prefixes[keep], f"the {keep} client did not start its job"
+                os.kill(client.pid, signal.SIGKILL)  # no exit hook, no finally
+                client.wait(timeout=30)
+        finally:
+            for client in clients.values():
+                if client.poll() is None:
+                    client.kill()
+                    client.wait()
+                client.stdout.close()
+        store = live.storage
+        left = store.list(prefixes["clean"] + "/")
+        assert any("/funcs/" in k for k in left) and any(k.endswith("/init") for k in left), left
+
+        dry = run(env, "clean", "--dry-run").stdout
+        assert f"would delete the objects of executor {prefixes['clean'].rsplit('/', 1)[1]}" in dry
+        assert store.list(prefixes["clean"] + "/") == left  # a dry run deletes nothing
+        out = run(env, "clean").stdout
+        assert f"objects of executor {prefixes['clean'].rsplit('/', 1)[1]}" in out
+        assert store.list(prefixes["clean"] + "/") == []  # nothing of the killed client is left
+        assert store.list(prefixes["keep"] + "/") != []  # ... unless it asked to keep its data
+        mine = store.list(live.prefix + "/")
+        assert any("/funcs/" in k for k in mine) and any(k.endswith("/init") for k in mine), mine
+        assert live.prefix.rsplit("/", 1)[1] not in out
+        # the live executor goes on: new workers read its initializer and function objects again
+        assert list(live.map(_initialized_by, [2, 3])) == [(2, "live"), (3, "live")]
+        assert "objects of executor" not in run(env, "clean").stdout  # done once, then nothing to do
+        # expiring every record by age leaves a live client's objects alone too
+        assert "deleted" in run(env, "clean", "--older-than", "0s").stdout
+        mine = store.list(live.prefix + "/")
+        assert any("/funcs/" in k for k in mine) and any(k.endswith("/init") for k in mine), mine
+        assert list(live.map(_initialized_by, [4])) == [(4, "live")]
+    finally:
+        live.shutdown()

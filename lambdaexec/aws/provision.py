@@ -38,6 +38,7 @@ from lambdaexec.aws.clients import error_code as _code
 from lambdaexec.aws.package import HANDLER, code_sha256, lambda_runtime, package_bytes
 from lambdaexec.config import Config, load_config
 from lambdaexec.errors import ConfigError
+from lambdaexec.invokers.environment import parse_worker_env
 
 POLICY_NAME = "lambdaexec-worker"
 TAG = {"lambdaexec": "deploy"}
@@ -166,6 +167,8 @@ def function_settings(config: Config, role_arn: str) -> dict[str, Any]:
         "Role": role_arn, "Timeout": int(max(1, min(900, -(-config.timeout // 1)))),
         "MemorySize": config.memory, "EphemeralStorage": {"Size": config.ephemeral_storage},
         "Description": "lambdaexec worker",
+        # the worker_env setting, as local workers get it (lambdaexec.invokers.environment)
+        "Environment": {"Variables": parse_worker_env(config.worker_env)},
     }
     if not config.image_uri:
         settings.update(Runtime=lambda_runtime(), Handler=HANDLER,
@@ -206,6 +209,7 @@ def _ensure_function(aws: AwsClients, config: Config, role_arn: str, new_role: b
             _wait_function(lam, name)
             log(f"function {name}: code updated")
         wanted = {k: v for k, v in settings.items() if k != "Layers"}
+        current = {**current, "Environment": {"Variables": current.get("Environment", {}).get("Variables", {})}}
         have_layers = [layer["Arn"] for layer in current.get("Layers", [])]
         differs = any(current.get(k) != v for k, v in wanted.items()) or (
             "Layers" in settings and have_layers != settings["Layers"])

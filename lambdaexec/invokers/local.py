@@ -11,6 +11,9 @@ from one shared queue: a per-worker queue would make short calls wait behind a l
 another worker sits idle. To keep tiny calls cheap, an event carries several calls of a job only
 once that job's calls are known to be short (their measured time, per job).
 
+Like a Lambda worker, a local worker sees a minimal environment, not the client's: the runtime's
+variables, the storage's credentials and what ``worker_env`` names (:mod:`.environment`).
+
 Like Lambda, each worker is limited to ``memory`` MB (its data size, ``RLIMIT_DATA``): a call that
 grows past it gets a ``MemoryError`` naming the setting, not the kernel's OOM killer.
 
@@ -36,6 +39,7 @@ from multiprocessing.connection import wait
 
 from lambdaexec.invokers import zygote
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
+from lambdaexec.invokers.environment import runtime_part, worker_environment
 from lambdaexec.invokers.local_runtime import send
 
 _START_FAILURES = 3  # processes in a row that exit before they are ready: the runtime is broken
@@ -53,7 +57,7 @@ class _Worker:
         ours, theirs = socket.socketpair()
         self.log = tempfile.TemporaryFile()
         # forked from the pre-imported template (see zygote.py) when it runs; else a new interpreter
-        t = zygote.template(env)
+        t = zygote.template(runtime_part(env))  # storage credentials and worker_env go to the worker only
         pid = t.spawn(theirs, self.log, env, (timeout, memory_mb)) if t is not None else None
         if pid is not None:
             self.popen: subprocess.Popen | zygote.Forked = zygote.Forked(t, pid)
@@ -94,11 +98,7 @@ class _Worker:
         return out
 
     def exit_reason(self) -> str:
-        try:
-            code = self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            code = self.popen.wait()
+        code = zygote.wait_or_kill(self.popen)
         if code < 0:
             name = signal.Signals(-code).name
             why = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
@@ -119,11 +119,7 @@ class _Worker:
             except OSError:
                 pass
         self.sock.close()
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        zygote.wait_or_kill(self.popen)
         self.kill_group()  # children its calls started (Popen, fork) end with it
         self.log.close()
 
@@ -139,11 +135,12 @@ class LocalInvoker(Invoker):
     """Runs calls on ``workers`` local processes; see the module docstring."""
 
     def __init__(self, workers: int, timeout: float, max_tasks_per_child: int | None = None,
-                 memory_mb: int = 2048):
+                 memory_mb: int = 2048, env: dict[str, str] | None = None):
         self.timeout = timeout
         self.memory_mb = memory_mb  # each worker's data limit, as Lambda's ``memory``
         self.max_tasks = max_tasks_per_child
-        self.env = dict(os.environ)
+        # what a Lambda worker would have, not the client's whole environment (see environment.py)
+        self.env = dict(worker_environment() if env is None else env)
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         for var in _BLAS_THREAD_VARS:  # like loky: cores shared out, not oversubscribed
             self.env.setdefault(var, threads)

@@ -9,7 +9,9 @@ that needs it) imports ``worker.handler`` and nothing of the user's, then waits:
                           ── "status" pid ──► template reaps ──►    local_runtime.main)
 
 Each worker starts its own session (a call's children are killed with its worker's process
-group), takes the client's environment and working directory, and runs
+group), takes the environment the pool gives it (:mod:`.environment`: a Lambda worker's, not the
+client's whole environment; the template itself starts with the runtime part only) and the
+client's working directory, and runs
 :func:`lambdaexec.invokers.local_runtime.main`, the same loop a ``python -m`` worker runs, so it
 calls ``worker.handler.handler`` exactly as Lambda does and caps its memory the same way. Only the
 template is a child of the client, so the template reaps workers and reports their exit status.
@@ -83,12 +85,18 @@ class _Template:
 
     def close(self) -> None:
         self.sock.close()
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        wait_or_kill(self.popen)
         self.log.close()
+
+
+def wait_or_kill(process: subprocess.Popen | Forked, grace: float = 5.0) -> int:
+    """Wait up to ``grace`` seconds for ``process`` (told to stop, or dying) to exit, then
+    SIGKILL it; its exit code as ``Popen.returncode`` gives it. No process outlives a stop."""
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 _templates: dict[tuple, _Template] = {}

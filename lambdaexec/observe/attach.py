@@ -20,7 +20,7 @@ from typing import Any
 
 from lambdaexec import errors, protocol
 from lambdaexec.future import LambdaFuture
-from lambdaexec.observe import record
+from lambdaexec.observe import jobs as records
 
 
 def attach(job_id: str, poll_interval: float = 0.5, secret: bytes | str | None = None,
@@ -43,7 +43,7 @@ def attach(job_id: str, poll_interval: float = 0.5, secret: bytes | str | None =
 
     cfg = load_config(settings)
     unsigned = open_storage(cfg.storage_spec())  # the job record is JSON, not signed
-    job = record.read_job(unsigned, cfg.prefix, record.resolve(unsigned, cfg.prefix, job_id), look=False)
+    job = records.read_job(unsigned, cfg.prefix, records.resolve(unsigned, cfg.prefix, job_id), look=False)
     m = job.manifest
     if m["backend"] != "lambda":
         raise errors.AttachError(
@@ -83,7 +83,7 @@ def _complete(storage: Any, m: dict[str, Any], future: LambdaFuture, call: int) 
     return True
 
 
-def _watch(storage: Any, root: str, job: record.JobRecord, futures: list[LambdaFuture], deadline: float,
+def _watch(storage: Any, root: str, job: records.JobRecord, futures: list[LambdaFuture], deadline: float,
            poll_interval: float) -> None:
     m = job.manifest
     left = set(range(len(futures)))
@@ -95,7 +95,7 @@ def _watch(storage: Any, root: str, job: record.JobRecord, futures: list[LambdaF
                     left.discard(c)
             if not left:
                 break
-            collected = record.read_job(storage.inner, root, job.job_id, look=False).calls is not None
+            collected = records.read_job(storage.inner, root, job.job_id, look=False).calls is not None
             if collected or time.time() > deadline:
                 why = ("its submitting client finished the job and deleted the results it collected "
                        "(keep_data=True keeps them)") if collected \

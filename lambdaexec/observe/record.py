@@ -5,23 +5,27 @@ the configured prefix, beside (not inside) the job's bulk data, so they outlive 
 
     <prefix>/jobs/<job-id>/manifest   written when the job is submitted: job id, created,
                                       function name and code hash, calls, Python and package
-                                      versions, host, backend, storage, memory, where its data is
+                                      versions, host, backend, storage, memory, where its data is,
+                                      the client process (``client``: pid, when it started,
+                                      which machine) so ``clean`` can tell a killed client's
+                                      executor from a live one
     <prefix>/jobs/<job-id>/calls      written when its last call finished: per call state,
                                       error, stats (timestamps, worker), attempts, stdout, stderr,
                                       by column (see :func:`encode_calls`)
 
 A job id is ``<UTC time>-<executor id>-<job number>``, so age is read from the key alone and
 ``clean`` needs one listing. While a job runs, its done count is the number of result objects
-in its data prefix. :class:`JobRecorder` writes records (a watcher of the monitor); the other
-functions read them for ``lambdaexec jobs``, ``logs``, ``plot``, ``clean`` and :func:`attach`.
+in its data prefix. :class:`JobRecorder` writes records (a watcher of the monitor);
+:mod:`~lambdaexec.observe.jobs` reads them for ``lambdaexec jobs``, ``logs``, ``plot`` and
+:func:`attach`, and :mod:`~lambdaexec.observe.clean` expires them for ``lambdaexec clean``.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import functools
 import json
+import os
 import platform
 import socket
 import sys
@@ -29,11 +33,8 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec import protocol
-from lambdaexec.errors import LambdaExecError
 from lambdaexec.observe.watcher import Watcher
 from lambdaexec.storage import Storage
-from lambdaexec.storage.signed import unsigned
 
 #: the timestamps (seconds since the epoch) and other stats a call's record keeps
 TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
@@ -46,16 +47,40 @@ _CLEANED: dict[tuple[str, str], float] = {}  # (storage spec, prefix) -> when th
 _CLEANED_LOCK = threading.Lock()
 
 
-class JobNotFoundError(LambdaExecError, KeyError):
-    """No job record matches the id given."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
 def jobs_prefix(root: str) -> str:
     """Where job records live for the configured ``prefix`` ``root``."""
     return f"{root}/jobs/"
+
+
+def machine() -> str:
+    """Which machine and process-id namespace this process runs in (its boot id and pid
+    namespace on Linux, else its host name): where a recorded pid means this same process."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f"{f.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), telling it from a later
+    process given the same pid; None if there is no such process or it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_CLIENT: dict[int, dict[str, Any]] = {}
+
+
+def this_client() -> dict[str, Any]:
+    """This client process as a manifest names it (looked up once per process)."""
+    pid = os.getpid()
+    if pid not in _CLIENT:
+        _CLIENT[pid] = {"pid": pid, "start": process_start(pid), "machine": machine()}
+    return _CLIENT[pid]
 
 
 @functools.cache
@@ -108,7 +133,7 @@ class JobRecorder(Watcher):
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
             "args_key": job.args_key, "memory": cfg.memory, "architecture": cfg.architecture,
             "timeout": cfg.timeout, "retries": cfg.retries, "start_deadline": cfg.start_deadline,
-            "keep_data": cfg.keep_data,
+            "keep_data": cfg.keep_data, "client": this_client(),
         }
         self._write(self._put, f"{self.root}{job_id}/manifest", manifest)
         with self._lock:  # the manifest goes out now, not a WRITE_INTERVAL later: with workers
@@ -147,6 +172,8 @@ class JobRecorder(Watcher):
             if now - _CLEANED.get(where, -CLEAN_INTERVAL) < CLEAN_INTERVAL:
                 return
             _CLEANED[where] = now
+        from lambdaexec.observe.clean import clean
+
         try:  # expire old records
             clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
         except Exception:
@@ -231,190 +258,15 @@ def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-# --- reading records ------------------------------------------------------------------------
-@dataclasses.dataclass
-class JobRecord:
-    """One job as its record tells it. ``calls`` is None while the job has not finished."""
-
-    manifest: dict[str, Any]
-    calls: list[dict[str, Any]] | None
-    finished: float | None = None
-    #: result objects present in the job's data (known while it runs; -1 if not looked up)
-    results_present: int = -1
-
-    @property
-    def job_id(self) -> str:
-        """The job's id."""
-        return self.manifest["job_id"]
-
-    def counts(self) -> dict[str, int]:
-        """Calls ``done``, ``failed``, ``running`` (or not yet started) and ``cancelled``."""
-        n = self.manifest["calls"]
-        if self.calls is None:
-            done = max(0, self.results_present)
-            return {"done": done, "failed": 0, "running": n - done, "cancelled": 0}
-        out = {"done": 0, "failed": 0, "running": 0, "cancelled": 0}
-        for c in self.calls:
-            out[c["state"]] += 1
-        return out
-
-    @property
-    def state(self) -> str:
-        """``finished``, ``failed`` (some call failed or was cancelled), or ``running`` (no calls
-        record yet: still running, or its client exited before the end)."""
-        if self.calls is None:
-            return "running"
-        return "failed" if any(c["state"] != "done" for c in self.calls) else "finished"
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from submission to the last result (None while running)."""
-        return None if self.finished is None else self.finished - self.manifest["created"]
-
-    def cost(self, prices: Any = None) -> Any:
-        """The :class:`~lambdaexec.observe.cost.CostReport` of the finished calls."""
-        from lambdaexec.observe.cost import cost
-
-        return cost(self.futures(), memory=self.manifest["memory"],
-                    architecture=self.manifest["architecture"], prices=prices,
-                    backend=self.manifest["backend"])
-
-    def futures(self) -> list[Any]:
-        """Finished stand-ins for the calls (``stats``, ``attempts``, ``call_id``, output), enough
-        for :func:`lambdaexec.cost` and :func:`lambdaexec.plot_timeline`."""
-        job = self.manifest["job_prefix"].rsplit("/", 1)[1]
-        return [_Recorded(f"{job}/{c['call']}", c) for c in self.calls or []]
+# the readers and the cleaner moved to modules of their own; their names stay importable here
+_MOVED = {**dict.fromkeys(("JobNotFoundError", "JobRecord", "job_ids", "resolve", "read_job", "list_jobs",
+                           "result_key", "format_call", "call_logs"), "jobs"),
+          **dict.fromkeys(("created_at", "clean"), "clean")}
 
 
-class _Recorded:
-    """A finished call read back from its record (quacks like a LambdaFuture's details)."""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    def __init__(self, call_id: str, call: dict[str, Any]):
-        self.call_id, self.stats, self.attempts = call_id, call["stats"], call["attempts"]
-        self.stdout, self.stderr, self.state = call["stdout"], call["stderr"], call["state"]
-
-    def exception(self) -> Any:
-        return None if self.state == "done" else RuntimeError(self.state)
-
-    def cancelled(self) -> bool:
-        return self.state == "cancelled"
-
-
-def job_ids(storage: Storage, root: str) -> list[str]:
-    """Ids of every recorded job, oldest first."""
-    prefix = jobs_prefix(root)
-    ids = {k[len(prefix):].split("/", 1)[0] for k in storage.list(prefix)}
-    return sorted(ids)
-
-
-def resolve(storage: Storage, root: str, job: str) -> str:
-    """The full id of the job named ``job`` (a full id, or a unique part of one)."""
-    ids = job_ids(storage, root)
-    if job in ids:
-        return job
-    hits = [i for i in ids if job in i]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise JobNotFoundError(f"no job record matches {job!r} under {jobs_prefix(root)} (see `lambdaexec jobs`)")
-    raise JobNotFoundError(f"{job!r} matches {len(hits)} jobs ({', '.join(hits[:3])}, ...): give more of the id")
-
-
-def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> JobRecord:
-    """The record of ``job_id``; with ``look``, count the results of a job still running."""
-    base = f"{jobs_prefix(root)}{job_id}/"
-    storage = unsigned(storage)  # records are JSON, never unpickled: not signed (docs/security.md)
-    try:
-        manifest = json.loads(bytes(storage.get(base + "manifest")))
-    except KeyError:
-        raise JobNotFoundError(f"job {job_id} has no manifest under {base}") from None
-    try:
-        done = json.loads(bytes(storage.get(base + "calls")))
-        return JobRecord(manifest, decode_calls(done), done["finished"])
-    except KeyError:
-        present = len(storage.list(manifest["job_prefix"] + "/calls/")) if look else -1
-        return JobRecord(manifest, None, results_present=present)
-
-
-def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
-    """The ``limit`` most recent jobs, newest first."""
-    return [read_job(storage, root, i) for i in reversed(job_ids(storage, root)[-limit:])]
-
-
-def created_at(job_id: str) -> float:
-    """When ``job_id`` was created (from the id itself), seconds since the epoch."""
-    import calendar
-
-    return calendar.timegm(time.strptime(job_id.split("-", 1)[0], "%Y%m%dT%H%M%S"))
-
-
-def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False) -> list[str]:
-    """Delete the records of jobs created more than ``older_than`` seconds ago, and whatever
-    data of theirs is left (a client that exited early leaves it); return their ids."""
-    now = time.time()
-    old = [i for i in job_ids(storage, root) if now - created_at(i) > older_than]
-    if not dry_run:
-        for job_id in old:
-            try:
-                manifest = json.loads(bytes(unsigned(storage).get(f"{jobs_prefix(root)}{job_id}/manifest")))
-                storage.delete(manifest["job_prefix"] + "/")
-            except (KeyError, ValueError):
-                pass
-            storage.delete(f"{jobs_prefix(root)}{job_id}/")
-    return old
-
-
-def result_key(manifest: dict[str, Any], call: int) -> str:
-    """Where call ``call`` of a recorded job writes its result."""
-    return protocol.result_key(manifest["job_prefix"], call)
-
-
-def _call_from_result(storage: Storage, manifest: dict[str, Any], call: int) -> dict[str, Any] | None:
-    """A call's record read from its result object (for a job whose calls record is not written)."""
-    try:
-        status, _ = protocol.unpack_result(unsigned(storage).get(result_key(manifest, call)))  # its JSON head
-    except KeyError:
-        return None
-    state = "done" if status.get("ok") else "failed"
-    error = None if state == "done" else status.get("message") or "the call raised (see its traceback)"
-    if status.get("error_type") and error:
-        error = f"{status['error_type']}: {error}"
-    return {"call": call, "state": state, "attempts": status.get("attempt", 0) + 1, "error": error,
-            "traceback": status.get("traceback"), "stdout": status.get("stdout", ""),
-            "stderr": status.get("stderr", ""), "stats": {k: status[k] for k in STAT_KEYS if k in status}}
-
-
-def format_call(job_id: str, c: dict[str, Any]) -> str:
-    """A call's record as text: a header, its stdout, its stderr, its error and traceback."""
-    worker = c["stats"].get("worker", "?")
-    parts = [f"=== job {job_id} call {c['call']}: {c['state']} after {c['attempts']} attempt(s) on {worker} ==="]
-    parts += ["--- stdout ---", c["stdout"].rstrip("\n") or "(nothing)"]
-    parts += ["--- stderr ---", c["stderr"].rstrip("\n") or "(nothing)"]
-    if c.get("error"):
-        parts += ["--- error ---", c["error"]]
-    if c.get("traceback"):
-        parts += ["--- traceback ---", c["traceback"].rstrip("\n")]
-    return "\n".join(parts)
-
-
-def call_logs(storage: Storage, job: JobRecord, call: int | None = None) -> list[str]:
-    """Text of call ``call`` of ``job``, or of every failed call (a line saying so if none).
-    A job still running is read from its result objects."""
-    n = job.manifest["calls"]
-    if call is not None and not 0 <= call < n:
-        raise LambdaExecError(f"job {job.job_id} has calls 0 to {n - 1}, not {call}")
-    if job.calls is not None:
-        calls: list[dict[str, Any] | None] = list(job.calls)
-    else:
-        wanted = [call] if call is not None else range(n)
-        found = {i: _call_from_result(storage, job.manifest, i) for i in wanted}
-        calls = [found.get(i) for i in range(n)]
-    if call is not None:
-        c = calls[call]
-        if c is None:
-            return [f"job {job.job_id} call {call} has not finished (or its data is gone): no output yet"]
-        return [format_call(job.job_id, c)]
-    failed = [c for c in calls if c is not None and c["state"] != "done"]
-    if not failed:
-        return [f"no call of job {job.job_id} failed; `lambdaexec logs {job.job_id} N` shows call N (0 to {n - 1})"]
-    return [format_call(job.job_id, c) for c in failed]
+        return getattr(importlib.import_module(f"lambdaexec.observe.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

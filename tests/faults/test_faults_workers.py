@@ -1,10 +1,10 @@
 """Fault injection on the local workers: SIGKILL storms and a client killed mid-job. Real processes
 and real signals: a killer thread SIGKILLs a random worker process (the replacements the pool
-starts included) every 0.05 s while a map runs; a client process is SIGKILLed while its calls
-run. The issue's figure is 10,000 calls; the storm here runs 4,000 (under fire until the last,
-or for 90 s at most), so the test stays within a minute or two on 2 shared cores. What must hold
-is the same at any scale: no call lost, none hung, every result the one a plain loop computes,
-and the calls hit by a kill run again (their ``attempts`` count it).
+starts included) every 0.05 s, on a fixed schedule, while a map of 10,000 calls runs (the
+issue's figure), under fire until the last call is in; a client process is SIGKILLed while its
+calls run. What must hold: no call lost, none hung, every result the one a plain loop computes,
+and the calls hit by a kill run again (their ``attempts`` count it). The test takes about 20 s
+on 2 shared cores (each call sleeps 2 ms; 4 workers, each killed every 0.2 s on average).
 """
 
 from __future__ import annotations
@@ -24,15 +24,19 @@ import pytest
 from lambdaexec import LambdaExecutor
 
 
+def _hash(x):
+    return hashlib.sha256(str(x).encode()).hexdigest()
+
+
 def _digest(x):
     time.sleep(0.002)
-    return hashlib.sha256(str(x).encode()).hexdigest()
+    return _hash(x)
 
 
 @pytest.mark.slow
 def test_random_worker_sigkilled_every_50ms_loses_no_call(tmp_path):
-    n, storm = 4000, 90.0
-    kills = []
+    n, limit = 10_000, 600.0  # a hang fails the test after `limit` seconds instead of blocking CI
+    kills, tries = [], []
     stop = threading.Event()
     # retries: a call may be under fire many times in a row; what is tested is that a kill
     # never loses it (the retry limit itself is tested in tests/test_failures.py)
@@ -41,26 +45,28 @@ def test_random_worker_sigkilled_every_50ms_loses_no_call(tmp_path):
 
         def killer():
             rng = random.Random(7)
-            end = time.monotonic() + storm
-            while not stop.is_set() and time.monotonic() < end:
+            start = time.monotonic()
+            while not stop.wait(max(0.0, start + 0.05 * (len(tries) + 1) - time.monotonic())):
+                tries.append(None)  # one kill every 0.05 s, however long the last one took
                 w = rng.choice(list(ex._monitor.invoker._workers))  # replacements included
                 try:
                     os.kill(w.popen.pid, signal.SIGKILL)
                     kills.append(w.popen.pid)
                 except ProcessLookupError:
                     pass
-                time.sleep(0.05)
 
         thread = threading.Thread(target=killer)
         thread.start()
         try:
-            done, not_done = cf.wait(futures, timeout=240)
+            done, not_done = cf.wait(futures, timeout=limit)
         finally:
             stop.set()
             thread.join()
         assert not not_done, f"{len(not_done)} of {n} calls hung"
-        assert [f.result() for f in futures] == [_digest(x) for x in range(n)]  # 0 lost, identical
+        assert [f.result() for f in futures] == [_hash(x) for x in range(n)]  # 0 lost, identical
         retried = [f for f in futures if f.attempts > 1]
+    print(f"{n} calls, {len(tries)} kill attempts, {len(kills)} workers killed, {len(retried)} calls run again "
+          f"({sum(f.attempts - 1 for f in retried)} retries)")
     assert len(kills) > 50
     assert retried, "no call was run again, yet workers were killed while calls ran"
     assert all(f.attempts <= len(kills) + 1 for f in retried)
@@ -126,5 +132,4 @@ def test_client_sigkilled_mid_job_leaves_no_worker_and_storage_per_keep_data(tmp
         time.sleep(1.1)
         subprocess.run([sys.executable, "-m", "lambdaexec.cli", "clean", "--older-than", "1s"], env=env,
                        check=True, capture_output=True, timeout=60)
-        job = [k for k in LocalStorage(str(store)).list(prefix + "/") if "/funcs/" not in k]
-        assert job == []
+        assert LocalStorage(str(store)).list(prefix + "/") == []  # its function objects too

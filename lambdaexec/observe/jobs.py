@@ -1,0 +1,193 @@
+"""Job records read back: list them, find one by a part of its id, read its calls and output.
+
+What :mod:`lambdaexec.observe.record` writes (see its docstring for the layout), as the CLI's
+``jobs``, ``logs`` and ``plot`` and :func:`lambdaexec.attach` read it. A job whose calls record
+is not written yet (still running, or its client was killed) is read from its result objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from lambdaexec import protocol
+from lambdaexec.errors import LambdaExecError
+from lambdaexec.observe.record import STAT_KEYS, decode_calls, jobs_prefix
+from lambdaexec.storage import Storage
+from lambdaexec.storage.signed import unsigned
+
+
+class JobNotFoundError(LambdaExecError, KeyError):
+    """No job record matches the id given."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+
+@dataclasses.dataclass
+class JobRecord:
+    """One job as its record tells it. ``calls`` is None while the job has not finished."""
+
+    manifest: dict[str, Any]
+    calls: list[dict[str, Any]] | None
+    finished: float | None = None
+    #: result objects present in the job's data (known while it runs; -1 if not looked up)
+    results_present: int = -1
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self.manifest["job_id"]
+
+    def counts(self) -> dict[str, int]:
+        """Calls ``done``, ``failed``, ``running`` (or not yet started) and ``cancelled``."""
+        n = self.manifest["calls"]
+        if self.calls is None:
+            done = max(0, self.results_present)
+            return {"done": done, "failed": 0, "running": n - done, "cancelled": 0}
+        out = {"done": 0, "failed": 0, "running": 0, "cancelled": 0}
+        for c in self.calls:
+            out[c["state"]] += 1
+        return out
+
+    @property
+    def state(self) -> str:
+        """``finished``, ``failed`` (some call failed or was cancelled), or ``running`` (no calls
+        record yet: still running, or its client exited before the end)."""
+        if self.calls is None:
+            return "running"
+        return "failed" if any(c["state"] != "done" for c in self.calls) else "finished"
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from submission to the last result (None while running)."""
+        return None if self.finished is None else self.finished - self.manifest["created"]
+
+    def cost(self, prices: Any = None) -> Any:
+        """The :class:`~lambdaexec.observe.cost.CostReport` of the finished calls."""
+        from lambdaexec.observe.cost import cost
+
+        return cost(self.futures(), memory=self.manifest["memory"],
+                    architecture=self.manifest["architecture"], prices=prices,
+                    backend=self.manifest["backend"])
+
+    def futures(self) -> list[Any]:
+        """Finished stand-ins for the calls (``stats``, ``attempts``, ``call_id``, output), enough
+        for :func:`lambdaexec.cost` and :func:`lambdaexec.plot_timeline`."""
+        job = self.manifest["job_prefix"].rsplit("/", 1)[1]
+        return [_Recorded(f"{job}/{c['call']}", c) for c in self.calls or []]
+
+
+class _Recorded:
+    """A finished call read back from its record (quacks like a LambdaFuture's details)."""
+
+    def __init__(self, call_id: str, call: dict[str, Any]):
+        self.call_id, self.stats, self.attempts = call_id, call["stats"], call["attempts"]
+        self.stdout, self.stderr, self.state = call["stdout"], call["stderr"], call["state"]
+
+    def exception(self) -> Any:
+        return None if self.state == "done" else RuntimeError(self.state)
+
+    def cancelled(self) -> bool:
+        return self.state == "cancelled"
+
+
+def job_ids(storage: Storage, root: str) -> list[str]:
+    """Ids of every recorded job, oldest first."""
+    prefix = jobs_prefix(root)
+    ids = {k[len(prefix):].split("/", 1)[0] for k in storage.list(prefix)}
+    return sorted(ids)
+
+
+def resolve(storage: Storage, root: str, job: str) -> str:
+    """The full id of the job named ``job`` (a full id, or a unique part of one)."""
+    ids = job_ids(storage, root)
+    if job in ids:
+        return job
+    hits = [i for i in ids if job in i]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise JobNotFoundError(f"no job record matches {job!r} under {jobs_prefix(root)} (see `lambdaexec jobs`)")
+    raise JobNotFoundError(f"{job!r} matches {len(hits)} jobs ({', '.join(hits[:3])}, ...): give more of the id")
+
+
+def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> JobRecord:
+    """The record of ``job_id``; with ``look``, count the results of a job still running."""
+    base = f"{jobs_prefix(root)}{job_id}/"
+    storage = unsigned(storage)  # records are JSON, never unpickled: not signed (docs/security.md)
+    try:
+        manifest = json.loads(bytes(storage.get(base + "manifest")))
+    except KeyError:
+        raise JobNotFoundError(f"job {job_id} has no manifest under {base}") from None
+    try:
+        done = json.loads(bytes(storage.get(base + "calls")))
+        return JobRecord(manifest, decode_calls(done), done["finished"])
+    except KeyError:
+        present = len(storage.list(manifest["job_prefix"] + "/calls/")) if look else -1
+        return JobRecord(manifest, None, results_present=present)
+
+
+def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
+    """The ``limit`` most recent jobs, newest first."""
+    return [read_job(storage, root, i) for i in reversed(job_ids(storage, root)[-limit:])]
+
+
+
+def result_key(manifest: dict[str, Any], call: int) -> str:
+    """Where call ``call`` of a recorded job writes its result."""
+    return protocol.result_key(manifest["job_prefix"], call)
+
+
+def _call_from_result(storage: Storage, manifest: dict[str, Any], call: int) -> dict[str, Any] | None:
+    """A call's record read from its result object (for a job whose calls record is not written)."""
+    try:
+        status, _ = protocol.unpack_result(unsigned(storage).get(result_key(manifest, call)))  # its JSON head
+    except KeyError:
+        return None
+    state = "done" if status.get("ok") else "failed"
+    error = None if state == "done" else status.get("message") or "the call raised (see its traceback)"
+    if status.get("error_type") and error:
+        error = f"{status['error_type']}: {error}"
+    return {"call": call, "state": state, "attempts": status.get("attempt", 0) + 1, "error": error,
+            "traceback": status.get("traceback"), "stdout": status.get("stdout", ""),
+            "stderr": status.get("stderr", ""), "stats": {k: status[k] for k in STAT_KEYS if k in status}}
+
+
+def format_call(job_id: str, c: dict[str, Any]) -> str:
+    """A call's record as text: a header, its stdout, its stderr, its error and traceback."""
+    worker = c["stats"].get("worker", "?")
+    parts = [f"=== job {job_id} call {c['call']}: {c['state']} after {c['attempts']} attempt(s) on {worker} ==="]
+    parts += ["--- stdout ---", c["stdout"].rstrip("\n") or "(nothing)"]
+    parts += ["--- stderr ---", c["stderr"].rstrip("\n") or "(nothing)"]
+    if c.get("error"):
+        parts += ["--- error ---", c["error"]]
+    if c.get("traceback"):
+        parts += ["--- traceback ---", c["traceback"].rstrip("\n")]
+    return "\n".join(parts)
+
+
+def call_logs(storage: Storage, job: JobRecord, call: int | None = None) -> list[str]:
+    """Text of call ``call`` of ``job``, or of every failed call (a line saying so if none).
+    A job still running is read from its result objects."""
+    n = job.manifest["calls"]
+    if call is not None and not 0 <= call < n:
+        raise LambdaExecError(f"job {job.job_id} has calls 0 to {n - 1}, not {call}")
+    if job.calls is not None:
+        calls: list[dict[str, Any] | None] = list(job.calls)
+    else:
+        wanted = [call] if call is not None else range(n)
+        found = {i: _call_from_result(storage, job.manifest, i) for i in wanted}
+        calls = [found.get(i) for i in range(n)]
+    if call is not None:
+        c = calls[call]
+        if c is None:
+            return [f"job {job.job_id} call {call} has not finished (or its data is gone): no output yet"]
+        return [format_call(job.job_id, c)]
+    failed = [c for c in calls if c is not None and c["state"] != "done"]
+    if not failed:
+        return [f"no call of job {job.job_id} failed; `lambdaexec logs {job.job_id} N` shows call N (0 to {n - 1})"]
+    return [format_call(job.job_id, c) for c in failed]
+
