@@ -150,8 +150,8 @@ def test_tampered_arguments_are_refused(settings, tmp_path):
 
 
 def count_words(item):
-    if item == "wait":
-        wait_for_gate(os.environ["INTEGRITY_TEST_GATE"])
+    if item != "fast":  # the path of a gate to wait for
+        wait_for_gate(item)
         return {"b": 1}
     return {"a": 111111}
 
@@ -160,13 +160,12 @@ def add(key, values):
     return sum(values)
 
 
-def test_a_tampered_shuffle_output_fails_map_reduce(settings, tmp_path, monkeypatch):
+def test_a_tampered_shuffle_output_fails_map_reduce(settings, tmp_path):
     gate = tmp_path / "gate"
-    monkeypatch.setenv("INTEGRITY_TEST_GATE", str(gate))  # local workers inherit it
     # two workers, two reducers: the reducers start once both mappers are done
     with LambdaExecutor(max_workers=2, progress=False, **settings) as ex:
         attacker = _attacker(ex)
-        out = ex.map_reduce(count_words, ["fast", "wait"], add, reducers=2)
+        out = ex.map_reduce(count_words, ["fast", str(gate)], add, reducers=2)
         end = time.monotonic() + 60
         while not [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]:
             assert time.monotonic() < end
