@@ -227,3 +227,13 @@ def test_a_future_unpickled_in_another_process_checks_the_result(tmp_path):
         first, second = proc.stdout.decode().splitlines()
         assert first == "opened"
         assert second.startswith("IntegrityError") and "calls/1'" in second
+
+
+def test_a_secrets_directory_others_can_open_is_refused(tmp_path, monkeypatch):
+    shared = tmp_path / "secrets"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    monkeypatch.setattr(lambdaexec.storage.signed, "SECRETS_DIR", str(shared))
+    with pytest.raises(lambdaexec.ConfigError, match="mode 0700"):
+        LambdaExecutor(max_workers=1, progress=False, storage_path=str(tmp_path / "store"))
+    assert list(shared.iterdir()) == []

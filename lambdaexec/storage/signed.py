@@ -202,10 +202,17 @@ def _private_dir() -> None:
 
 
 def save(owner: str, secret: bytes) -> None:
-    """Keep executor ``owner``'s secret in this process and in its 0600 file under :data:`SECRETS_DIR`."""
+    """Keep executor ``owner``'s secret in this process and in its 0600 file under
+    :data:`SECRETS_DIR` (if the home directory cannot be written, as in a Lambda worker, in this
+    process only: other processes then cannot check its objects)."""
     remember(owner, secret)
-    _private_dir()
-    fd = os.open(_path(owner), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        _private_dir()
+        fd = os.open(_path(owner), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except ConfigError:
+        raise
+    except OSError:
+        return
     with os.fdopen(fd, "wb") as f:
         f.write(secret)
 
