@@ -278,15 +278,17 @@ class LocalInvoker(Invoker):
                     if frame[0] == "ready":
                         r.ready = True
                         self._start_failures = 0
-                    else:
-                        _, seq, call = frame
+                    else:  # ("done", seq, calls, key): one result object written
+                        _, seq, calls, key = frame
                         head = r.inflight[0]
-                        head[2].remove(call)
-                        notices.append(Done(head[1], call))
+                        left = head[2]
+                        for call in calls:
+                            left.remove(call)
+                            notices.append(Done(head[1], call, key))
                         now = time.monotonic()
-                        self._measured(head[1], now - r.clock)
+                        self._measured(head[1], (now - r.clock) / len(calls))
                         r.clock = now
-                        if not head[2]:
+                        if not left:
                             r.inflight.popleft()
                 if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
                     r.stop()  # it has done its share: a fresh process takes its place
