@@ -13,8 +13,9 @@ oldest result has waited :data:`~lambdaexec.protocol.BATCH_SECONDS`, which the p
 timer thread sees to while the handler's thread runs the next (long) call. A result too large
 to share an object is written alone at once.
 
-Each flushed object is announced once with ``context.calls_done(calls, key)`` when the context
-has it (the local pool); on Lambda the client finds the object by listing ``calls/``.
+Each flushed object is announced once with ``context.calls_done(calls, key, busy)`` (``busy``:
+seconds its calls' user code ran, which the pool uses to size events) when the context has it
+(the local pool); on Lambda the client finds the object by listing ``calls/``.
 
 If a batch cannot be written, the writer tries to write, in its place, a failure status for each
 of its calls (small, so it may still fit where the results did not); if that fails too, the
@@ -32,7 +33,8 @@ from typing import Any, Callable
 from lambdaexec import protocol, serialize
 from lambdaexec.storage import Storage
 
-Notify = Callable[[list[int], str], None]
+#: ``notify(calls, key, busy)``: the object at ``key`` holds ``calls``, which ran ``busy`` seconds
+Notify = Callable[[list[int], str, float], None]
 
 
 class Writer:
@@ -43,6 +45,7 @@ class Writer:
         self._lock = threading.Lock()
         self._entries: list[tuple[int, list[memoryview]]] = []
         self._bytes = 0
+        self._busy = 0.0  # seconds the waiting calls ran
         self.due = 0.0  # time.monotonic() at which the waiting batch must be written
         self._error: BaseException | None = None
         #: objects written and calls announced, for tests and benchmarks
@@ -52,10 +55,11 @@ class Writer:
         """Take call ``call``'s ``status`` and serialized ``value``; written now or with its batch."""
         chunks = protocol.pack_result(status, value)
         size = serialize.size_of(chunks)
+        busy = status["func_end"] - status["func_start"] if "func_end" in status else 0.0
         with self._lock:
             self._raise_pending()
             if size >= protocol.BATCH_BYTES:  # too big to share an object: alone, now
-                self._write([(call, chunks)])
+                self._write([(call, chunks)], busy)
                 return
             calls = sorted([c for c, _ in self._entries] + [call])
             if self._entries and not protocol.fits(calls):
@@ -66,6 +70,7 @@ class Writer:
             # copied: the value's buffers may belong to an object the next call changes in place
             self._entries.append((call, [memoryview(b"".join(chunks))]))
             self._bytes += size
+            self._busy += busy
             if self._bytes >= protocol.BATCH_BYTES:
                 self._flush_locked()
 
@@ -88,15 +93,16 @@ class Writer:
 
     def _flush_locked(self) -> None:
         entries, self._entries, self._bytes = self._entries, [], 0
+        busy, self._busy = self._busy, 0.0
         if not entries:
             return
         try:
-            self._write(entries)
+            self._write(entries, busy)
         except BaseException as err:  # the timer thread has no caller: keep it for the handler
             if self._error is None:
                 self._error = err
 
-    def _write(self, entries: list[tuple[int, list[memoryview]]]) -> None:
+    def _write(self, entries: list[tuple[int, list[memoryview]]], busy: float) -> None:
         """Write ``entries`` as one object (lock held) and announce it; on failure, a failure
         status for each call instead (raising if that cannot be written either)."""
         entries.sort(key=lambda e: e[0])
@@ -110,7 +116,7 @@ class Writer:
             key = self._put([(c, protocol.pack_result(failed, [])) for c in calls])
         self.objects += 1
         if self.notify is not None:
-            self.notify(calls, key)
+            self.notify(calls, key, busy)
 
     def _put(self, entries: list[tuple[int, list[memoryview]]]) -> str:
         if len(entries) == 1:
