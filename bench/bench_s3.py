@@ -13,10 +13,14 @@ writes them, as workers store results): our hand-signed requests against boto3's
 ``get_object`` / ``put_object``; for each way and object size, requests per second with
 ``--threads`` threads (the monitor's fetch pool) and client CPU per request.
 
+``large``: reading one large object whole (``--large-mb``): ours (its first part, then ranged
+parts in parallel into one buffer) beside boto3's transfer manager (``download_fileobj``, which
+sends a HEAD, then ranged parts in parallel) and one plain GET, medians of ``--rounds``.
+
 The server shares this machine's cores, so the rates understate what a client gets from AWS,
 where the server's CPU is not ours; client CPU per request and requests per call carry over.
 
-    python bench/bench_s3.py [--only w1,requests] [--rounds 3] [--objects 2000] [--threads 32]
+    python bench/bench_s3.py [--only w1,requests,large] [--rounds 3] [--objects 2000] [--threads 32]
 """
 
 from __future__ import annotations
@@ -90,12 +94,53 @@ def w1_on_s3(server: SeaweedS3, rounds: int) -> None:
           + f"  total {total:g} = {total / n:.3f} per call", flush=True)
 
 
+def large_object(server: SeaweedS3, rounds: int, mb: int) -> None:
+    """Read one large object whole: ours, boto3's transfer manager, one plain GET."""
+    import io
+    import statistics
+
+    spec = {"kind": "s3", **{k: v for k, v in server.settings().items() if k != "storage"}}
+    store = open_storage(spec)
+    data = os.urandom(mb << 20)
+    store.put("bench/large", data)
+    client, bucket = store.client, spec["bucket"]
+
+    def ours() -> bytes:
+        return store.get("bench/large")
+
+    def transfer_manager() -> bytes:
+        out = io.BytesIO()
+        client.download_fileobj(bucket, "bench/large", out)
+        return out.getvalue()
+
+    def plain_get() -> bytes:
+        return client.get_object(Bucket=bucket, Key="bench/large")["Body"].read()
+
+    ways = {"ours (parts)": ours, "boto3 download_fileobj": transfer_manager, "one GET": plain_get}
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    names = list(ways)
+    for r in range(rounds):
+        for name in names[r % 3:] + names[: r % 3]:
+            t = time.perf_counter()
+            got = ways[name]()
+            times[name].append(time.perf_counter() - t)
+            assert len(got) == len(data)
+            del got
+    med = {w: statistics.median(v) for w, v in times.items()}
+    ref = med["ours (parts)"]
+    print(f"read one {mb} MiB object whole, median of {rounds}: " + "   ".join(
+        f"{w} {mb / t:,.0f} MiB/s ({t:.2f} s{'' if w == 'ours (parts)' else f', ours x{t / ref:.2f}'})"
+        for w, t in med.items()), flush=True)
+    store.delete("bench/large")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="w1,requests", help="sections to run (default w1,requests)")
+    parser.add_argument("--only", default="w1,requests,large", help="sections to run (default all)")
+    parser.add_argument("--large-mb", type=int, default=256)
     args = parser.parse_args()
     only = set(args.only.lower().split(","))
     server = SeaweedS3()
@@ -104,6 +149,8 @@ def main() -> None:
             print(f"cores: {os.cpu_count()}; every system uses 2 workers; medians of {max(3, args.rounds)} "
                   "alternating rounds; ratio = ours / theirs", flush=True)
             w1_on_s3(server, max(3, args.rounds))
+        if "large" in only:
+            large_object(server, max(3, args.rounds), args.large_mb)
         if "requests" not in only:
             return
         spec = {"kind": "s3", **{k: v for k, v in server.settings().items() if k != "storage"}}
