@@ -60,8 +60,9 @@ BATCH_BYTES = 1 << 20
 BATCH_SECONDS = 0.005
 #: calls in one batch at most (keeps the key, which names them, short)
 BATCH_CALLS = 256
-#: longest ``<runs>`` part of a batch key (S3 keys are at most 1,024 bytes with the prefix)
-_MAX_RUNS_CHARS = 300
+#: longest ``<runs>`` part of a batch key: local storage makes it a file name (at most 255
+#: bytes on Linux file systems); S3 keys are at most 1,024 bytes, prefix included
+MAX_RUNS_CHARS = 200
 
 
 class Event(TypedDict):
@@ -111,7 +112,7 @@ def batch_key(job_prefix: str, calls: list[int]) -> str:
 
 def fits(calls: list[int]) -> bool:
     """Whether a batch of ``calls`` (ascending) is small enough to be one object."""
-    return len(calls) <= BATCH_CALLS and len(runs(calls)) <= _MAX_RUNS_CHARS
+    return len(calls) <= BATCH_CALLS and len(runs(calls)) <= MAX_RUNS_CHARS
 
 
 def calls_of_key(key: str) -> list[int]:

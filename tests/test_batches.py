@@ -182,3 +182,22 @@ def test_pickled_futures_complete_from_batch_objects_in_another_process(storage_
     assert child.returncode == 0, child.stderr.decode()[-3000:]
     assert int(child.stdout) == sum(x * x for x in range(n))
     assert any(len(protocol.calls_of_key(k)) > 1 for k in keys), "no batch object to read"
+
+
+def test_batches_of_scattered_calls_are_cut_before_their_keys_grow_too_long(tmp_path):
+    from worker.results import Writer
+
+    store = open_storage({"kind": "local", "path": str(tmp_path / "store")})
+    announced = []
+    writer = Writer(store, "p/job", lambda calls, key, busy: announced.append((calls, key)))
+    calls = [100_000 + 3 * i for i in range(300)] + [7, 5]  # no two in a row; two out of order
+    for c in calls:
+        writer.add(c, {"ok": True}, serialize.dumps(c))
+    writer.close()
+    keys = store.list("p/job/calls/")
+    assert sorted(keys) == sorted(k for _, k in announced)
+    assert all(len(k.rpartition("/")[2]) <= protocol.MAX_RUNS_CHARS for k in keys)
+    assert sorted(protocol.keys_by_call(keys)) == sorted(calls)
+    for c, key in protocol.keys_by_call(keys).items():
+        status, value = protocol.read_result(store, key, c)
+        assert status["ok"] and serialize.loads(value) == c

@@ -46,6 +46,7 @@ class Writer:
         self._entries: list[tuple[int, list[memoryview]]] = []
         self._bytes = 0
         self._busy = 0.0  # seconds the waiting calls ran
+        self._runs = _Runs()  # the waiting calls, as the batch's key will name them
         self.due = 0.0  # time.monotonic() at which the waiting batch must be written
         self._error: BaseException | None = None
         #: objects written and calls announced, for tests and benchmarks
@@ -61,14 +62,14 @@ class Writer:
             if size >= protocol.BATCH_BYTES:  # too big to share an object: alone, now
                 self._write([(call, chunks)], busy)
                 return
-            calls = sorted([c for c, _ in self._entries] + [call])
-            if self._entries and not protocol.fits(calls):
+            if self._entries and not self._runs.fits_with(call, [c for c, _ in self._entries]):
                 self._flush_locked()
             if not self._entries:
                 self.due = time.monotonic() + protocol.BATCH_SECONDS
                 _timer().watch(self)
             # copied: the value's buffers may belong to an object the next call changes in place
             self._entries.append((call, [memoryview(b"".join(chunks))]))
+            self._runs.add(call)
             self._bytes += size
             self._busy += busy
             if self._bytes >= protocol.BATCH_BYTES:
@@ -93,7 +94,7 @@ class Writer:
 
     def _flush_locked(self) -> None:
         entries, self._entries, self._bytes = self._entries, [], 0
-        busy, self._busy = self._busy, 0.0
+        busy, self._busy, self._runs = self._busy, 0.0, _Runs()
         if not entries:
             return
         try:
@@ -126,6 +127,38 @@ class Writer:
             key = protocol.batch_key(self.job_prefix, [c for c, _ in entries])
             self.store.put(key, protocol.pack_batch(entries))
         return key
+
+
+class _Runs:
+    """The length of the key part naming a batch's calls, kept as calls are added (in O(1) when
+    they come in ascending order, as an event's do), so a batch is cut before its key is too long."""
+
+    def __init__(self) -> None:
+        self.count, self.last, self.first = 0, -2, -2
+        self.closed = 0  # characters of the runs before the current one, commas included
+        self.ascending = True
+
+    def add(self, call: int) -> None:
+        if self.count and call == self.last + 1:
+            self.last = call
+        else:
+            if self.count:
+                self.closed += self._current() + 1
+            self.ascending = self.ascending and call > self.last
+            self.first = self.last = call
+        self.count += 1
+
+    def _current(self) -> int:
+        return len(str(self.first)) + (len(str(self.last)) + 1 if self.last != self.first else 0)
+
+    def fits_with(self, call: int, calls: list[int]) -> bool:
+        """Whether the batch still fits as one object with ``call`` added (``calls``: those in it)."""
+        if self.count + 1 > protocol.BATCH_CALLS:
+            return False
+        if self.ascending and call > self.last:  # at most one more run of its digits and a dash
+            if self.closed + self._current() + 2 * len(str(call)) + 2 <= protocol.MAX_RUNS_CHARS:
+                return True
+        return protocol.fits(sorted([*calls, call]))
 
 
 class _Timer:
