@@ -3,9 +3,9 @@
 It hands jobs to the invoker, asks the invoker what happened, downloads each result object
 announced (once, in its fetch pool: one object may hold a batch of calls' results, see
 :mod:`lambdaexec.protocol`), completes each call's future (re-raising user exceptions with the
-remote traceback as their ``__cause__``), re-dispatches calls whose worker died or timed out until ``retries`` are
-spent (and, with ``speculative``, backs up stragglers: :mod:`lambdaexec.speculation`), and
-deletes a job's objects once all of its results are in. Its watchers
+remote traceback as their ``__cause__``), re-dispatches calls whose worker died or timed out
+until ``retries`` are spent (and, with ``speculative``, backs up stragglers:
+:mod:`lambdaexec.speculation`), and deletes a job's objects once all of its results are in. Its watchers
 (:mod:`lambdaexec.observe.watcher`: progress, budget, job record) hear of each job added, each
 call about to be invoked (and may refuse it) and each call finished.
 """
