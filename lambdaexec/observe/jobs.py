@@ -133,7 +133,6 @@ def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
     return [read_job(storage, root, i) for i in reversed(job_ids(storage, root)[-limit:])]
 
 
-
 def result_keys(storage: Storage, manifest: dict[str, Any]) -> dict[int, str]:
     """``{call: key of the object holding its result}`` for the calls of a recorded job that
     have written one (a batch object holds several: :mod:`lambdaexec.protocol`)."""
