@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import pickle
 import threading
 import time
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from lambdaexec.dataflow import shuffle
+from lambdaexec.dataflow import keyed, shuffle
 from lambdaexec.dataflow.follow_up import follow_up, hold
 from lambdaexec.future import LambdaFuture
 
@@ -82,21 +81,40 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
     items = list(iterable)
     store, own_store = shuffle_store(ex)
     prefix = f"{ex.prefix}/shuffle/{uuid.uuid4().hex[:12]}"
-    part = partition or shuffle.hash_partition
-    mapper = functools.partial(_map_task, store.spec, prefix, map_fn, reducers, combine, part)
-    reducer = functools.partial(_reduce_task, store.spec, prefix, len(items), reduce_fn)
+    batches = _batches(items, _workers(ex) * CALLS_PER_WORKER if CALLS_PER_WORKER else len(items))
+    mapper = functools.partial(_map_task, store.spec, prefix, map_fn, reducers, combine, partition)
+    reducer = functools.partial(_reduce_task, store.spec, prefix, len(batches), reduce_fn)
     try:
-        map_futures = ex.map_futures(mapper, range(len(items)), items)
+        map_futures = ex.map_futures(mapper, range(len(batches)), batches)
     except BaseException:
         if own_store:
             store.close()
         raise
     out = LambdaFuture(time.time())
-    out.shuffle_stats = {"mappers": len(items), "reducers": reducers, "objects": 0, "requests": 0}
+    out.shuffle_stats = {"mappers": len(batches), "reducers": reducers, "objects": 0, "requests": 0}
     hold(ex, out)  # reducers may be submitted after shutdown began: it waits for them
     Job(ex, store, own_store, prefix, map_futures, lambda: follow_up(ex, reducer, range(reducers)), reducers,
         out, _merge_dicts).watch()
     return out
+
+
+CALLS_PER_WORKER = 0
+
+
+def _workers(ex: LambdaExecutor) -> int:
+    return ex.config.max_workers or (1000 if ex.config.backend == "lambda" else ex.config.resolved_workers())
+
+
+def _batches(items: list, calls: int) -> list[list]:
+    """``items`` cut into ``min(calls, len(items))`` runs of consecutive items, as even as can be."""
+    calls = max(1, min(calls, len(items)))
+    size, extra = divmod(len(items), calls)
+    out, start = [], 0
+    for i in range(calls):
+        end = start + size + (i < extra)
+        out.append(items[start:end])
+        start = end
+    return [b for b in out if b]
 
 
 def _merge_dicts(parts: list[dict]) -> dict:
@@ -139,8 +157,7 @@ class Job:
         self.maps_left = len(map_futures)
         self.left = reducers
         self.over = False
-        self.early = reducers < (ex.config.max_workers or (1000 if ex.config.backend == "lambda"
-                                                           else ex.config.resolved_workers()))
+        self.early = reducers < _workers(ex)
 
     def watch(self) -> None:
         """Start the reducers now or after the maps (see the class docstring), and follow them."""
@@ -242,37 +259,38 @@ class Job:
 
 
 def _map_task(spec: dict[str, Any], prefix: str, map_fn: Callable, reducers: int, combine: Callable | None,
-              partition: Callable, index: int, item: Any) -> list[int]:
-    """On a worker: one mapper. Writes its object; returns its partitions' sizes in bytes."""
+              partition: Callable | None, index: int, items: list) -> list[int]:
+    """On a worker: one mapper over consecutive ``items``. Writes its object; returns its
+    partitions' sizes in bytes."""
     from lambdaexec.storage import shared_storage
 
-    parts = shuffle.split(map_fn(item), reducers, partition, combine)
-    chunks = shuffle.encode([shuffle.dumps_part(part) for part in parts])
+    blobs = keyed.map_side((map_fn(item) for item in items), reducers, partition, combine)
+    chunks = shuffle.encode(blobs)
     shared_storage(spec).put(f"{prefix}/map/{index:06d}", chunks)
     return [len(c) for c in chunks[1:]]
 
 
 def _reduce_task(spec: dict[str, Any], prefix: str, mappers: int, reduce_fn: Callable, r: int) -> tuple[dict, int]:
-    """On a worker: reducer ``r``. Returns ``({key: reduce_fn(key, values)}, requests made)``."""
+    """On a worker: reducer ``r``. Returns ``({key: reduce_fn(key, values)}, requests made)``.
+
+    Each mapper's partition is read as its object appears and merged as soon as every earlier
+    mapper's is (values stay in mapper order), so most of the merging overlaps the maps."""
     from lambdaexec.storage import shared_storage
 
     store = shared_storage(spec)
-    got: dict[str, list] = {}
+    groups = keyed.Groups()
+    waiting: dict[int, bytes] = {}
     reads = 0
+    following = 0  # the next mapper whose partition is to be merged
 
     def take(key: str) -> None:
-        nonlocal reads
+        nonlocal reads, following
         blob, n = shuffle.read_partition(store, key, r)
         reads += n
-        got[key] = pickle.loads(blob) if blob else []
+        waiting[int(key.rsplit("/", 1)[1])] = blob
+        while following in waiting:
+            groups.add(keyed.decode(waiting.pop(following)))
+            following += 1
 
     lists = shuffle.wait_for_maps(store, prefix, mappers, take)
-    groups: dict[Any, list] = {}
-    for key in sorted(got):  # values in mapper order
-        for k, v in got.pop(key):
-            vs = groups.get(k)
-            if vs is None:
-                groups[k] = [v]
-            else:
-                vs.append(v)
-    return {k: reduce_fn(k, vs) for k, vs in groups.items()}, reads + lists
+    return groups.reduce(reduce_fn), reads + lists
