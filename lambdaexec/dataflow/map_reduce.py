@@ -83,7 +83,7 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
     prefix = f"{ex.prefix}/shuffle/{uuid.uuid4().hex[:12]}"
     batches = _batches(items, _workers(ex) * CALLS_PER_WORKER if CALLS_PER_WORKER else len(items))
     mapper = functools.partial(_map_task, store.spec, prefix, map_fn, reducers, combine, partition)
-    reducer = functools.partial(_reduce_task, store.spec, prefix, len(batches), reduce_fn)
+    reducer = functools.partial(_reduce_task, store.spec, prefix, len(batches), reduce_fn, combine)
     try:
         map_futures = ex.map_futures(mapper, range(len(batches)), batches)
     except BaseException:
@@ -270,7 +270,8 @@ def _map_task(spec: dict[str, Any], prefix: str, map_fn: Callable, reducers: int
     return [len(c) for c in chunks[1:]]
 
 
-def _reduce_task(spec: dict[str, Any], prefix: str, mappers: int, reduce_fn: Callable, r: int) -> tuple[dict, int]:
+def _reduce_task(spec: dict[str, Any], prefix: str, mappers: int, reduce_fn: Callable, combine: Callable | None,
+                 r: int) -> tuple[dict, int]:
     """On a worker: reducer ``r``. Returns ``({key: reduce_fn(key, values)}, requests made)``.
 
     Each mapper's partition is read as its object appears and merged as soon as every earlier
@@ -278,7 +279,7 @@ def _reduce_task(spec: dict[str, Any], prefix: str, mappers: int, reduce_fn: Cal
     from lambdaexec.storage import shared_storage
 
     store = shared_storage(spec)
-    groups = keyed.Groups()
+    groups = keyed.Groups(combine)
     waiting: dict[int, bytes] = {}
     reads = 0
     following = 0  # the next mapper whose partition is to be merged
