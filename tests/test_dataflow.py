@@ -217,6 +217,64 @@ def test_partition_is_the_same_in_every_process():
     assert all(0 <= hash_partition(k, 3) < 3 for k in keys)
 
 
+def test_batched_routing_puts_each_key_where_hash_partition_does():
+    # mappers route whole key lists at once (in C for all-str, all-bytes, all-int keys); a key
+    # must land in the same partition whichever kind of list it came in, or its counts would
+    # be split between reducers
+    from lambdaexec.dataflow.keyed import route
+
+    rng = random.Random(5)
+    strs = WORDS + ["", "a\udcff", "x" * 300] + [f"w{rng.randrange(10**6)}" for _ in range(200)]
+    lists = [strs, [s.encode("utf-8", "surrogatepass") for s in strs],
+             [0, -1, 2**70, -(2**65), 7] + [rng.randrange(-10**9, 10**9) for _ in range(200)],
+             strs[:5] + [b"b", 7, 7.0, True, None, ("t", 1)]]
+    for keys in lists:
+        for n in (2, 3, 16):
+            assert route(keys, n, None) == [hash_partition(k, n) for k in keys]
+
+
+def _mixed_keys(i):
+    # every item shares the str keys; odd items add keys of other types, so their mappers take
+    # the general routing path while even ones take the all-str fast path
+    out = {"shared": 1, f"only{i % 3}": 2}
+    if i % 2:
+        out.update({(i % 2, "t"): 1, 7: 1, b"shared": 5})
+    return out
+
+
+def test_keys_meet_at_one_reducer_whatever_the_other_keys_of_their_mapper(tmp_path):
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        got = ex.map_reduce(_mixed_keys, range(12), _total, reducers=5, combine=operator.add).result(timeout=120)
+    expected = collections.Counter()
+    for i in range(12):
+        expected.update(_mixed_keys(i))
+    assert got == dict(expected)
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+def test_values_keep_their_types_through_the_shuffle(tmp_path):
+    # plain builtins travel marshalled, anything else pickled: either way they come back as sent
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        got = ex.map_reduce(lambda i: [(i % 2, Point(i, -i)), ("f", 0.5), ("b", i == 1), (1.5, {"d": [i]})],
+                            range(4), lambda k, vs: vs, reducers=3).result(timeout=120)
+    assert got[0] == [Point(0, 0), Point(2, -2)] and all(type(p) is Point for p in got[0])
+    assert got[1] == [Point(1, -1), Point(3, -3)]
+    assert got["f"] == [0.5] * 4 and got["b"] == [False, True, False, False]
+    assert all(type(b) is bool for b in got["b"])
+    assert got[1.5] == [{"d": [i]} for i in range(4)]
+
+
+def test_with_combine_reducers_merge_values_too(tmp_path):
+    # combine may run on mappers and on reducers (as Hadoop's combiner): reduce_fn gets each
+    # key's values already merged, in one list
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        got = ex.map_reduce(lambda i: {"n": i, "s": str(i)}, range(6), lambda k, vs: vs, reducers=2,
+                            combine=operator.add).result(timeout=120)
+    assert got == {"n": [15], "s": ["012345"]}  # merged in item order
+
+
 def test_bad_map_output_and_keys_are_named(tmp_path):
     with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
         with pytest.raises(TypeError, match="map_fn returned int 5; it must return a Mapping"):

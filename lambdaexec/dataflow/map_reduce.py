@@ -4,8 +4,8 @@ through storage, built from ordinary calls on the executor.
 A word count over two inputs with two reducers, walked through::
 
     items        mappers (M=2)                        storage (M objects)    reducers (R=2)
-    "a b a"  ──► map_fn → {"a": 2, "b": 1}      ──►   map/000000             r0: "a" ← [2, 1]
-                 split by hash_partition:              [idx][p0: a=2][p1: b=1]   reduce_fn("a", [2, 1]) = 3
+    "a b a"  ──► map_fn → {"a": 2, "b": 1}      ──►   map/000000             r0: "a" ← 2, then 2 + 1
+                 split by hash_partition:              [idx][p0: a=2][p1: b=1]   reduce_fn("a", [3]) = 3
                    p0: [("a", 2)]  p1: [("b", 1)]
     "a c"    ──► map_fn → {"a": 1, "c": 1}      ──►   map/000001             r1: "b" ← [1], "c" ← [1]
                    p0: [("a", 1)]  p1: [("c", 1)]      [idx][p0: a=1][p1: c=1]
@@ -17,8 +17,10 @@ A word count over two inputs with two reducers, walked through::
    reducers as workers or more, reducers start once the maps are done instead (see :class:`Job`).
 2. A mapper runs ``map_fn(item)``, merges values of one key with ``combine`` if given, routes
    pairs by ``partition(key, R)`` and writes its one object; its call returns only the sizes.
-3. Reducer ``r`` range-reads partition ``r`` from every mapper's object, groups values by key
-   (in mapper order) and returns ``{key: reduce_fn(key, values)}``.
+3. Reducer ``r`` range-reads partition ``r`` from every mapper's object, merges each into its
+   groups as soon as every earlier mapper's is in (values stay in item order; with ``combine``
+   they are merged by it, as in the diagram, else kept in a list), and returns
+   ``{key: reduce_fn(key, values)}``. See :mod:`lambdaexec.dataflow.keyed` for the encoding.
 4. The client merges the reducers' dicts into the result, then deletes the shuffle's objects
    (unless ``keep_data``). If a mapper or reducer fails, the result fails with that call's
    exception, and an ``abort`` object tells the waiting reducers to stop.
@@ -52,10 +54,12 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
     """MapReduce over ``iterable``; the future's result is ``{key: reduce_fn(key, values)}``.
 
     ``map_fn(item)`` returns a Mapping or an iterable of ``(key, value)`` pairs. ``combine(a, b)``
-    merges two values of one key on the mapper before the shuffle. Keys go to ``reducers``
-    partitions by ``partition(key, reducers)`` (default :func:`~lambdaexec.dataflow.hash_partition`,
-    the same in every process). ``reduce_fn(key, values)`` gets every value of one key. A word
-    count::
+    merges two values of one key on the mapper before the shuffle, and again on the reducer as
+    mapper outputs arrive. Keys go to ``reducers`` partitions by ``partition(key, reducers)``
+    (default :func:`~lambdaexec.dataflow.hash_partition`, the same in every process), called
+    once per distinct key of a mapper. ``reduce_fn(key, values)`` gets the values of one key in
+    item order: every value without ``combine``, the merged value (a one-item list) with it,
+    as Hadoop's reducers get combiner output. A word count::
 
         from collections import Counter
         import lambdaexec, operator
