@@ -127,7 +127,8 @@ def test_word_count_equals_counter(shuffle_executor, corpus):
     counts = shuffle_executor.map_reduce(_word_counts, cs, _total, reducers=3, combine=operator.add)
     assert counts.result(timeout=180) == dict(expected)
     stats = counts.shuffle_stats
-    assert stats["objects"] == len(cs)  # one object per mapper, not mappers x reducers
+    assert stats["objects"] == stats["mappers"]  # one object per mapper call, not mappers x reducers
+    assert stats["mappers"] < len(cs)  # more chunks than 2 calls per worker: a call takes a run of them
     # pairs without a combiner, one reducer
     pairs = shuffle_executor.map_reduce(_word_pairs, cs[:3], _total)
     expected3 = collections.Counter()
@@ -189,8 +190,9 @@ def test_keep_data_keeps_the_shuffle_objects(tmp_path, corpus):
     store = tmp_path / "store"
     cs = lambdaexec.chunks(str(corpus / "*.txt"), "4KiB")
     with LambdaExecutor(max_workers=2, storage="local", storage_path=str(store), keep_data=True) as ex:
-        ex.map_reduce(_word_counts, cs, _total, reducers=2, combine=operator.add).result(timeout=120)
-    assert len(list(store.rglob("shuffle/*/map/*"))) == len(cs)
+        job = ex.map_reduce(_word_counts, cs, _total, reducers=2, combine=operator.add)
+        job.result(timeout=120)
+    assert len(list(store.rglob("shuffle/*/map/*"))) == job.shuffle_stats["mappers"] >= 1
 
 
 def test_reducer_values_and_custom_partition(tmp_path):
@@ -264,6 +266,17 @@ def test_values_keep_their_types_through_the_shuffle(tmp_path):
     assert got["f"] == [0.5] * 4 and got["b"] == [False, True, False, False]
     assert all(type(b) is bool for b in got["b"])
     assert got[1.5] == [{"d": [i]} for i in range(4)]
+
+
+def test_values_come_in_item_order_when_calls_take_runs_of_items(tmp_path):
+    # 40 items on 2 workers: mapper calls take runs of items; without combine every value is
+    # kept, in item order
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        job = ex.map_reduce(lambda i: [(i % 3, i), ("all", i)], range(40), lambda k, vs: vs, reducers=2)
+        got = job.result(timeout=120)
+    assert got == {0: list(range(0, 40, 3)), 1: list(range(1, 40, 3)), 2: list(range(2, 40, 3)),
+                   "all": list(range(40))}
+    assert 1 < job.shuffle_stats["mappers"] < 40
 
 
 def test_with_combine_reducers_merge_values_too(tmp_path):
