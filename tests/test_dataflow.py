@@ -246,11 +246,13 @@ def _mixed_keys(i):
 
 def test_keys_meet_at_one_reducer_whatever_the_other_keys_of_their_mapper(tmp_path):
     with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
-        got = ex.map_reduce(_mixed_keys, range(12), _total, reducers=5, combine=operator.add).result(timeout=120)
+        few = ex.map_reduce(_mixed_keys, range(12), _total, reducers=5, combine=operator.add)
+        many = ex.map_reduce(_mixed_keys, range(12), _total, reducers=23, combine=operator.add)
+        got = few.result(timeout=120), many.result(timeout=120)
     expected = collections.Counter()
     for i in range(12):
         expected.update(_mixed_keys(i))
-    assert got == dict(expected)
+    assert got == (dict(expected), dict(expected))
 
 
 Point = collections.namedtuple("Point", "x y")
