@@ -212,6 +212,28 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, value
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and every live descendant (worker processes,
+    pool processes, Spark's JVM), from /proc; 0 where there is no /proc. On a machine shared
+    with other work, a system's CPU seconds vary far less than its wall time."""
+    if not os.path.isdir("/proc/self"):
+        return 0.0
+    tick, children = os.sysconf("SC_CLK_TCK"), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append((int(pid), (int(fields[11]) + int(fields[12])) / tick))
+    total, todo = time.process_time(), [os.getpid()]
+    while todo:
+        for pid, cpu in children.get(todo.pop(), []):
+            total += cpu
+            todo.append(pid)
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mb", type=int, default=200, help="corpus size in MB (default 200)")
@@ -271,12 +293,15 @@ def main() -> None:
             elif value != reference:
                 raise SystemExit(f"{name} counted differently from lambdaexec: the benchmark is void")
         times: dict[str, list[float]] = {name: [] for name in systems}
+        cpus: dict[str, list[float]] = {name: [] for name in systems}
         for r in range(args.rounds):
             order = list(systems) if r % 2 == 0 else list(reversed(systems))  # alternate the order
             for name in order:
+                cpu = cpu_seconds()
                 seconds, _ = timed(systems[name])
+                cpus[name].append(cpu_seconds() - cpu)
                 times[name].append(seconds)
-        report_wordcount(args, size, paths, systems, times, why_not_spark, last_stats)
+        report_wordcount(args, size, paths, systems, times, cpus, why_not_spark, last_stats)
         if args.sort_mb > 0:
             bench_sort(ex, spark, args)
     finally:
@@ -289,17 +314,19 @@ def main() -> None:
             redis_server.stop()
 
 
-def report_wordcount(args: Any, size: int, paths: list[Path], systems: dict, times: dict, why_not_spark: str,
-                     last_stats: dict) -> None:
+def report_wordcount(args: Any, size: int, paths: list[Path], systems: dict, times: dict, cpus: dict,
+                     why_not_spark: str, last_stats: dict) -> None:
     ours_median = statistics.median(times["lambdaexec map_reduce"])
+    ours_cpu = statistics.median(cpus["lambdaexec map_reduce"]) or 1.0
     print(f"\nW4 word count, {size / 1e6:.0f} MB, {len(paths)} files, {args.workers} workers, "
           f"shuffle storage: {args.storage}; median of {args.rounds} rounds (each: {', '.join(systems)})")
-    print(f"{'system':<36} {'median s':>9} {'MB/s':>8} {'/ lambdaexec':>14}   rounds")
+    print(f"{'system':<36} {'median s':>9} {'MB/s':>8} {'/ lambdaexec':>14} {'CPU s':>7} {'/ lambdaexec':>13}"
+          "   rounds (wall s)")
     for name, ts in times.items():
-        med = statistics.median(ts)
-        ratio = med / ours_median
-        print(f"{name:<36} {med:>9.2f} {size / 1e6 / med:>8.1f} {ratio:>13.2f}x   "
-              + " ".join(f"{t:.2f}" for t in ts))
+        med, cpu = statistics.median(ts), statistics.median(cpus[name])
+        print(f"{name:<36} {med:>9.2f} {size / 1e6 / med:>8.1f} {med / ours_median:>13.2f}x {cpu:>7.1f} "
+              f"{cpu / ours_cpu:>12.2f}x   " + " ".join(f"{t:.2f}" for t in ts))
+    print("(CPU s: all processes of the system, workers included; median of the rounds)")
     if why_not_spark:
         print(f"PySpark: {why_not_spark}")
     m, n = last_stats["mappers"], last_stats["reducers"]

@@ -7,6 +7,7 @@ process that can open the same storage, as a handle on the same call (PyWren's f
     f = ex.submit(fn, x)
     pickle.dumps(f) ── CallHome ─────────────────────────────────────────► pickle.loads(...)
       (job prefix pinned: not deleted        <job>/calls/<i>  ◄── lists ── poller thread
+                                             (or a batch of calls)
        when A collects the result)                                        completes B's future
 
 A future already finished when pickled carries its outcome (value or exception, its output
@@ -18,7 +19,8 @@ them on S3) so that the other process can still read the result after this one h
 
 In the unpickling process one daemon thread lists each pending job's ``calls/`` prefix (one
 request per job per round, 0.1 s backing off to 2 s) and completes the futures whose result
-appeared; past the time limit a future fails with :class:`~lambdaexec.errors.CallLostError`.
+appeared (a batch object's key names the calls it holds: :mod:`lambdaexec.protocol`; each
+object is read once per round); past the time limit a future fails with :class:`~lambdaexec.errors.CallLostError`.
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class _Poller:
         self.news.set()
 
     def _run(self) -> None:
+        from lambdaexec import protocol
         from lambdaexec.storage import Storage, shared_storage, signed
 
         interval = 0.1
@@ -138,15 +141,16 @@ class _Poller:
                 except Exception as err:
                     store = err
                 try:
-                    listed = set(store.list(f"{prefix}/calls/")) if isinstance(store, Storage) else set()
+                    listed = protocol.keys_by_call(store.list(f"{prefix}/calls/")) if isinstance(store, Storage) else {}
                 except Exception:  # a storage hiccup: the next round will see it
-                    listed = set()
+                    listed = {}
+                read: dict[str, Any] = {}  # this round's objects, each read once
                 for call, give_up, future in calls:
-                    key = f"{prefix}/calls/{call}"
+                    key = listed.get(call)
                     if not isinstance(store, Storage):  # no secret to check its result with
                         future.set_exception(store)
-                    elif key in listed:
-                        _complete(store, key, future)
+                    elif key is not None:
+                        _complete(store, key, call, future, read)
                     elif time.time() > give_up:
                         from lambdaexec.errors import CallLostError
 
@@ -166,13 +170,15 @@ class _Poller:
             self.news.clear()
 
 
-def _complete(store: Any, key: str, future: Any) -> None:
+def _complete(store: Any, key: str, call: int, future: Any, read: dict[str, Any]) -> None:
     from lambdaexec import protocol
     from lambdaexec.errors import IntegrityError, LambdaExecError
     from lambdaexec.monitor import decode_result, record_status
 
     try:
-        status, payload = protocol.unpack_result(store.get(key))
+        if key not in read:
+            read[key] = protocol.unpack_results(key, store.get(key))
+        status, payload = read[key][call]
     except IntegrityError as err:
         future.set_exception(err)
         return

@@ -1,10 +1,11 @@
 """The monitor: one background thread per executor that turns worker news into finished futures.
 
-It hands jobs to the invoker, asks the invoker what happened, downloads each finished call's
-result object, completes its future (re-raising user exceptions with the remote traceback as
-their ``__cause__``), re-dispatches calls whose worker died or timed out until ``retries`` are
-spent (and, with ``speculative``, backs up stragglers: :mod:`lambdaexec.speculation`), and
-deletes a job's objects once all of its results are in. Its watchers
+It hands jobs to the invoker, asks the invoker what happened, downloads each result object
+announced (once, in its fetch pool: one object may hold a batch of calls' results, see
+:mod:`lambdaexec.protocol`), completes each call's future (re-raising user exceptions with the
+remote traceback as their ``__cause__``), re-dispatches calls whose worker died or timed out
+until ``retries`` are spent (and, with ``speculative``, backs up stragglers:
+:mod:`lambdaexec.speculation`), and deletes a job's objects once all of its results are in. Its watchers
 (:mod:`lambdaexec.observe.watcher`: progress, budget, job record) hear of each job added, each
 call about to be invoked (and may refuse it) and each call finished.
 """
@@ -110,7 +111,8 @@ class Monitor:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self._stopping = False
-        #: futures whose result objects a reduce will read: id -> (future, pins, job prefix once done)
+        #: futures whose result objects a reduce will read: id -> [future, pins, job prefix and
+        #: result key once done]
         self._pins: dict[int, list] = {}
         #: job prefix -> ids of its finished, pinned futures: the job's objects stay until unpinned
         self._kept: dict[str, set[int]] = {}
@@ -148,14 +150,17 @@ class Monitor:
         until :meth:`unpin`; a job already cleaned up is not restored."""
         with self.lock:
             for f in futures:
-                self._pins.setdefault(id(f), [f, 0, None])[1] += 1
+                self._pins.setdefault(id(f), [f, 0, None, ""])[1] += 1
 
-    def pinned_key(self, future: Any) -> str | None:
-        """The storage key of a pinned, finished future's result, or ``None`` if it has none."""
+    def pinned_key(self, future: Any) -> tuple[str, int] | None:
+        """``(key, call)``: the object holding a pinned, finished future's result (perhaps a
+        batch of several calls') and its call's index, or ``None`` if it has none."""
         with self.lock:
             entry = self._pins.get(id(future))
-            return protocol.result_key(entry[2], int(future.call_id.rsplit("/", 1)[1])) \
-                if entry and entry[2] else None
+            if not entry or not entry[2]:
+                return None
+            call = int(future.call_id.rsplit("/", 1)[1])
+            return entry[3] or protocol.result_key(entry[2], call), call
 
     def unpin(self, futures: list) -> None:
         """Release :meth:`pin`; jobs no longer pinned are cleaned up as usual."""
@@ -252,8 +257,7 @@ class Monitor:
 
     def _watch(self) -> None:
         while not self._stopping:
-            for notice in self.invoker.poll(0.5):
-                self._handle(notice)  # a method: this frame keeps no job (nor its futures) alive
+            self._handle(self.invoker.poll(0.5))  # a method: this frame keeps no job (nor its futures) alive
             if self.speculator is not None and self.speculator.due(time.time()):
                 self._speculate()
 
@@ -269,17 +273,23 @@ class Monitor:
             for c in self.speculator.stragglers(job, running, now):
                 self.invoker.invoke(Dispatch(job.prefix, [c], job.lost[c], functools.partial(self._make_event, job)))
 
-    def _handle(self, notice: Done | Lost) -> None:
-        job = self.jobs.get(notice.job_prefix)
-        if job is None or job.state[notice.call] == FINISHED:
-            return
-        if isinstance(notice, Done):
+    def _handle(self, notices: list[Done | Lost]) -> None:
+        """Fetch each result object announced once, for all of its calls; retry or fail lost calls."""
+        objects: dict[str, tuple[Job, list[int]]] = {}
+        for notice in notices:
+            job = self.jobs.get(notice.job_prefix)
+            if job is None or job.state[notice.call] == FINISHED:
+                continue
+            if isinstance(notice, Done):
+                key = notice.key or protocol.result_key(job.prefix, notice.call)
+                objects.setdefault(key, (job, []))[1].append(notice.call)
+            elif isinstance(notice, Lost):
+                self._lost(job, notice)
+        for key, (job, calls) in objects.items():
             if self._fetchers:
-                self._fetchers.submit(self._collect, job, notice.call)
+                self._fetchers.submit(self._collect, job, key, calls)
             else:
-                self._collect(job, notice.call)
-        elif isinstance(notice, Lost):
-            self._lost(job, notice)
+                self._collect(job, key, calls)
 
     def _lost(self, job: Job, notice: Lost) -> None:
         """Re-dispatch a lost call, or fail it once its retries are spent (any thread)."""
@@ -304,33 +314,45 @@ class Monitor:
         future.attempts = tries
         self._complete(job, c, exc=exc)
 
-    def _collect(self, job: Job, c: int) -> None:
-        future = job.futures[c]
-        if future is None:  # finished meanwhile (cancelled, or failed by another thread)
+    def _collect(self, job: Job, key: str, calls: list[int]) -> None:
+        """Read the object at ``key`` (whole) and complete ``calls`` from it (any thread)."""
+        if all(job.futures[c] is None for c in calls):  # finished meanwhile (cancelled, failed)
             return
         try:
-            status, payload = protocol.unpack_result(self.storage.get(protocol.result_key(job.prefix, c)))
+            results = protocol.unpack_results(key, self.storage.get(key))
         except errors.IntegrityError as err:  # forged or altered: never unpickled, not retried
-            self._complete(job, c, exc=err)
+            for c in calls:
+                if job.futures[c] is not None:
+                    self._complete(job, c, exc=err)
             return
-        except Exception as err:  # the object is gone or unreadable: run the call again
-            self._lost(job, Lost(job.prefix, c, f"its result could not be read: {err!r}"))
+        except Exception as err:  # the object is gone or unreadable: run its calls again
+            for c in calls:
+                self._lost(job, Lost(job.prefix, c, f"its result could not be read from {key}: {err!r}"))
             return
-        record_status(future, status)
-        ok, outcome = decode_result(status, payload, future.call_id)
-        if ok:
-            self._complete(job, c, value=outcome)
-        else:
-            self._complete(job, c, exc=outcome)
+        for c in calls:
+            future = job.futures[c]
+            if future is None:
+                continue
+            if c not in results:
+                self._lost(job, Lost(job.prefix, c, f"its result object {key} does not hold it"))
+                continue
+            status, payload = results[c]
+            record_status(future, status)
+            ok, outcome = decode_result(status, payload, future.call_id)
+            if ok:
+                self._complete(job, c, value=outcome, key=key)
+            else:
+                self._complete(job, c, exc=outcome, key=key)
 
-    def _complete(self, job: Job, c: int, value: Any = None, exc: BaseException | None = None) -> None:
+    def _complete(self, job: Job, c: int, value: Any = None, exc: BaseException | None = None,
+                  key: str = "") -> None:
         with self.lock:
             if job.state[c] == FINISHED:
                 return
             future = job.futures[c]
             if self.speculator is not None and exc is None:
                 self.speculator.finished(job, time.time() - future.stats.get("invoked", time.time()))
-            self._finish(job, c)
+            self._finish(job, c, key)
         if future.cancelled():
             exc = concurrent.futures.CancelledError()
         for w in self.watchers:  # before the future completes: a bar reads 100% when wait() returns
@@ -342,12 +364,13 @@ class Monitor:
         else:
             future.set_result(value)
 
-    def _finish(self, job: Job, c: int) -> None:
-        """Mark call ``c`` finished (lock held); drop and clean up the job after its last call."""
+    def _finish(self, job: Job, c: int, key: str = "") -> None:
+        """Mark call ``c`` finished (lock held), its result read from ``key``; drop and clean
+        up the job after its last call."""
         job.state[c] = FINISHED
         pin = self._pins.get(id(job.futures[c])) if self._pins else None
         if pin is not None:  # a reduce will read this result object: keep the job's objects
-            pin[2] = job.prefix
+            pin[2], pin[3] = job.prefix, key
             self._kept.setdefault(job.prefix, set()).add(id(job.futures[c]))
         job.futures[c] = None  # the caller holds it as long as it wants the result; we do not
         job.remaining -= 1

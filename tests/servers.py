@@ -62,6 +62,7 @@ class SeaweedS3:
         self.log = os.path.join(self.dir, "weed.log")
         ports = {k: free_port() for k in self.PORTS}
         self.endpoint_url = f"http://127.0.0.1:{ports['s3.port']}"
+        self.metrics_url = f"http://127.0.0.1:{ports['metricsPort']}/metrics"
         self.bucket = bucket
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
         # a secret that cannot occur by chance, so a test can look for it where it must not be
@@ -93,6 +94,21 @@ class SeaweedS3:
     def settings(self) -> dict[str, str]:
         """Executor keywords that point storage at this server."""
         return {"storage": "s3", "bucket": self.bucket, "endpoint_url": self.endpoint_url, "region": "us-east-1"}
+
+    def request_counts(self) -> dict[str, int]:
+        """Requests the server has answered so far, by kind (``PUT``, ``GET``, ``LIST``,
+        ``DELETE``, ...), from its own metrics: every client's and worker's requests, counted
+        where they arrive. Compare two readings for the requests made in between."""
+        import re
+        import urllib.request
+
+        counts: dict[str, int] = {}
+        text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
+        for m in re.finditer(r'^SeaweedFS_s3_request_total\{([^}]*)\} (\S+)$', text, re.M):
+            kind = re.search(r'type="([^"]+)"', m.group(1))
+            if kind:
+                counts[kind.group(1)] = counts.get(kind.group(1), 0) + int(float(m.group(2)))
+        return counts
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -127,7 +127,8 @@ def test_word_count_equals_counter(shuffle_executor, corpus):
     counts = shuffle_executor.map_reduce(_word_counts, cs, _total, reducers=3, combine=operator.add)
     assert counts.result(timeout=180) == dict(expected)
     stats = counts.shuffle_stats
-    assert stats["objects"] == len(cs)  # one object per mapper, not mappers x reducers
+    assert stats["objects"] == stats["mappers"]  # one object per mapper call, not mappers x reducers
+    assert stats["mappers"] < len(cs)  # more chunks than 2 calls per worker: a call takes a run of them
     # pairs without a combiner, one reducer
     pairs = shuffle_executor.map_reduce(_word_pairs, cs[:3], _total)
     expected3 = collections.Counter()
@@ -189,8 +190,9 @@ def test_keep_data_keeps_the_shuffle_objects(tmp_path, corpus):
     store = tmp_path / "store"
     cs = lambdaexec.chunks(str(corpus / "*.txt"), "4KiB")
     with LambdaExecutor(max_workers=2, storage="local", storage_path=str(store), keep_data=True) as ex:
-        ex.map_reduce(_word_counts, cs, _total, reducers=2, combine=operator.add).result(timeout=120)
-    assert len(list(store.rglob("shuffle/*/map/*"))) == len(cs)
+        job = ex.map_reduce(_word_counts, cs, _total, reducers=2, combine=operator.add)
+        job.result(timeout=120)
+    assert len(list(store.rglob("shuffle/*/map/*"))) == job.shuffle_stats["mappers"] >= 1
 
 
 def test_reducer_values_and_custom_partition(tmp_path):
@@ -215,6 +217,77 @@ def test_partition_is_the_same_in_every_process():
         assert eval(out) == here
     assert stable_hash(7) == stable_hash(7.0) == stable_hash(7)
     assert all(0 <= hash_partition(k, 3) < 3 for k in keys)
+
+
+def test_batched_routing_puts_each_key_where_hash_partition_does():
+    # mappers route whole key lists at once (in C for all-str, all-bytes, all-int keys); a key
+    # must land in the same partition whichever kind of list it came in, or its counts would
+    # be split between reducers
+    from lambdaexec.dataflow.keyed import route
+
+    rng = random.Random(5)
+    strs = WORDS + ["", "a\udcff", "x" * 300] + [f"w{rng.randrange(10**6)}" for _ in range(200)]
+    lists = [strs, [s.encode("utf-8", "surrogatepass") for s in strs],
+             [0, -1, 2**70, -(2**65), 7] + [rng.randrange(-10**9, 10**9) for _ in range(200)],
+             strs[:5] + [b"b", 7, 7.0, True, None, ("t", 1)]]
+    for keys in lists:
+        for n in (2, 3, 16):
+            assert route(keys, n, None) == [hash_partition(k, n) for k in keys]
+
+
+def _mixed_keys(i):
+    # every item shares the str keys; odd items add keys of other types, so their mappers take
+    # the general routing path while even ones take the all-str fast path
+    out = {"shared": 1, f"only{i % 3}": 2}
+    if i % 2:
+        out.update({(i % 2, "t"): 1, 7: 1, b"shared": 5})
+    return out
+
+
+def test_keys_meet_at_one_reducer_whatever_the_other_keys_of_their_mapper(tmp_path):
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        few = ex.map_reduce(_mixed_keys, range(12), _total, reducers=5, combine=operator.add)
+        many = ex.map_reduce(_mixed_keys, range(12), _total, reducers=23, combine=operator.add)
+        got = few.result(timeout=120), many.result(timeout=120)
+    expected = collections.Counter()
+    for i in range(12):
+        expected.update(_mixed_keys(i))
+    assert got == (dict(expected), dict(expected))
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+def test_values_keep_their_types_through_the_shuffle(tmp_path):
+    # plain builtins travel marshalled, anything else pickled: either way they come back as sent
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        got = ex.map_reduce(lambda i: [(i % 2, Point(i, -i)), ("f", 0.5), ("b", i == 1), (1.5, {"d": [i]})],
+                            range(4), lambda k, vs: vs, reducers=3).result(timeout=120)
+    assert got[0] == [Point(0, 0), Point(2, -2)] and all(type(p) is Point for p in got[0])
+    assert got[1] == [Point(1, -1), Point(3, -3)]
+    assert got["f"] == [0.5] * 4 and got["b"] == [False, True, False, False]
+    assert all(type(b) is bool for b in got["b"])
+    assert got[1.5] == [{"d": [i]} for i in range(4)]
+
+
+def test_values_come_in_item_order_when_calls_take_runs_of_items(tmp_path):
+    # 40 items on 2 workers: mapper calls take runs of items; without combine every value is
+    # kept, in item order
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        job = ex.map_reduce(lambda i: [(i % 3, i), ("all", i)], range(40), lambda k, vs: vs, reducers=2)
+        got = job.result(timeout=120)
+    assert got == {0: list(range(0, 40, 3)), 1: list(range(1, 40, 3)), 2: list(range(2, 40, 3)),
+                   "all": list(range(40))}
+    assert 1 < job.shuffle_stats["mappers"] < 40
+
+
+def test_with_combine_reducers_merge_values_too(tmp_path):
+    # combine may run on mappers and on reducers (as Hadoop's combiner): reduce_fn gets each
+    # key's values already merged, in one list
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path / "s")) as ex:
+        got = ex.map_reduce(lambda i: {"n": i, "s": str(i)}, range(6), lambda k, vs: vs, reducers=2,
+                            combine=operator.add).result(timeout=120)
+    assert got == {"n": [15], "s": ["012345"]}  # merged in item order
 
 
 def test_bad_map_output_and_keys_are_named(tmp_path):

@@ -1,8 +1,10 @@
 """The one worker entry point: ``handler(event, context)``, as AWS Lambda calls it.
 
 It reads the job's function (cached per container by content hash) and its calls' inputs from
-storage, runs each call with stdout/stderr captured, and writes each call's status and result
-in one atomic put. Whatever goes wrong, a status is written before the handler returns.
+storage, runs each call with stdout/stderr captured, and hands each call's status and result to
+:class:`worker.results.Writer`, which writes the results of calls finishing close together as
+one batch object (see :mod:`lambdaexec.protocol`). Whatever goes wrong, a status is written
+before the handler returns.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lambdaexec.storage import Storage, shared_storage, signed
 from lambdaexec.storage.base import set_retry_deadline
 from worker import memory
 from worker.probe import probe
+from worker.results import Writer
 
 _LOG_LIMIT = 1 << 20
 #: During a call, the root logger also writes to the call's stderr, one line per record with its
@@ -66,11 +69,10 @@ def _error_status(kind: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def _write_all(store: Storage, event: dict, status: dict[str, Any], context: Any) -> None:
     """Write the same failure status for every call of the event."""
-    notify = getattr(context, "call_done", None)
+    writer = Writer(store, event["job_prefix"], getattr(context, "calls_done", None))
     for call, _, _ in event["calls"]:
-        store.put(protocol.result_key(event["job_prefix"], call), protocol.pack_result(status, []))
-        if notify:
-            notify(call)
+        writer.add(call, status, [])
+    writer.close()
 
 
 def _run_one(fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bool, Any]:
@@ -161,38 +163,43 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
             traceback=traceback.format_exc(), worker=worker), context)
         return {"calls": len(event["calls"]), "error": str(exc)}
 
-    notify = getattr(context, "call_done", None)
-    for call, start, end in calls:
-        status: dict[str, Any] = {
-            "ok": True, "worker": worker, "received": received, "attempt": event["attempt"],
-            "bytes_in": end - start + func_bytes,
-        }
-        func_bytes = 0
-        try:
-            if event.get("mark_start"):
-                store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
-            ok, value = _run_one(fn, blob[start - lo : end - lo], status)
-            status["ok"] = ok
-            oom = memory.out_of_memory(ok, value)
-            if oom is not None:
-                status.update(oom)
-            chunks = _serialize_value(ok, value, status) if oom is None else []
-            size = serialize.size_of(chunks)
-            if size > event["max_result_size"]:
-                status.update(ok=False, error_type="ResultTooLargeError", message=(
-                    f"the result is {size:,} bytes, over max_result_size "
-                    f"({event['max_result_size']:,} bytes): return less (write large outputs to "
-                    "storage yourself), or raise max_result_size"))
+    writer = Writer(store, prefix, getattr(context, "calls_done", None))
+    try:
+        for call, start, end in calls:
+            status: dict[str, Any] = {
+                "ok": True, "worker": worker, "received": received, "attempt": event["attempt"],
+                "bytes_in": end - start + func_bytes,
+            }
+            func_bytes = 0
+            try:
+                if event.get("mark_start"):
+                    store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
+                ok, value = _run_one(fn, blob[start - lo : end - lo], status)
+                status["ok"] = ok
+                oom = memory.out_of_memory(ok, value)
+                if oom is not None:
+                    status.update(oom)
+                chunks = _serialize_value(ok, value, status) if oom is None else []
+                del value
+                size = serialize.size_of(chunks)
+                if size > event["max_result_size"]:
+                    status.update(ok=False, error_type="ResultTooLargeError", message=(
+                        f"the result is {size:,} bytes, over max_result_size "
+                        f"({event['max_result_size']:,} bytes): return less (write large outputs to "
+                        "storage yourself), or raise max_result_size"))
+                    chunks = []
+                status["bytes_out"] = size if chunks else 0
+                status["result_written"] = time.time()
+            except Exception as exc:
+                status.update(ok=False, error_type=type(exc).__name__,
+                              message=f"the worker failed to store the result: {exc}",
+                              traceback=traceback.format_exc(), result_written=time.time())
                 chunks = []
-            status["bytes_out"] = size if chunks else 0
-            status["result_written"] = time.time()
-            store.put(protocol.result_key(prefix, call), protocol.pack_result(status, chunks))
-        except Exception as exc:
-            status.update(ok=False, error_type=type(exc).__name__,
-                          message=f"the worker failed to store the result: {exc}",
-                          traceback=traceback.format_exc(), result_written=time.time())
-            store.put(protocol.result_key(prefix, call), protocol.pack_result(status, []))
-        if notify:
-            notify(call)
-        memory.exit_if_out_of_memory(status)
+            writer.add(call, status, chunks)
+            del chunks
+            if status.get("error_type") == "OutOfMemoryError":
+                writer.close()  # before the worker exits: this result and those waiting with it
+                memory.exit_if_out_of_memory(status)
+    finally:
+        writer.close()
     return {"calls": len(calls)}

@@ -10,7 +10,8 @@ How a call travels:
    with exponential backoff and full jitter: a throttled call is delayed, never lost. An
    invocation Lambda refuses for good (no such function, access denied, ...) fails its calls
    with a :class:`~lambdaexec.errors.LambdaExecError` naming the fix.
-3. The worker writes ``started/<call>.<attempt>`` when it starts a call and ``calls/<call>`` when done.
+3. The worker writes ``started/<call>.<attempt>`` when it starts a call and ``calls/<call>`` when done
+   (or ``calls/<runs>``, a batch holding several calls' results: :mod:`lambdaexec.protocol`).
    :meth:`LambdaInvoker.poll` lists those prefixes (one request per 1,000 keys; one listing of
    the executor's prefix when many jobs are active) at an adaptive interval, 0.1 s after news up
    to 2 s when idle, and reports :class:`Done` for every new result.
@@ -332,18 +333,18 @@ class LambdaInvoker(Invoker):
                 inflight = job.inflight
                 for k in keys:
                     head, _, name = k.rpartition("/")
-                    if head.endswith("/calls"):
-                        c = int(name)
-                        info = inflight.get(c)
-                        if info is None:
-                            continue
-                        notices.append(Done(prefix, c))
-                        job.misses.pop(c, None)
-                        if not info.started:
-                            job.unstarted -= 1
-                        del inflight[c]
-                        self._release(1)
-                        progressed = True
+                    if head.endswith("/calls"):  # one call's result, or a batch's (its key names them)
+                        for c in protocol.calls_of_key(k) if "," in name or "-" in name else (int(name),):
+                            info = inflight.get(c)
+                            if info is None:
+                                continue
+                            notices.append(Done(prefix, c, k))
+                            job.misses.pop(c, None)
+                            if not info.started:
+                                job.unstarted -= 1
+                            del inflight[c]
+                            self._release(1)
+                            progressed = True
                         continue
                     c, attempt = protocol.parse_started(k)
                     info = inflight.get(c)

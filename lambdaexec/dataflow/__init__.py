@@ -4,7 +4,8 @@
   read by its worker from storage;
 - :mod:`~lambdaexec.dataflow.shuffle`: the shuffle through storage (one object per mapper with an
   offset index; reducers range-read) and the process-stable :func:`hash_partition`;
-- :mod:`~lambdaexec.dataflow.map_reduce`: ``map_reduce(ex, map_fn, items, reduce_fn, ...)``;
+- :mod:`~lambdaexec.dataflow.map_reduce`: ``map_reduce(ex, map_fn, items, reduce_fn, ...)``, with
+  :mod:`~lambdaexec.dataflow.keyed` for its mapper and reducer sides (merge, route, encode; group);
 - :mod:`~lambdaexec.dataflow.sort`: ``sort(ex, chunks, output, ...)``, Terasort's shape.
 
 Each is also a method of :class:`~lambdaexec.LambdaExecutor` (``ex.reduce``, ``ex.map_reduce``,

@@ -5,8 +5,8 @@ whose worker reads the inputs' results from storage itself.
 
     client                                 storage                         reduce's worker
     futures done ── (pinned: their ───────  <job>/calls/<i>  ◄── read ──── fn([r0, r1, ...])
-    result objects are kept) ── submit ─►   (status + result)               └► its result
-    (keys only, never the values)
+    result objects are kept) ── submit ─►   or a batch holding              └► its result
+    (keys only, never the values)           several calls' results
 
 The monitor normally deletes a job's objects once all of its results are in; :meth:`Monitor.pin
 <lambdaexec.monitor.Monitor.pin>` keeps them until the reduce has run. An input whose objects
@@ -81,7 +81,7 @@ def reduce(ex: LambdaExecutor, fn: Callable[[list], Any], futures: Iterable[conc
         sources: list[tuple[str, Any]] = []
         for f in futures:
             key = monitor.pinned_key(f) if isinstance(f, LambdaFuture) and f.call_id else None
-            sources.append(("key", key) if key else ("value", f.result()))
+            sources.append(("key", key) if key else ("value", f.result()))  # key: (object, call)
         try:
             inner = follow_up(ex, functools.partial(_run_reduce, ex.storage.spec, fn), [sources])[0]
         except Exception as err:  # shut down meanwhile, or fn cannot be pickled
@@ -122,20 +122,29 @@ def _run_reduce(spec: dict[str, Any], fn: Callable[[list], Any], sources: list[t
     from lambdaexec.storage import shared_storage
 
     store = shared_storage(spec)
-    keys = [(i, key) for i, (kind, key) in enumerate(sources) if kind == "key"]
     values = [value if kind == "value" else None for kind, value in sources]
+    # each object read once, whole, though a batch may hold several inputs
+    wanted: dict[str, list[tuple[int, int]]] = {}
+    for i, (kind, where) in enumerate(sources):
+        if kind == "key":
+            key, call = where
+            wanted.setdefault(key, []).append((i, call))
 
-    def load(key: str) -> Any:
-        status, payload = protocol.unpack_result(store.get(key))
-        if not status.get("ok"):
-            raise LambdaExecError(f"the reduce's input {key} holds no result: {status.get('message', status)}")
-        return serialize.loads(payload)
+    def load(key: str) -> None:
+        results = protocol.unpack_results(key, store.get(key))
+        for i, call in wanted[key]:
+            if call not in results:
+                raise LambdaExecError(f"the reduce's input, call {call}, is not in its result object {key}")
+            status, payload = results[call]
+            if not status.get("ok"):
+                raise LambdaExecError(f"the reduce's input {key} (call {call}) holds no result: "
+                                      f"{status.get('message', status)}")
+            values[i] = serialize.loads(payload)
 
-    if store.concurrency > 1 and len(keys) > 1:
-        with concurrent.futures.ThreadPoolExecutor(min(store.concurrency, len(keys))) as pool:
-            loaded = list(pool.map(load, [key for _, key in keys]))
+    if store.concurrency > 1 and len(wanted) > 1:
+        with concurrent.futures.ThreadPoolExecutor(min(store.concurrency, len(wanted))) as pool:
+            list(pool.map(load, wanted))
     else:
-        loaded = [load(key) for _, key in keys]
-    for (i, _), value in zip(keys, loaded):
-        values[i] = value
+        for key in wanted:
+            load(key)
     return fn(values)

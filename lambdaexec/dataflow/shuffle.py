@@ -15,8 +15,8 @@ and ends, and its tag), then that byte range, and checks the bytes against the t
 unpickling them (see :mod:`lambdaexec.storage.signed`): two ranged reads per mapper, on local
 files, S3 or Redis alike. Reducers are started right behind the mappers and poll the ``map/`` prefix (one
 ``list`` per round), so they fetch map output as it appears; an ``abort`` object ends their
-wait at once. A partition's bytes are what the operator makes of them: a pickled list of
-``(key, value)`` pairs for map_reduce, raw records for sort.
+wait at once. A partition's bytes are what the operator makes of them: encoded keys and
+values for map_reduce (see :mod:`lambdaexec.dataflow.keyed`), raw records for sort.
 
 Keys are routed by :func:`hash_partition`, a hash that is the same in every process (Python's
 own ``hash`` of a string changes from process to process).
@@ -28,7 +28,6 @@ import pickle
 import struct
 import time
 import zlib
-from collections.abc import Mapping
 from typing import Any, Callable
 
 from lambdaexec.errors import LambdaExecError, UnpicklableError
@@ -82,56 +81,6 @@ def hash_partition(key: Any, partitions: int) -> int:
     return stable_hash(key) % partitions
 
 
-def pairs_of(output: Any) -> Any:
-    """The ``(key, value)`` pairs of what a map function returned (a Mapping or pairs)."""
-    if isinstance(output, Mapping):
-        return output.items()
-    if isinstance(output, (str, bytes, bytearray)) or not hasattr(output, "__iter__"):
-        raise TypeError(
-            f"map_fn returned {type(output).__name__} {_short(output)}; it must return a Mapping "
-            "(e.g. a dict or Counter) or an iterable of (key, value) pairs")
-    return output
-
-
-def _short(obj: Any) -> str:
-    text = repr(obj)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def split(output: Any, partitions: int, partition: Callable[[Any, int], int],
-          combine: Callable[[Any, Any], Any] | None) -> list[list[tuple[Any, Any]]]:
-    """Route a map output's pairs to ``partitions`` lists, merging values of a key by ``combine``."""
-    parts: list[Any] = [{} for _ in range(partitions)] if combine else [[] for _ in range(partitions)]
-    one = partitions == 1
-    for pair in pairs_of(output):
-        try:
-            if isinstance(pair, (str, bytes, bytearray)):
-                raise TypeError
-            key, value = pair
-        except (TypeError, ValueError):
-            raise TypeError(f"map_fn yielded {_short(pair)} where a (key, value) pair was expected; "
-                            "return a Mapping or an iterable of 2-tuples") from None
-        if one:
-            p = 0
-        else:
-            p = partition(key, partitions)
-            if not isinstance(p, int) or not 0 <= p < partitions:
-                raise ValueError(f"partition({_short(key)}, {partitions}) returned {p!r}; it must return "
-                                 f"an int in range(0, {partitions})")
-        if combine:
-            d = parts[p]
-            try:
-                d[key] = combine(d[key], value) if key in d else value
-            except TypeError as err:
-                if "unhashable" in str(err):
-                    raise TypeError(f"map_fn yielded the unhashable key {_short(key)}: keys must be "
-                                    "hashable (use a tuple instead of a list)") from None
-                raise
-        else:
-            parts[p].append((key, value))
-    return [list(d.items()) for d in parts] if combine else parts
-
-
 _ENTRY = 48  # bytes of one index entry: start, end, tag
 
 
@@ -144,32 +93,6 @@ def encode(blobs: list[bytes], store: Any, key: str) -> list[bytes]:
         entries.append(struct.pack("<2Q", pos, end) + store.range_tag(f"{key}#{r}", pos, end, blob))
         pos = end
     return [b"".join(entries), *blobs]
-
-
-def dumps_part(part: list[tuple[Any, Any]]) -> bytes:
-    """A partition's pairs, pickled (naming the pair that cannot be)."""
-    return _dumps(part)
-
-
-def _dumps(part: list[tuple[Any, Any]]) -> bytes:
-    try:
-        return pickle.dumps(part, protocol=5)
-    except Exception:
-        pass
-    import cloudpickle
-
-    try:
-        return cloudpickle.dumps(part, protocol=5)
-    except Exception:
-        for key, value in part:
-            for what, obj in (("key", key), ("value", value)):
-                try:
-                    cloudpickle.dumps(obj)
-                except Exception as err:
-                    raise UnpicklableError(
-                        f"map_fn produced a {what} that cannot be pickled, so it cannot be shuffled: "
-                        f"{_short(obj)} ({type(err).__name__}: {err})") from None
-        raise
 
 
 def read_partition(store: Any, key: str, r: int) -> tuple[bytes, int]:

@@ -48,10 +48,12 @@ class Dispatch:
 
 @dataclasses.dataclass(frozen=True)
 class Done:
-    """The call's result object has been written."""
+    """The call's result has been written, in the object at ``key`` (a batch's, perhaps:
+    :mod:`lambdaexec.protocol`), or at the call's own key when ``key`` is empty."""
 
     job_prefix: str
     call: int
+    key: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,12 @@ notices back, over one socket pair per process.
 Events go to idle workers only, one at a time, as ``ProcessPoolExecutor``'s workers take calls
 from one shared queue: a per-worker queue would make short calls wait behind a long one while
 another worker sits idle. To keep tiny calls cheap, an event carries several calls of a job only
-once that job's calls are known to be short (their measured time, per job).
+once that job's calls are known to be short (their measured time, per job): about
+``_GROUP_SECONDS`` of work, and, near the end of a job, a share of what is left so that every
+worker gets some, but never fewer calls than run in the time an event costs beyond its calls
+(its storage round trips, measured too: with S3 storage, milliseconds), since splitting finer
+would only add requests and latency. A worker writes the results of an event's calls in
+batches and announces each batch with one message (:mod:`worker.results`).
 
 Like a Lambda worker, a local worker sees a minimal environment, not the client's: the runtime's
 variables, the storage's credentials and what ``worker_env`` names (:mod:`.environment`).
@@ -43,7 +48,7 @@ from lambdaexec.invokers.environment import runtime_part, worker_environment
 from lambdaexec.invokers.local_runtime import send
 
 _START_FAILURES = 3  # processes in a row that exit before they are ready: the runtime is broken
-_MAX_GROUP = 32  # calls of one job sent in one event when many are waiting
+_MAX_GROUP = 128  # calls of one job sent in one event when many are waiting
 _GROUP_SECONDS = 0.02  # at most about this much work per event (so none waits long behind another)
 
 _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -153,6 +158,7 @@ class LocalInvoker(Invoker):
         self._closed = False
         self._start_failures = 0
         self._call_seconds: dict[str, float] = {}  # job -> measured seconds per call (recent jobs)
+        self._event_seconds: dict[str, float] = {}  # job -> measured cost of an event beyond its calls
         self._workers = [_Worker(self.env, timeout, memory_mb) for _ in range(workers)]
 
     def invoke(self, dispatch: Dispatch) -> None:
@@ -175,8 +181,10 @@ class LocalInvoker(Invoker):
                 if per_call is None or per_call > _GROUP_SECONDS / 2:
                     group = 1  # long (or not yet measured) calls: one per event
                 else:
-                    group = max(1, min(_MAX_GROUP, cap, self._pending_calls // (4 * len(self._workers)),
-                                       int(_GROUP_SECONDS / max(per_call, 1e-6))))
+                    per_call = max(per_call, 1e-5)
+                    share = max(self._pending_calls // (4 * len(self._workers)),
+                                int(self._event_seconds.get(unit.job_prefix, 0.0) / per_call))
+                    group = max(1, min(_MAX_GROUP, cap, share, int(_GROUP_SECONDS / per_call)))
                 calls = unit.take(group)
                 self._pending_calls -= len(calls)
                 if unit.exhausted:
@@ -208,12 +216,14 @@ class LocalInvoker(Invoker):
             except OSError:
                 pass  # it died; poll() notices the end of its stream
 
-    def _measured(self, job: str, seconds: float) -> None:
-        """Note that a call of ``job`` took ``seconds`` (a running average per job)."""
-        old = self._call_seconds.get(job)
-        self._call_seconds[job] = seconds if old is None else 0.7 * old + 0.3 * seconds
-        if len(self._call_seconds) > 256:
-            del self._call_seconds[next(iter(self._call_seconds))]
+    def _measured(self, job: str, seconds: float, overhead: float) -> None:
+        """Note that a call of ``job`` took ``seconds`` and its event's storage round trips
+        ``overhead`` (running averages per job)."""
+        for table, value in ((self._call_seconds, seconds), (self._event_seconds, overhead)):
+            old = table.get(job)
+            table[job] = value if old is None else 0.7 * old + 0.3 * value
+            if len(table) > 256:
+                del table[next(iter(table))]
 
     def _lose(self, w: _Worker, reason: str, timed_out: bool, notices: list[Notice]) -> None:
         first = True
@@ -275,15 +285,17 @@ class LocalInvoker(Invoker):
                     if frame[0] == "ready":
                         r.ready = True
                         self._start_failures = 0
-                    else:
-                        _, seq, call = frame
+                    else:  # ("done", seq, calls, key, busy): one result object written
+                        _, seq, calls, key, busy = frame
                         head = r.inflight[0]
-                        head[2].remove(call)
-                        notices.append(Done(head[1], call))
+                        left = head[2]
+                        for call in calls:
+                            left.remove(call)
+                            notices.append(Done(head[1], call, key))
                         now = time.monotonic()
-                        self._measured(head[1], now - r.clock)
+                        self._measured(head[1], busy / len(calls), max(0.0, now - r.clock - busy))
                         r.clock = now
-                        if not head[2]:
+                        if not left:
                             r.inflight.popleft()
                 if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
                     r.stop()  # it has done its share: a fresh process takes its place

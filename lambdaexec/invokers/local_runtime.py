@@ -5,7 +5,9 @@ It receives invocation events over a socket from the client's pool, calls
 call back. Like a warm Lambda container, it lives for many invocations.
 
 Frames on the socket are ``u32 length`` + pickle. Pool -> worker: ``(seq, event)`` or ``None``
-(exit). Worker -> pool: ``("ready", pid)``, then ``("done", seq, call)`` per finished call.
+(exit). Worker -> pool: ``("ready", pid)``, then ``("done", seq, calls, key, busy)`` per result
+object written (one call's, or a batch's: :mod:`lambdaexec.protocol`; ``busy``: seconds the
+calls' user code ran).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class Reader:
 
 
 class LocalContext:
-    """The parts of Lambda's context object a handler uses, plus ``call_done`` for the pool."""
+    """The parts of Lambda's context object a handler uses, plus ``calls_done`` for the pool."""
 
     function_name = "lambdaexec-local"
     function_version = "$LATEST"
@@ -70,8 +72,10 @@ class LocalContext:
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
-    def call_done(self, call: int) -> None:
-        send(self._sock, ("done", self._seq, call))
+    def calls_done(self, calls: list[int], key: str, busy: float = 0.0) -> None:
+        """Tell the pool that the object at ``key`` holds the results of ``calls``, which ran
+        for ``busy`` seconds in all."""
+        send(self._sock, ("done", self._seq, calls, key, busy))
 
 
 def _end_with_client(client: int) -> None:

@@ -3,7 +3,8 @@
 Calls on Lambda outlive the client that invoked them: each writes its result object to storage
 whoever is listening. ``attach`` reads the job's manifest from the job record, makes one
 future per call and a watcher thread that lists the job's result objects (one request per
-thousand calls, as the monitor does) and completes each future from its result, until every
+thousand objects, as the monitor does; a batch object's key names the calls it holds) and
+completes each future from its result, reading each object once, until every
 call has finished or the job's deadline (created + ``timeout`` x (``retries`` + 1) +
 ``start_deadline``) has passed; a call with no result by then fails with ``CallLostError``.
 The attaching process never invokes, retries or deletes anything: that stays the submitter's.
@@ -63,10 +64,13 @@ def attach(job_id: str, poll_interval: float = 0.5, secret: bytes | str | None =
     return futures
 
 
-def _complete(storage: Any, m: dict[str, Any], future: LambdaFuture, call: int) -> bool:
-    """Complete ``future`` from its result object; False if there is none yet."""
+def _complete(storage: Any, key: str, read: dict[str, Any], future: LambdaFuture, call: int) -> bool:
+    """Complete ``future`` from the object at ``key`` (read once per round into ``read``);
+    False if it is not there."""
     try:
-        status, payload = protocol.unpack_result(storage.get(protocol.result_key(m["job_prefix"], call)))
+        if key not in read:
+            read[key] = protocol.unpack_results(key, storage.get(key))
+        status, payload = read[key][call]
     except KeyError:
         return False
     except errors.IntegrityError as err:  # forged or altered: never unpickled
@@ -89,9 +93,10 @@ def _watch(storage: Any, root: str, job: records.JobRecord, futures: list[Lambda
     left = set(range(len(futures)))
     try:
         while left:
-            present = {int(k.rsplit("/", 1)[1]) for k in storage.list(m["job_prefix"] + "/calls/")}
-            for c in sorted(left & present):
-                if _complete(storage, m, futures[c], c):
+            present = protocol.keys_by_call(storage.list(m["job_prefix"] + "/calls/"))
+            read: dict[str, Any] = {}
+            for c in sorted(left & present.keys()):
+                if _complete(storage, present[c], read, futures[c], c):
                     left.discard(c)
             if not left:
                 break

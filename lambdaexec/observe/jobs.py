@@ -126,7 +126,7 @@ def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> Job
         done = json.loads(bytes(storage.get(base + "calls")))
         return JobRecord(manifest, decode_calls(done), done["finished"])
     except KeyError:
-        present = len(storage.list(manifest["job_prefix"] + "/calls/")) if look else -1
+        present = len(protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))) if look else -1
         return JobRecord(manifest, None, results_present=present)
 
 
@@ -135,16 +135,21 @@ def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
     return [read_job(storage, root, i) for i in reversed(job_ids(storage, root)[-limit:])]
 
 
+def result_keys(storage: Storage, manifest: dict[str, Any]) -> dict[int, str]:
+    """``{call: key of the object holding its result}`` for the calls of a recorded job that
+    have written one (a batch object holds several: :mod:`lambdaexec.protocol`)."""
+    return protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))
 
-def result_key(manifest: dict[str, Any], call: int) -> str:
-    """Where call ``call`` of a recorded job writes its result."""
-    return protocol.result_key(manifest["job_prefix"], call)
 
-
-def _call_from_result(storage: Storage, manifest: dict[str, Any], call: int) -> dict[str, Any] | None:
-    """A call's record read from its result object (for a job whose calls record is not written)."""
+def _call_from_result(storage: Storage, keys: dict[int, str], call: int,
+                      read: dict[str, Any]) -> dict[str, Any] | None:
+    """A call's record read from its result object (for a job whose calls record is not
+    written); ``keys`` from :func:`result_keys`, ``read`` caches the objects read."""
     try:
-        status, _ = protocol.unpack_result(unsigned(storage).get(result_key(manifest, call)))  # its JSON head
+        key = keys[call]
+        if key not in read:  # the JSON heads only: read unsigned, as the records
+            read[key] = protocol.unpack_results(key, unsigned(storage).get(key))
+        status, _ = read[key][call]
     except KeyError:
         return None
     state = "done" if status.get("ok") else "failed"
@@ -179,7 +184,8 @@ def call_logs(storage: Storage, job: JobRecord, call: int | None = None) -> list
         calls: list[dict[str, Any] | None] = list(job.calls)
     else:
         wanted = [call] if call is not None else range(n)
-        found = {i: _call_from_result(storage, job.manifest, i) for i in wanted}
+        keys, read = result_keys(storage, job.manifest), {}
+        found = {i: _call_from_result(storage, keys, i, read) for i in wanted}
         calls = [found.get(i) for i in range(n)]
     if call is not None:
         c = calls[call]

@@ -260,7 +260,7 @@ def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
 
 # the readers and the cleaner moved to modules of their own; their names stay importable here
 _MOVED = {**dict.fromkeys(("JobNotFoundError", "JobRecord", "job_ids", "resolve", "read_job", "list_jobs",
-                           "result_key", "format_call", "call_logs"), "jobs"),
+                           "result_keys", "format_call", "call_logs"), "jobs"),
           **dict.fromkeys(("created_at", "clean"), "clean")}
 
 
