@@ -37,13 +37,13 @@ def _attacker(ex: LambdaExecutor):
 
 
 def _before_collect(ex: LambdaExecutor, attack) -> None:
-    """Run ``attack(result_key, call)`` once a call's result is stored, before the client reads it
-    (so the timing of the overwrite is certain, not a race)."""
+    """Run ``attack(result_key, first call in it)`` once a result object is stored, before the
+    client reads it (so the timing of the overwrite is certain, not a race)."""
     collect = ex._monitor._collect
 
-    def hooked(job, c):
-        attack(protocol.result_key(job.prefix, c), c)
-        collect(job, c)
+    def hooked(job, key, calls):
+        attack(key, calls[0])
+        collect(job, key, calls)
 
     ex._monitor._collect = hooked
 
