@@ -7,6 +7,7 @@ W3  eight single-threaded DGEMM tasks, aggregate GFLOPS        (target: >= 0.97 
 S   start-up: executor construction to first result            (target: <= 0.05 s)
 
     python bench/bench_core.py [--rounds N] [--storage-path DIR] [--only S,W1,W2,W3]
+    python bench/bench_core.py --signing      # W1, W2: signed objects vs a null signer (budget <= 3%)
 
 Each workload runs ``--rounds`` times (at least 3) on each system, alternating systems within a
 round and rotating which goes first, and the median of each system's rounds is printed with the
@@ -107,6 +108,141 @@ def startup(make: Callable[[], Any]) -> float:
 
 NAMES = ("lambdaexec", "PPE", "Pool")
 
+# --- --signing: what HMAC signing (lambdaexec/storage/signed.py) costs on W1 and W2 ------------
+# The "unsigned" executor keeps the objects' layout (a 32-byte trailer, a tag per call in the
+# event) but computes no HMAC: on the client its store is NullSigned; its workers start from a
+# template whose sitecustomize makes the worker's HMAC a constant. Bench code only: lambdaexec
+# itself has no way to turn signing off.
+_NULL_SITE = """
+import lambdaexec.storage.signed as signed
+signed.SignedStorage._mac = lambda self, key, chunks, scope=b"": bytes(32)
+"""
+
+
+def _null_signed_class() -> type:
+    from lambdaexec.storage.base import as_chunks
+    from lambdaexec.storage.signed import TAG_SIZE, SignedStorage
+
+    class NullSigned(SignedStorage):
+        def put(self, key: str, data: Any) -> int:
+            chunks = as_chunks(data)
+            self.inner.put(key, [*chunks, memoryview(bytes(TAG_SIZE))])
+            return sum(len(c) for c in chunks)
+
+        def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
+            buf = self.inner.get(key, start, end)
+            if start is None and end is None:
+                del buf[len(buf) - TAG_SIZE:]
+            return buf
+
+        def range_tag(self, key: str, start: int, end: int, data: Any) -> bytes:
+            return bytes(TAG_SIZE)
+
+        def check_range(self, *args: Any) -> None:
+            pass
+
+        def check_digest(self, *args: Any) -> None:
+            pass
+
+        put.__wrapped_by_retry__ = get.__wrapped_by_retry__ = True  # type: ignore[attr-defined]  (as the real one)
+
+    return NullSigned
+
+
+def unsigned_executor(**kw: Any) -> LambdaExecutor:
+    """A LambdaExecutor that computes no HMAC, on either side (see above)."""
+    import tempfile
+
+    site = tempfile.mkdtemp(prefix="lambdaexec-bench-nullsign-")
+    with open(os.path.join(site, "sitecustomize.py"), "w") as f:
+        f.write(_NULL_SITE)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = site + (os.pathsep + before if before else "")  # a template of its own
+    try:
+        ex = LambdaExecutor(max_workers=2, **kw)  # its pool keeps this environment for its workers
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+    ex.storage.__class__ = _null_signed_class()
+    assert ex.submit(tiny, 0).result() == 1  # the workers' HMAC is the null one too
+    return ex
+
+
+def _per_call_us(side: str, n: int = 20000) -> float:
+    """Microseconds of signing work one W1 call costs on ``side`` (median of 5 timings)."""
+    import timeit
+
+    from lambdaexec import protocol, serialize
+    from lambdaexec.storage import signed
+    from lambdaexec.storage.signed import SignedStorage, new_secret
+
+    class Memory:  # the store's own cost is not signing's
+        spec, concurrency = {"kind": "memory"}, 1
+        objects: dict[str, Any] = {}
+
+        def put(self, key: str, data: Any) -> int:
+            self.objects[key] = bytearray(b"".join(data))
+            return 0
+
+        def get(self, key: str, start: Any = None, end: Any = None) -> bytearray:
+            return bytearray(self.objects[key])
+
+    store = SignedStorage(Memory(), new_secret())  # type: ignore[arg-type]
+    args = serialize.dumps_call((7,), {})
+    status = {"ok": True, "worker": "local-12345", "received": 1.7e9, "attempt": 0, "bytes_in": 120,
+              "func_start": 1.7e9, "func_end": 1.7e9, "stdout": "", "stderr": "", "bytes_out": 16,
+              "result_written": 1.7e9}
+    result = protocol.pack_result(status, serialize.dumps(8))
+    key, args_key = "lambdaexec/0123456789ab/000001/calls/7", "lambdaexec/0123456789ab/000001/args"
+    digest = signed.digest(args)
+    store.put(key, result)
+    if side == "client":
+        def work() -> None:
+            signed.digest(args)
+            store.get(key)
+        base = lambda: store.inner.get(key)  # noqa: E731
+    else:
+        def work() -> None:
+            store.check_digest(args_key, 0, 64, args[0], digest)
+            store.put(key, result)
+        base = lambda: store.inner.put(key, [*result, memoryview(bytes(32))])  # noqa: E731
+    spent = statistics.median(timeit.repeat(work, number=n, repeat=5))
+    plain = statistics.median(timeit.repeat(base, number=n, repeat=5))
+    return (spent - plain) / n * 1e6
+
+
+def signing_cost(rounds: int, kw: dict[str, Any]) -> None:
+    """W1 and W2 on signed and unsigned executors, medians of ``rounds``. Each round makes a
+    fresh pair, alternating which is made first and which runs first: of two identical
+    executors in one process, the one made second measured up to 30% faster on W1 here."""
+    make = {"signed": lambda: LambdaExecutor(max_workers=2, **kw), "unsigned": lambda: unsigned_executor(**kw)}
+    got: dict[str, dict[str, list[float]]] = {n: {"map": [], "submit": [], "W2": []} for n in make}
+    for r in range(rounds):
+        order = ("signed", "unsigned") if r % 2 == 0 else ("unsigned", "signed")
+        ex = {name: make[name]() for name in order}
+        try:
+            for name in order:
+                w1(ex[name])  # warm
+            for name in order[::-1] if r % 4 >= 2 else order:
+                by_map, by_submit = w1(ex[name])
+                got[name]["map"].append(by_map)
+                got[name]["submit"].append(by_submit)
+                got[name]["W2"].append(w2(ex[name]))
+        finally:
+            for e in ex.values():
+                e.shutdown()
+    print(f"signing work per tiny call: client {_per_call_us('client'):.1f} us (its args' SHA-256, checking its "
+          f"result's HMAC), worker {_per_call_us('worker'):.1f} us (checking its args, sealing its result)")
+    for what, label, unit, higher in (("map", "W1 1,000 tiny tasks via map", "tasks/s", True),
+                                       ("submit", "W1 1,000 tiny tasks via submit", "tasks/s", True),
+                                       ("W2", "W2 warm round trip (median)", "ms", False)):
+        s, u = (statistics.median(got[n][what]) for n in ("signed", "unsigned"))
+        cost = (u / s - 1) if higher else (s / u - 1)
+        print(f"{label:<32} signed {s:9.3f} {unit:<7}  unsigned {u:9.3f} {unit:<7}  "
+              f"ratio x{s / u:5.3f}  (signing costs {cost * 100:+.1f}%)", flush=True)
+
 
 def row(name: str, figures: dict[str, float], unit: str, higher_is_better: bool = True) -> None:
     ours = figures["lambdaexec"]
@@ -133,9 +269,15 @@ def main() -> None:
     p.add_argument("--storage-path", default=None, help="local storage directory (default: temp dir)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds per workload (default 3)")
     p.add_argument("--only", default="S,W1,W2,W3", help="workloads to run (default S,W1,W2,W3)")
+    p.add_argument("--signing", action="store_true",
+                   help="instead: W1 and W2 with signed objects vs a null signer (what signing costs)")
     args = p.parse_args()
     rounds, only = max(3, args.rounds), set(args.only.upper().split(","))
     kw = {"storage_path": args.storage_path} if args.storage_path else {}
+    if args.signing:
+        print(f"cores: {os.cpu_count()}; 2 workers each; medians of {rounds} alternating rounds\n")
+        signing_cost(rounds, kw)
+        return
     ppe_kw = {"max_workers": 2, "mp_context": multiprocessing.get_context("forkserver")}
     makers: dict[str, Callable[[], Any]] = {
         "lambdaexec": lambda: LambdaExecutor(max_workers=2, **kw),

@@ -31,6 +31,7 @@ from lambdaexec.config import Config
 from lambdaexec.errors import StorageError
 from lambdaexec.future import LambdaFuture
 from lambdaexec.monitor import Job, Monitor
+from lambdaexec.storage import signed
 
 #: a submitted call: (its function's blob, its serialized arguments, its future)
 Call = tuple[bytes, list[memoryview], LambdaFuture]
@@ -119,13 +120,15 @@ class Engine:
             if func_key not in self._funcs_uploaded or not storage.exists(func_key):
                 storage.put(func_key, blob)
                 self._funcs_uploaded.add(func_key)
-            ranges, chunks, offset = [], [], 0
+            args_key = f"{prefix}/args"
+            ranges, digests, chunks, offset = [], [], [], 0
             for call_chunks, _ in calls:
                 size = serialize.size_of(call_chunks)
                 ranges.append((offset, offset + size))
+                # the worker reads only its calls' slices: each is checked against its digest in the event
+                digests.append(signed.digest(call_chunks))
                 chunks.extend(call_chunks)
                 offset = serialize.pad(chunks, offset + size)  # each call's inputs start aligned
-            args_key = f"{prefix}/args"
             storage.put(args_key, chunks)
         except Exception as err:
             for _, f in calls:
@@ -138,7 +141,7 @@ class Engine:
             f.call_id = f"{job_id}/{i}"
             f._home = home
         self.monitor.add(Job(prefix, func_key, args_key, ranges, futures, init_key=self.init_key,
-                             name=self._names.get(blob, "")))
+                             name=self._names.get(blob, ""), digests=digests))
 
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
@@ -197,6 +200,7 @@ class Engine:
         try:
             if not self.config.keep_data and not any(p.startswith(self.prefix + "/") for p in handles.PINNED):
                 storage.delete(self.prefix + "/")
+                signed.forget(self.prefix.rsplit("/", 1)[1])  # its data is gone: so goes its secret
         except StorageError:
             pass  # left behind: local files are private to the user, S3 data expires (lifecycle_days)
         finally:

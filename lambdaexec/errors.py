@@ -107,3 +107,9 @@ class BudgetExceededError(LambdaExecError):
 
 class AttachError(LambdaExecError):
     """``lambdaexec.attach`` cannot apply to this job (for instance, it ran on local workers)."""
+
+
+class IntegrityError(LambdaExecError):
+    """An object read from storage does not carry a valid signature of this executor's secret:
+    someone without the secret wrote it, or it was altered, truncated or copied from another
+    key. It is never unpickled, and the call or future that needed it fails (not retried)."""

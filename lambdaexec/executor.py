@@ -25,14 +25,14 @@ from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Invoker
 from lambdaexec.monitor import Monitor
 from lambdaexec.observe import watchers_for
-from lambdaexec.storage import open_storage
+from lambdaexec.storage import Storage, open_storage, signed
 
 
-def _make_invoker(config: Config, max_tasks_per_child: int | None) -> Invoker:
+def _make_invoker(config: Config, max_tasks_per_child: int | None, storage: Storage) -> Invoker:
     if config.backend == "lambda":
         from lambdaexec.aws.invoker import LambdaInvoker
 
-        return LambdaInvoker(config)
+        return LambdaInvoker(config, storage=storage)
     from lambdaexec.invokers.environment import worker_environment
     from lambdaexec.invokers.local import LocalInvoker
 
@@ -69,16 +69,19 @@ class LambdaExecutor(concurrent.futures.Executor):
         if max_tasks_per_child is not None and max_tasks_per_child < 1:
             raise ValueError("max_tasks_per_child must be >= 1")
         self.config = load_config({"max_workers": max_workers, **settings})
-        self.storage = open_storage(self.config.storage_spec())
-        self.storage.check()
+        unsigned = open_storage(self.config.storage_spec())
+        unsigned.check()
         self.executor_id = uuid.uuid4().hex[:12]
+        secret = signed.new_secret()  # to workers in the events, never to storage: storage/signed.py
+        signed.save(self.executor_id, secret)
+        self.storage = signed.SignedStorage(unsigned, secret)
         self.prefix = f"{self.config.prefix}/{self.executor_id}"
         self._init_key = ""
         if initializer is not None:
             self._init_key = f"{self.prefix}/init"
             self.storage.put(self._init_key, serialize.dumps_function((initializer, tuple(initargs))))
-        self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child), self.config,
-                                watchers_for(self.config, self.storage, self.executor_id))
+        self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child, self.storage),
+                                self.config, watchers_for(self.config, unsigned, self.executor_id))
         self._engine = Engine(self.config, self.prefix, self._init_key, self._monitor)
         # dropped without shutdown: the engine finishes the submitted calls, then stops the workers
         self._finalizer = weakref.finalize(self, self._engine.shutdown, False)

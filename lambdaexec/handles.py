@@ -128,7 +128,7 @@ class _Poller:
 
     def _run(self) -> None:
         from lambdaexec import protocol
-        from lambdaexec.storage import shared_storage
+        from lambdaexec.storage import Storage, shared_storage, signed
 
         interval = 0.1
         while True:
@@ -136,15 +136,20 @@ class _Poller:
                 jobs = {k: list(v) for k, v in self.waiting.items()}
             progressed = False
             for (store_key, prefix), calls in jobs.items():
-                store = shared_storage(self.stores[store_key])
+                try:  # the results are signed with their executor's secret (storage/signed.py)
+                    store = shared_storage(self.stores[store_key], signed.secret_for(signed.owner_of(prefix)))
+                except Exception as err:
+                    store = err
                 try:
-                    listed = protocol.keys_by_call(store.list(f"{prefix}/calls/"))
+                    listed = protocol.keys_by_call(store.list(f"{prefix}/calls/")) if isinstance(store, Storage) else {}
                 except Exception:  # a storage hiccup: the next round will see it
                     listed = {}
                 read: dict[str, Any] = {}  # this round's objects, each read once
                 for call, give_up, future in calls:
                     key = listed.get(call)
-                    if key is not None:
+                    if not isinstance(store, Storage):  # no secret to check its result with
+                        future.set_exception(store)
+                    elif key is not None:
                         _complete(store, key, call, future, read)
                     elif time.time() > give_up:
                         from lambdaexec.errors import CallLostError
@@ -167,15 +172,17 @@ class _Poller:
 
 def _complete(store: Any, key: str, call: int, future: Any, read: dict[str, Any]) -> None:
     from lambdaexec import protocol
+    from lambdaexec.errors import IntegrityError, LambdaExecError
     from lambdaexec.monitor import decode_result, record_status
 
     try:
         if key not in read:
             read[key] = protocol.unpack_results(key, store.get(key))
         status, payload = read[key][call]
+    except IntegrityError as err:
+        future.set_exception(err)
+        return
     except Exception as err:
-        from lambdaexec.errors import LambdaExecError
-
         future.set_exception(LambdaExecError(f"the result of call {future.call_id} cannot be read from {key}: {err!r}"))
         return
     record_status(future, status)

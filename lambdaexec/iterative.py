@@ -33,7 +33,8 @@ from typing import Any, Callable
 
 from lambdaexec import serialize
 from lambdaexec.errors import LambdaExecError
-from lambdaexec.storage import shared_storage
+from lambdaexec.storage import shared_storage, signed
+from lambdaexec.storage.base import shared_unsigned_storage
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class _Cache:
                 if key in self.values:
                     return self.values[key][0]
             try:
-                data = shared_storage(handle.storage).get(key)
+                owner = key.rsplit("/", 3)[-3]  # <prefix>/<executor>/broadcast/<sha>
+                data = shared_storage(handle.storage, signed.secret_for(owner)).get(key)
             except KeyError:
                 raise BroadcastMissingError(
                     f"broadcast value {handle.digest[:12]} ({handle.size:,} bytes) is no longer in storage: "
@@ -130,7 +132,7 @@ class Broadcast:
     def unpersist(self) -> None:
         """Delete the stored value and this process's copy. Workers that have it cached may
         keep using it; workers that have not raise :class:`BroadcastMissingError`."""
-        shared_storage(self.storage).delete_keys([self.key])
+        shared_unsigned_storage(self.storage).delete_keys([self.key])  # deleting checks nothing
         _cache.drop(self.key)
 
 
@@ -174,7 +176,15 @@ def iterate(ex: Any, step: Callable[[Any, int], Any], state: Any, rounds: int, *
     run = resume or uuid.uuid4().hex[:12]
     if "/" in run or not run:
         raise ValueError(f"resume must be a non-empty name without '/', got {run!r}")
-    store = ex.storage
+    # the checkpoints outlive the executor (a resumed run is another executor): they are signed
+    # with the run's own secret, kept beside the executors' (storage/signed.py)
+    owner = "iterate-" + hashlib.sha256(run.encode()).hexdigest()[:32]
+    try:
+        secret = signed.secret_for(owner)
+    except LambdaExecError:
+        secret = signed.new_secret()
+        signed.save(owner, secret)
+    store = signed.SignedStorage(ex.storage.inner, secret)
     prefix = f"{ex.config.prefix}/iterate/{run}/"
     done = sorted(int(k[len(prefix):]) for k in store.list(prefix) if k[len(prefix):].isdigit())
     first = 0
@@ -195,4 +205,5 @@ def iterate(ex: Any, step: Callable[[Any, int], Any], state: Any, rounds: int, *
             break
     if not ex.config.keep_data:
         store.delete(prefix)
+        signed.forget(owner)
     return state

@@ -37,6 +37,7 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "OutOfMemoryError": errors.OutOfMemoryError,
     "StorageError": errors.StorageError,
     "MissingObjectError": errors.StorageError,
+    "IntegrityError": errors.IntegrityError,
 }
 
 
@@ -55,6 +56,8 @@ class Job:
     init_key: str = ""
     #: the function's ``module.qualname`` (for the job record)
     name: str = ""
+    #: per call, the SHA-256 (hex) of its slice of the args object (storage/signed.py)
+    digests: list[str] = dataclasses.field(default_factory=list)
     state: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
     remaining: int = 0
@@ -227,6 +230,7 @@ class Monitor:
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
             "args_key": job.args_key, "init_key": job.init_key,
             "calls": [[c, *job.ranges[c]] for c in keep], "attempt": attempt,
+            "secret": self.storage.secret.hex(), "args_digests": [job.digests[c] for c in keep],
             "versions": serialize.versions(), "max_result_size": self.config.max_result_size,
             "mark_start": getattr(self.invoker, "mark_start", False),
         }
@@ -316,6 +320,11 @@ class Monitor:
             return
         try:
             results = protocol.unpack_results(key, self.storage.get(key))
+        except errors.IntegrityError as err:  # forged or altered: never unpickled, not retried
+            for c in calls:
+                if job.futures[c] is not None:
+                    self._complete(job, c, exc=err)
+            return
         except Exception as err:  # the object is gone or unreadable: run its calls again
             for c in calls:
                 self._lost(job, Lost(job.prefix, c, f"its result could not be read from {key}: {err!r}"))

@@ -10,7 +10,8 @@ One prefix per job, every key written once by a single atomic put::
 
 Status and result share one object so that they are committed together: a reader can never see
 a status whose result is missing. The event carries keys, ids and byte ranges, never data and
-never credentials.
+never credentials; and the executor's signing secret, with which every object here is signed
+(:mod:`lambdaexec.storage.signed`).
 
 Batches: why and how
 --------------------
@@ -85,6 +86,8 @@ class Event(TypedDict):
     versions: dict[str, str]
     max_result_size: int
     mark_start: bool
+    secret: str  # hex: the executor's signing secret (storage/signed.py); never stored, never logged
+    args_digests: list[str]  # hex, per call: the SHA-256 of its slice of the args object
 
 
 def result_key(job_prefix: str, call: int) -> str:

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from lambdaexec import LambdaExecutor, protocol, serialize
-from lambdaexec.storage import open_storage
+from lambdaexec.storage import open_storage, signed
 from worker.handler import handler
 
 
@@ -116,20 +116,22 @@ class _Context:
 
 def test_handler_writes_short_results_while_a_long_call_of_its_event_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("LAMBDAEXEC_IN_WORKER", "1")  # the handler sets it; restored after the test
-    store = open_storage({"kind": "local", "path": str(tmp_path / "store")})
+    secret = signed.new_secret()  # objects are signed as an executor signs them (storage/signed.py)
+    store = signed.SignedStorage(open_storage({"kind": "local", "path": str(tmp_path / "store")}), secret)
     gate = str(tmp_path / "gate")
     store.put("p/f", serialize.dumps_function(_gated))
-    chunks, calls, offset = [], [], 0
+    chunks, calls, digests, offset = [], [], [], 0
     for i in range(5):
         blob = serialize.dumps_call((gate, 3, i), {})
         size = serialize.size_of(blob)
         chunks.extend(blob)
         calls.append([i, offset, offset + size])
+        digests.append(signed.digest(blob))
         offset = serialize.pad(chunks, offset + size)
     store.put("p/job/args", chunks)
     event = {"storage": store.spec, "job_prefix": "p/job", "func_key": "p/f", "args_key": "p/job/args",
              "calls": calls, "attempt": 0, "versions": serialize.versions(), "max_result_size": 1 << 20,
-             "mark_start": False}
+             "mark_start": False, "secret": secret.hex(), "args_digests": digests}
     context = _Context()
     run = threading.Thread(target=handler, args=(event, context))
     run.start()

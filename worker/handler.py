@@ -21,7 +21,7 @@ from typing import Any
 
 from lambdaexec import protocol, serialize
 from lambdaexec.errors import RemoteError
-from lambdaexec.storage import Storage, shared_storage
+from lambdaexec.storage import Storage, shared_storage, signed
 from lambdaexec.storage.base import set_retry_deadline
 from worker import memory
 from worker.probe import probe
@@ -125,8 +125,10 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is not None:  # storage retries (storage.base) end a second before the call's time
         set_retry_deadline(time.monotonic() + remaining() / 1000 - 1.0)
-    store = shared_storage(event["storage"])
+    secret = bytes.fromhex(event.get("secret", ""))  # every object is checked with it: storage/signed.py
+    store = shared_storage(event["storage"], secret)
     prefix = event["job_prefix"]
+    signed.enter(signed.owner_of(prefix), secret)
     worker = _worker_id(context)
     try:
         theirs, ours = event["versions"], serialize.versions()
@@ -153,6 +155,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         calls = event["calls"]
         lo, hi = min(c[1] for c in calls), max(c[2] for c in calls)
         blob = memoryview(store.get(event["args_key"], lo, hi))
+        for (_, start, end), digest in zip(calls, event["args_digests"], strict=True):
+            store.check_digest(event["args_key"], start, end, blob[start - lo : end - lo], digest)
     except Exception as exc:
         _write_all(store, event, _error_status(
             type(exc).__name__, f"the worker could not load the job: {exc}",

@@ -13,7 +13,7 @@ import os
 import uuid
 from typing import Any
 
-from lambdaexec.storage import shared_storage
+from lambdaexec.storage.base import shared_unsigned_storage
 
 
 class StorageAccessError(Exception):
@@ -43,7 +43,7 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     key = f"{prefix}/probes/{uuid.uuid4().hex}"
     step = "open"
     try:
-        store = shared_storage(spec)
+        store = shared_unsigned_storage(spec)
         step = "write"
         store.put(key, b"lambdaexec probe")
         step = "read"

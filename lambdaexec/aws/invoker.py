@@ -36,7 +36,7 @@ from lambdaexec import protocol
 from lambdaexec.aws.senders import MAX_THREADS, InvokeResult, make_sender
 from lambdaexec.config import Config
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
-from lambdaexec.storage import open_storage
+from lambdaexec.storage import Storage, open_storage
 
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
 _MAX_UNSTARTED = 3  # start-deadline misses of one call before it counts as an attempt
@@ -88,10 +88,11 @@ class LambdaInvoker(Invoker):
     #: ask workers to write ``started/<call>.<attempt>`` markers, so never-started calls can be told apart
     mark_start = True
 
-    def __init__(self, config: Config, sender: Any = None):
+    def __init__(self, config: Config, sender: Any = None, storage: Storage | None = None):
         self.config = config
         self.sender = sender or make_sender(config)
-        self.storage = open_storage(config.storage_spec())
+        #: the executor's (signed) store: failure statuses written here must pass the client's check
+        self.storage = storage or open_storage(config.storage_spec())
         self.cap = config.max_workers or _DEFAULT_INFLIGHT
         self.timeout, self.start_deadline = config.timeout, config.start_deadline
         self.grace = grace(config.timeout)

@@ -144,8 +144,9 @@ def shuffle_store(ex: LambdaExecutor) -> tuple[Storage, bool]:
     if spec == ex.storage.spec:
         return ex.storage, False
     from lambdaexec.storage import open_storage
+    from lambdaexec.storage.signed import SignedStorage
 
-    store = open_storage(spec)
+    store = SignedStorage(open_storage(spec), ex.storage.secret)
     store.check()
     return store, True
 
@@ -279,8 +280,9 @@ def _map_task(spec: dict[str, Any], prefix: str, map_fn: Callable, reducers: int
     from lambdaexec.storage import shared_storage
 
     blobs = keyed.map_side((map_fn(item) for item in items), reducers, partition, combine)
-    chunks = shuffle.encode(blobs)
-    shared_storage(spec).put(f"{prefix}/map/{index:06d}", chunks)
+    store, key = shared_storage(spec), f"{prefix}/map/{index:06d}"
+    chunks = shuffle.encode(blobs, store, key)
+    store.put(key, chunks)
     return [len(c) for c in chunks[1:]]
 
 

@@ -3,14 +3,17 @@ behind an offset index; each reducer range-reads its own partition out of every 
 
 Storage layout of one shuffle (M mappers, R reducers; M + 1 objects at most, never M x R)::
 
-    <executor prefix>/shuffle/<id>/map/000000    [index: R+1 little-endian u64 offsets]
+    <executor prefix>/shuffle/<id>/map/000000    [index: R entries of 48 bytes]
     <executor prefix>/shuffle/<id>/map/000001    [partition 0][partition 1]...[partition R-1]
     ...
     <executor prefix>/shuffle/<id>/abort         written by the client if the job fails
 
-Reducer ``r`` reads bytes ``[8r, 8r+16)`` of a mapper's object (where its partition starts
-and ends), then that byte range: two ranged reads per mapper, on local files, S3 or Redis
-alike. Reducers are started right behind the mappers and poll the ``map/`` prefix (one
+    index entry r = [start u64][end u64][tag: 32 bytes, HMAC of (key, r, start, end, bytes)]
+
+Reducer ``r`` reads bytes ``[48r, 48r+48)`` of a mapper's object (where its partition starts
+and ends, and its tag), then that byte range, and checks the bytes against the tag before
+unpickling them (see :mod:`lambdaexec.storage.signed`): two ranged reads per mapper, on local
+files, S3 or Redis alike. Reducers are started right behind the mappers and poll the ``map/`` prefix (one
 ``list`` per round), so they fetch map output as it appears; an ``abort`` object ends their
 wait at once. A partition's bytes are what the operator makes of them: encoded keys and
 values for map_reduce (see :mod:`lambdaexec.dataflow.keyed`), raw records for sort.
@@ -78,23 +81,30 @@ def hash_partition(key: Any, partitions: int) -> int:
     return stable_hash(key) % partitions
 
 
-def encode(blobs: list[bytes]) -> list[bytes]:
-    """One mapper's object: the offset index, then every partition's bytes."""
-    head = 8 * (len(blobs) + 1)
-    offsets, pos = [], head
-    for blob in blobs:
-        offsets.append(pos)
-        pos += len(blob)
-    offsets.append(pos)
-    return [struct.pack(f"<{len(offsets)}Q", *offsets), *blobs]
+_ENTRY = 48  # bytes of one index entry: start, end, tag
+
+
+def encode(blobs: list[bytes], store: Any, key: str) -> list[bytes]:
+    """One mapper's object for ``key`` in ``store`` (a signed store): the index, then every
+    partition's bytes; each index entry holds its partition's range and tag."""
+    entries, pos = [], _ENTRY * len(blobs)
+    for r, blob in enumerate(blobs):
+        end = pos + len(blob)
+        entries.append(struct.pack("<2Q", pos, end) + store.range_tag(f"{key}#{r}", pos, end, blob))
+        pos = end
+    return [b"".join(entries), *blobs]
 
 
 def read_partition(store: Any, key: str, r: int) -> tuple[bytes, int]:
-    """Partition ``r``'s bytes from one mapper's object, and the number of reads it took."""
-    start, end = struct.unpack("<2Q", store.get(key, 8 * r, 8 * r + 16))
-    if end == start:
-        return b"", 1
-    return store.get(key, start, end), 2
+    """Partition ``r``'s bytes from one mapper's object, checked against its tag, and the number
+    of reads it took. Raises :class:`~lambdaexec.errors.IntegrityError` if they do not match."""
+    entry = store.get(key, _ENTRY * r, _ENTRY * (r + 1))
+    if len(entry) != _ENTRY:
+        store.check_range(f"{key}#{r}", 0, 0, b"", b"")  # a truncated object: refused, naming it
+    start, end = struct.unpack_from("<2Q", entry)
+    blob = store.get(key, start, end) if end > start else b""
+    store.check_range(f"{key}#{r}", start, end, blob, bytes(entry[16:]))
+    return blob, 1 + (end > start)
 
 
 def wait_for_maps(store: Any, prefix: str, mappers: int, on_object: Callable[[str], None]) -> int:

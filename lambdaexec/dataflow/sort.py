@@ -202,7 +202,8 @@ def _sort_map(spec: dict, prefix: str, boundaries: list, key: Callable | None, r
         for rec in recs:
             routed_lists[bisect.bisect_right(boundaries, kf(rec))].append(rec)
         blobs = [sep.join(rs) + sep if rs and sep else b"".join(rs) for rs in routed_lists]
-    shared_storage(spec).put(f"{prefix}/map/{index:06d}", shuffle.encode(blobs))
+    store, out = shared_storage(spec), f"{prefix}/map/{index:06d}"
+    store.put(out, shuffle.encode(blobs, store, out))
     return len(data)
 
 

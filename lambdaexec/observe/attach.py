@@ -24,23 +24,27 @@ from lambdaexec.future import LambdaFuture
 from lambdaexec.observe import jobs as records
 
 
-def attach(job_id: str, poll_interval: float = 0.5, **settings: Any) -> list[LambdaFuture]:
+def attach(job_id: str, poll_interval: float = 0.5, secret: bytes | str | None = None,
+           **settings: Any) -> list[LambdaFuture]:
     """Futures for every call of job ``job_id`` (from ``lambdaexec jobs``; a unique part of the
     id will do), completed as the calls' results appear in storage.
 
     ``settings`` locate the storage as for :class:`~lambdaexec.LambdaExecutor` (``storage``,
     ``bucket``, ``prefix``, ...). Raises :class:`~lambdaexec.errors.AttachError` for a job of
-    the local backend.
+    the local backend. Results are checked with the submitting executor's signing secret: on
+    the machine that submitted the job it is found in the user's private secrets directory;
+    elsewhere pass it as ``secret`` (bytes or hex; see docs/security.md), or
+    :class:`~lambdaexec.errors.IntegrityError` says it is missing.
 
     >>> futures = lambdaexec.attach("20261127T081348-cbc04f2b0836-000000")  # doctest: +SKIP
     >>> lambdaexec.get_all_results(futures)  # doctest: +SKIP
     """
     from lambdaexec.config import load_config
-    from lambdaexec.storage import open_storage
+    from lambdaexec.storage import open_storage, signed
 
     cfg = load_config(settings)
-    storage = open_storage(cfg.storage_spec())
-    job = records.read_job(storage, cfg.prefix, records.resolve(storage, cfg.prefix, job_id), look=False)
+    unsigned = open_storage(cfg.storage_spec())  # the job record is JSON, not signed
+    job = records.read_job(unsigned, cfg.prefix, records.resolve(unsigned, cfg.prefix, job_id), look=False)
     m = job.manifest
     if m["backend"] != "lambda":
         raise errors.AttachError(
@@ -48,6 +52,7 @@ def attach(job_id: str, poll_interval: float = 0.5, **settings: Any) -> list[Lam
             f"owned by the client that submitted them (on {m['host']}), which stop when that client "
             "exits, so there is nothing to attach to. Its record stays readable: "
             f"`lambdaexec logs {job.job_id}`. Jobs on backend='lambda' can be attached")
+    storage = signed.SignedStorage(unsigned, signed.secret_for(signed.owner_of(m["job_prefix"]), secret))
     prefix = m["job_prefix"].rsplit("/", 1)[1]
     futures = [LambdaFuture(m["created"]) for _ in range(m["calls"])]
     for i, f in enumerate(futures):
@@ -68,6 +73,9 @@ def _complete(storage: Any, key: str, read: dict[str, Any], future: LambdaFuture
         status, payload = read[key][call]
     except KeyError:
         return False
+    except errors.IntegrityError as err:  # forged or altered: never unpickled
+        future.set_exception(err)
+        return True
     from lambdaexec.monitor import decode_result, record_status
 
     record_status(future, status)
@@ -92,7 +100,7 @@ def _watch(storage: Any, root: str, job: records.JobRecord, futures: list[Lambda
                     left.discard(c)
             if not left:
                 break
-            collected = records.read_job(storage, root, job.job_id, look=False).calls is not None
+            collected = records.read_job(storage.inner, root, job.job_id, look=False).calls is not None
             if collected or time.time() > deadline:
                 why = ("its submitting client finished the job and deleted the results it collected "
                        "(keep_data=True keeps them)") if collected \

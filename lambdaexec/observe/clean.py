@@ -36,6 +36,7 @@ from typing import Any
 from lambdaexec.observe.jobs import job_ids
 from lambdaexec.observe.record import jobs_prefix, machine, process_start
 from lambdaexec.storage import Storage
+from lambdaexec.storage.signed import forget, unsigned
 
 
 def created_at(job_id: str) -> float:
@@ -69,7 +70,7 @@ def client_alive(client: dict[str, Any] | None) -> bool | None:
 
 def _manifest(storage: Storage, root: str, job_id: str) -> dict[str, Any] | None:
     try:
-        return json.loads(bytes(storage.get(f"{jobs_prefix(root)}{job_id}/manifest")))
+        return json.loads(bytes(unsigned(storage).get(f"{jobs_prefix(root)}{job_id}/manifest")))
     except (KeyError, ValueError):
         return None
 
@@ -102,6 +103,7 @@ def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False)
     for executor, manifest in newest.items():
         if executor not in young and manifest is not None:
             storage.delete(_executor_prefix(root, manifest, executor))  # funcs/, init
+            forget(executor)  # its signing secret, if it ran on this machine
     return old
 
 
@@ -123,4 +125,5 @@ def clean_gone_clients(storage: Storage, root: str, dry_run: bool = False) -> li
         gone.append(executor)
         if not dry_run:
             storage.delete(prefix)
+            forget(executor)
     return gone

@@ -15,6 +15,7 @@ from lambdaexec import protocol
 from lambdaexec.errors import LambdaExecError
 from lambdaexec.observe.record import STAT_KEYS, decode_calls, jobs_prefix
 from lambdaexec.storage import Storage
+from lambdaexec.storage.signed import unsigned
 
 
 class JobNotFoundError(LambdaExecError, KeyError):
@@ -116,6 +117,7 @@ def resolve(storage: Storage, root: str, job: str) -> str:
 def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> JobRecord:
     """The record of ``job_id``; with ``look``, count the results of a job still running."""
     base = f"{jobs_prefix(root)}{job_id}/"
+    storage = unsigned(storage)  # records are JSON, never unpickled: not signed (docs/security.md)
     try:
         manifest = json.loads(bytes(storage.get(base + "manifest")))
     except KeyError:
@@ -145,8 +147,8 @@ def _call_from_result(storage: Storage, keys: dict[int, str], call: int,
     written); ``keys`` from :func:`result_keys`, ``read`` caches the objects read."""
     try:
         key = keys[call]
-        if key not in read:
-            read[key] = protocol.unpack_results(key, storage.get(key))
+        if key not in read:  # the JSON heads only: read unsigned, as the records
+            read[key] = protocol.unpack_results(key, unsigned(storage).get(key))
         status, _ = read[key][call]
     except KeyError:
         return None

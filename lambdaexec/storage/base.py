@@ -219,12 +219,32 @@ def open_storage(spec: dict[str, Any]) -> Storage:
 
 
 _shared: dict[str, Storage] = {}
+_signed: dict[tuple[str, bytes], Storage] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_storage(spec: dict[str, Any]) -> Storage:
-    """This process's one open store for ``spec``, opened on first use and kept: a warm worker
-    reuses its connections from call to call (never closed; for workers, not clients)."""
+def shared_storage(spec: dict[str, Any], secret: bytes | None = None) -> Storage:
+    """This process's one open store for ``spec``, its objects signed with ``secret`` or, by
+    default, on a worker, with the secret of the call it is running (see
+    :mod:`lambdaexec.storage.signed`). Opened on first use and kept: a warm worker reuses its
+    connections from call to call (never closed; for workers, not clients)."""
+    from lambdaexec.storage.signed import SignedStorage, current
+
+    secret = current() if secret is None else secret
+    name = (repr(sorted(spec.items())), secret)
+    with _shared_lock:
+        store = _signed.get(name)
+    if store is None:
+        store = SignedStorage(shared_unsigned_storage(spec), secret)
+        with _shared_lock:
+            if len(_signed) >= 64:  # a warm Lambda container serves many executors: keep the last few
+                _signed.clear()
+            _signed[name] = store
+    return store
+
+
+def shared_unsigned_storage(spec: dict[str, Any]) -> Storage:
+    """:func:`shared_storage` without signatures: for objects nobody unpickles (a probe)."""
     name = repr(sorted(spec.items()))
     with _shared_lock:
         if name not in _shared:
