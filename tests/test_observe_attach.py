@@ -17,7 +17,7 @@ from lambdaexec import AttachError, LambdaExecutor
 
 SUBMIT_AND_EXIT = textwrap.dedent("""
     import os, sys, time, lambdaexec
-    from lambdaexec.observe import record
+    from lambdaexec.observe import jobs
 
     def slow(i):
         import time
@@ -31,10 +31,10 @@ SUBMIT_AND_EXIT = textwrap.dedent("""
     futures = ex.map_futures(slow, range(4))
     started = ex.prefix + "/000000/started/"
     deadline = time.monotonic() + 60
-    while (len(ex.storage.list(started)) < 4 or not record.job_ids(ex.storage, ex.config.prefix)) \
+    while (len(ex.storage.list(started)) < 4 or not jobs.job_ids(ex.storage, ex.config.prefix)) \
             and time.monotonic() < deadline:
         time.sleep(0.05)
-    print(record.job_ids(ex.storage, ex.config.prefix)[-1], flush=True)
+    print(jobs.job_ids(ex.storage, ex.config.prefix)[-1], flush=True)
     os._exit(0)  # gone, without collecting anything: the calls run on
 """)
 

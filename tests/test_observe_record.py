@@ -84,14 +84,14 @@ def test_jobs_logs_plot_clean(env, tmp_path):
 
 def test_record_outlives_job_data(tmp_path):
     import lambdaexec
-    from lambdaexec.observe import record
+    from lambdaexec.observe import jobs
 
     with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="keep",
                                    progress=False) as ex:
         assert list(ex.map(abs, [-1, -2, -3])) == [1, 2, 3]
         store = ex.storage
-    (job_id,) = record.job_ids(store, "keep")  # written within a moment; at shutdown at the latest
-    job = record.read_job(store, "keep", job_id)
+    (job_id,) = jobs.job_ids(store, "keep")  # written within a moment; at shutdown at the latest
+    job = jobs.read_job(store, "keep", job_id)
     assert store.list(job.manifest["job_prefix"] + "/") == []  # the bulk data is gone
     assert job.state == "finished" and job.counts()["done"] == 3
     m = job.manifest
@@ -158,7 +158,7 @@ def test_the_record_keeps_no_failure_alive_while_its_job_runs(tmp_path):
     import weakref
 
     import lambdaexec
-    from lambdaexec.observe import record
+    from lambdaexec.observe import jobs
 
     with lambdaexec.LambdaExecutor(max_workers=2, storage_path=str(tmp_path), prefix="lean",
                                    progress=False) as ex:
@@ -170,8 +170,8 @@ def test_the_record_keeps_no_failure_alive_while_its_job_runs(tmp_path):
         assert payload() is None  # the record kept the failure's text, not the exception
         assert futures[0].result(timeout=60) == 1
         store = ex.storage
-    (job_id,) = record.job_ids(store, "lean")
-    calls = record.read_job(store, "lean", job_id).calls
+    (job_id,) = jobs.job_ids(store, "lean")
+    calls = jobs.read_job(store, "lean", job_id).calls
     assert [c["state"] for c in calls] == ["failed", "done"]
     assert calls[0]["error"].startswith("ValueError: <") and "Payload object" in calls[0]["error"]
 

@@ -257,16 +257,3 @@ def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
                     "stats": call_stats})
     return out
 
-
-# the readers and the cleaner moved to modules of their own; their names stay importable here
-_MOVED = {**dict.fromkeys(("JobNotFoundError", "JobRecord", "job_ids", "resolve", "read_job", "list_jobs",
-                           "result_keys", "format_call", "call_logs"), "jobs"),
-          **dict.fromkeys(("created_at", "clean"), "clean")}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"lambdaexec.observe.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
