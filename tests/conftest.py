@@ -52,6 +52,16 @@ def storage_settings(request, tmp_path):
     return request.getfixturevalue("s3_settings")
 
 
+@pytest.fixture(params=["local", "s3", "redis"])
+def every_storage(request, tmp_path):
+    """Executor keywords for each of the three stores: local, S3 (SeaweedFS) and Redis."""
+    if request.param == "local":
+        return {"storage": "local", "storage_path": str(tmp_path / "store")}
+    if request.param == "s3":
+        return request.getfixturevalue("s3_settings")
+    return {"storage": "redis", "redis_url": request.getfixturevalue("redis_server").url}
+
+
 @pytest.fixture
 def executor(storage_settings):
     """A default executor (local workers) on each storage; shut down after the test."""

@@ -61,16 +61,6 @@ def test_2000_call_map_on_s3_is_correct_with_far_fewer_objects_and_requests_than
     assert requests < n / 2, f"{requests} S3 requests for {n} calls: {after} - {before}"
 
 
-@pytest.fixture(params=["local", "s3", "redis"])
-def every_storage(request, tmp_path):
-    """Executor keywords for each of the three stores."""
-    if request.param == "local":
-        return {"storage": "local", "storage_path": str(tmp_path / "store")}
-    if request.param == "s3":
-        return request.getfixturevalue("s3_settings")
-    return {"storage": "redis", "redis_url": request.getfixturevalue("redis_server").url}
-
-
 def test_a_batch_with_failed_and_successful_calls_completes_each_future(every_storage):
     n = 300
     with LambdaExecutor(max_workers=1, keep_data=True, **every_storage) as ex:

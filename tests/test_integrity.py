@@ -22,15 +22,6 @@ from lambdaexec import IntegrityError, LambdaExecutor, protocol, serialize
 from lambdaexec.storage import open_storage
 
 
-@pytest.fixture(params=["local", "s3", "redis"])
-def settings(request, tmp_path):
-    if request.param == "local":
-        return {"storage": "local", "storage_path": str(tmp_path / "store")}
-    if request.param == "s3":
-        return request.getfixturevalue("s3_settings")
-    return {"storage": "redis", "redis_url": request.getfixturevalue("redis_server").url}
-
-
 def _attacker(ex: LambdaExecutor):
     """A plain store on the same server: what anyone who can write to the bucket holds."""
     return open_storage(ex.storage.spec)
@@ -75,8 +66,8 @@ def wait_for_gate(path: str):
     return "opened"
 
 
-def test_a_result_overwritten_with_another_valid_result_is_refused(settings):
-    with LambdaExecutor(max_workers=1, progress=False, **settings) as ex:
+def test_a_result_overwritten_with_another_valid_result_is_refused(every_storage):
+    with LambdaExecutor(max_workers=1, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
         _before_collect(ex, lambda key, c: attacker.put(key, _forged_result("attacker's value")))
         future = ex.submit(identity, 42)
@@ -88,8 +79,8 @@ def test_a_result_overwritten_with_another_valid_result_is_refused(settings):
         assert "without this executor's secret" in message and "docs/security.md" in message
 
 
-def test_a_result_copied_from_another_calls_key_is_refused(settings):
-    with LambdaExecutor(max_workers=2, progress=False, **settings) as ex:
+def test_a_result_copied_from_another_calls_key_is_refused(every_storage):
+    with LambdaExecutor(max_workers=2, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
 
         def copy_call_0(key, c):
@@ -105,19 +96,19 @@ def test_a_result_copied_from_another_calls_key_is_refused(settings):
             second.result(timeout=60)
 
 
-def test_a_truncated_result_is_refused(settings):
-    with LambdaExecutor(max_workers=1, progress=False, **settings) as ex:
+def test_a_truncated_result_is_refused(every_storage):
+    with LambdaExecutor(max_workers=1, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
         _before_collect(ex, lambda key, c: attacker.put(key, bytes(attacker.get(key))[:-7]))
         with pytest.raises(IntegrityError, match="calls/0"):
             ex.submit(identity, "x" * 1000).result(timeout=60)
 
 
-def test_a_swapped_function_object_never_runs(settings, tmp_path):
+def test_a_swapped_function_object_never_runs(every_storage, tmp_path):
     marker = tmp_path / "pwned"
     evil = functools.partial(pathlib.Path.touch, marker)  # touch(marker, <the call's argument>)
     # a fresh worker per call, so the second call reads the function object again
-    with LambdaExecutor(max_workers=1, max_tasks_per_child=1, progress=False, **settings) as ex:
+    with LambdaExecutor(max_workers=1, max_tasks_per_child=1, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
         assert ex.submit(identity, 1).result(timeout=60) == 1
         (func_key,) = attacker.list(f"{ex.prefix}/funcs/")
@@ -130,9 +121,9 @@ def test_a_swapped_function_object_never_runs(settings, tmp_path):
     assert not marker.exists()
 
 
-def test_tampered_arguments_are_refused(settings, tmp_path):
+def test_tampered_arguments_are_refused(every_storage, tmp_path):
     gate = tmp_path / "gate"
-    with LambdaExecutor(max_workers=1, progress=False, **settings) as ex:
+    with LambdaExecutor(max_workers=1, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
         busy = ex.submit(wait_for_gate, str(gate))  # holds the only worker while the args are altered
         victim = ex.submit(identity, 111111)
@@ -160,10 +151,10 @@ def add(key, values):
     return sum(values)
 
 
-def test_a_tampered_shuffle_output_fails_map_reduce(settings, tmp_path):
+def test_a_tampered_shuffle_output_fails_map_reduce(every_storage, tmp_path):
     gate = tmp_path / "gate"
     # two workers, two reducers: the reducers start once both mappers are done
-    with LambdaExecutor(max_workers=2, progress=False, **settings) as ex:
+    with LambdaExecutor(max_workers=2, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
         out = ex.map_reduce(count_words, ["fast", str(gate)], add, reducers=2)
         end = time.monotonic() + 60
@@ -180,8 +171,8 @@ def test_a_tampered_shuffle_output_fails_map_reduce(settings, tmp_path):
             out.result(timeout=120)
 
 
-def test_the_secret_never_enters_storage_and_stays_private(settings):
-    with LambdaExecutor(max_workers=1, progress=False, keep_data=True, **settings) as ex:
+def test_the_secret_never_enters_storage_and_stays_private(every_storage):
+    with LambdaExecutor(max_workers=1, progress=False, keep_data=True, **every_storage) as ex:
         secret = ex.storage.secret
         path = pathlib.Path(lambdaexec.storage.signed.SECRETS_DIR) / ex.executor_id
         assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.read_bytes() == secret
