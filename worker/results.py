@@ -49,8 +49,6 @@ class Writer:
         self._runs = _Runs()  # the waiting calls, as the batch's key will name them
         self.due = 0.0  # time.monotonic() at which the waiting batch must be written
         self._error: BaseException | None = None
-        #: objects written and calls announced, for tests and benchmarks
-        self.objects = 0
 
     def add(self, call: int, status: dict[str, Any], value: list[memoryview]) -> None:
         """Take call ``call``'s ``status`` and serialized ``value``; written now or with its batch."""
@@ -74,11 +72,6 @@ class Writer:
             self._busy += busy
             if self._bytes >= protocol.BATCH_BYTES:
                 self._flush_locked()
-
-    def flush(self) -> None:
-        """Write the waiting batch now (from the handler's thread or the timer's)."""
-        with self._lock:
-            self._flush_locked()
 
     def close(self) -> None:
         """Write what is waiting; raise what could not be written. The event is over."""
@@ -115,7 +108,6 @@ class Writer:
                       "message": f"the worker failed to store the result: {exc}",
                       "traceback": traceback.format_exc(), "result_written": time.time()}
             key = self._put([(c, protocol.pack_result(failed, [])) for c in calls])
-        self.objects += 1
         if self.notify is not None:
             self.notify(calls, key, busy)
 
