@@ -219,7 +219,6 @@ def open_storage(spec: dict[str, Any]) -> Storage:
 
 
 _shared: dict[str, Storage] = {}
-_signed: dict[tuple[str, bytes], Storage] = {}
 _shared_lock = threading.Lock()
 
 
@@ -230,17 +229,8 @@ def shared_storage(spec: dict[str, Any], secret: bytes | None = None) -> Storage
     connections from call to call (never closed; for workers, not clients)."""
     from lambdaexec.storage.signed import SignedStorage, current
 
-    secret = current() if secret is None else secret
-    name = (repr(sorted(spec.items())), secret)
-    with _shared_lock:
-        store = _signed.get(name)
-    if store is None:
-        store = SignedStorage(shared_unsigned_storage(spec), secret)
-        with _shared_lock:
-            if len(_signed) >= 64:  # a warm Lambda container serves many executors: keep the last few
-                _signed.clear()
-            _signed[name] = store
-    return store
+    # the wrapper holds no connection of its own: one per call costs less than a cache of them
+    return SignedStorage(shared_unsigned_storage(spec), current() if secret is None else secret)
 
 
 def shared_unsigned_storage(spec: dict[str, Any]) -> Storage:
