@@ -4,7 +4,10 @@ that uploads them as jobs, and the orderly close.
 Submits go to a pending list; the flusher takes everything pending at once and uploads it as
 one job per function (the function once, by content hash; all inputs in one object with byte
 ranges), so the many one-at-a-time submits of joblib or dask cost a few uploads, not one
-each. When the flusher is idle the first submit goes out at once: there is no batching delay.
+each. There is no batching delay: a submit to an idle executor (nothing pending, uploading or
+running) is uploaded and invoked by the submitting thread itself, which spares a warm round
+trip two thread hand-offs (caller -> flusher -> monitor); submits that arrive while calls are
+in flight queue for the flusher and so batch.
 
 The engine and its threads hold no reference to the executor, so an executor dropped without
 ``shutdown`` is garbage-collected, and then its engine finishes the calls already submitted and
@@ -52,7 +55,7 @@ class Engine:
         self._funcs_uploaded: set[str] = set()
         self._names: dict[bytes, str] = {}  # function blob -> its name, for the job record
         self._pending: list[Call] = []
-        self._flushing: list[Call] = []  # taken by the flusher, not yet the monitor's
+        self._uploading: list[list[Call]] = []  # taken by the flusher or a caller, not yet the monitor's
         self._cond = threading.Condition()
         self._closed = False
         self._pid = os.getpid()  # the owner: a forked child's copy never closes anything
@@ -75,8 +78,23 @@ class Engine:
         with self._cond:
             if self.closing and not (follow_up and self._holds):
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._pending.extend(calls)
-            self._cond.notify()
+            if self._pending or self._uploading or self.monitor.jobs:
+                self._pending.extend(calls)
+                self._cond.notify()
+                return
+            self._uploading.append(calls)  # idle: this thread uploads them (module docstring)
+            self.memo = None
+        self._upload(calls)
+
+    def _upload(self, batch: list[Call]) -> None:
+        """Start ``batch`` as one job per function, then hand it over (it is in ``_uploading``)."""
+        try:
+            for blob, group in itertools.groupby(batch, key=lambda item: item[0]):
+                self._start_job(blob, [(chunks, f) for _, chunks, f in group])
+        finally:
+            with self._cond:
+                self._uploading.remove(batch)  # every call is now the monitor's
+                self._cond.notify_all()
 
     def hold(self, future: concurrent.futures.Future) -> None:
         """Keep accepting follow-up calls until ``future`` is done: an operator whose later calls
@@ -100,12 +118,9 @@ class Engine:
                 batch, self._pending, self.memo = self._pending, [], None
                 if not batch:
                     return
-                self._flushing = batch  # so shutdown(cancel_futures=True) sees these calls too
-            for blob, group in itertools.groupby(batch, key=lambda item: item[0]):
-                self._start_job(blob, [(chunks, f) for _, chunks, f in group])
-            with self._cond:
-                self._flushing = []  # every call is now the monitor's
-            del batch, group  # uploaded: do not hold every call's inputs while waiting
+                self._uploading.append(batch)  # so shutdown(cancel_futures=True) sees these calls too
+            self._upload(batch)
+            del batch  # uploaded: do not hold every call's inputs while waiting
 
     def _start_job(self, blob: bytes, calls: list[tuple[list[memoryview], LambdaFuture]]) -> None:
         storage = self.monitor.storage
@@ -151,7 +166,7 @@ class Engine:
             return
         with self._cond:
             self.closing = True
-            pending = [f for _, _, f in self._pending + self._flushing]
+            pending = self._not_handed_over()
             self._cond.notify()
         if cancel_futures:
             for f in pending + self.monitor.outstanding():
@@ -168,7 +183,7 @@ class Engine:
             return
         with self._cond:
             self.closing = True
-            pending = [f for _, _, f in self._pending + self._flushing]
+            pending = self._not_handed_over()
             self._pending = []
             self._cond.notify()
         for f in pending + self.monitor.outstanding():
@@ -176,8 +191,15 @@ class Engine:
         self._flusher.join(5)
         self._teardown(kill=True)
 
+    def _not_handed_over(self) -> list[LambdaFuture]:
+        """Futures of calls pending or being uploaded (lock held)."""
+        return [f for batch in (self._pending, *self._uploading) for _, _, f in batch]
+
     def _finish(self) -> None:
         self._flusher.join()
+        with self._cond:
+            while self._uploading:  # a caller's own upload (see enqueue) ends with monitor.add
+                self._cond.wait()
         while True:
             outstanding = self.monitor.outstanding()
             if not outstanding:

@@ -8,8 +8,12 @@ notices back, over one socket pair per process.
 
 Events go to idle workers only, one at a time, as ``ProcessPoolExecutor``'s workers take calls
 from one shared queue: a per-worker queue would make short calls wait behind a long one while
-another worker sits idle. To keep tiny calls cheap, an event carries several calls of a job only
-once that job's calls are known to be short (their measured time, per job): about
+another worker sits idle. The thread that invokes calls sends them itself when a worker is idle
+(a warm round trip then crosses no thread hand-off on its way out); else the monitor's thread
+sends them as workers finish. One lock guards the queue and the workers' state.
+
+To keep tiny calls cheap, an event carries several calls of a job only once that job's calls
+are known to be short (their measured time, per job): about
 ``_GROUP_SECONDS`` of work, and, near the end of a job, a share of what is left so that every
 worker gets some, but never fewer calls than run in the time an event costs beyond its calls
 (its storage round trips, measured too: with S3 storage, milliseconds), since splitting finer
@@ -151,7 +155,7 @@ class LocalInvoker(Invoker):
             self.env.setdefault(var, threads)
         self._pending: collections.deque[Dispatch] = collections.deque()
         self._pending_calls = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # the queue and every worker's state
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._seq = 0
@@ -165,6 +169,9 @@ class LocalInvoker(Invoker):
         with self._lock:
             self._pending.append(dispatch)
             self._pending_calls += len(dispatch.calls)
+            self._dispatch()  # from this thread: no hand-off to the monitor's when a worker is idle
+            if not self._pending:
+                return
         self.wake()
 
     def wake(self) -> None:
@@ -195,7 +202,7 @@ class LocalInvoker(Invoker):
         return None
 
     def _dispatch(self) -> None:
-        """Send one waiting event to each idle worker (see the module docstring)."""
+        """Send one waiting event to each idle worker (see the module docstring; lock held)."""
         now = time.monotonic()
         for w in self._workers:
             if not w.ready or w.inflight:
@@ -253,63 +260,67 @@ class LocalInvoker(Invoker):
         end = time.monotonic() + timeout
         woken = False
         while not notices and not woken:
-            self._dispatch()
-            now = time.monotonic()
-            busy = [w.clock + self.timeout for w in self._workers if w.inflight]
+            with self._lock:
+                self._dispatch()
+                now = time.monotonic()
+                busy = [w.clock + self.timeout for w in self._workers if w.inflight]
+                watched = [self._wake_r, *self._workers]
             wait_for = max(0.0, min([end - now, *(b - now for b in busy)]))
-            ready = wait([self._wake_r, *self._workers], timeout=wait_for)
-            for r in ready:
-                if r is self._wake_r:
-                    try:
-                        while self._wake_r.recv(4096):
+            ready = wait(watched, timeout=wait_for)
+            with self._lock:  # invoke() may send events from another thread meanwhile
+                for r in ready:
+                    if r is self._wake_r:
+                        try:
+                            while self._wake_r.recv(4096):
+                                pass
+                        except BlockingIOError:
                             pass
-                    except BlockingIOError:
-                        pass
-                    woken = True  # new work was dispatched above, or the monitor is stopping
-                    continue
-                frames = r.frames()
-                if frames is None:
-                    reason = r.exit_reason()
-                    self._lose(r, reason, False, notices)
-                    # a worker that exited before it was ready (its runtime did not import) counts
-                    # towards a broken runtime; one killed by a signal (kill, OOM) does not
-                    if not r.ready and r.popen.returncode is not None and r.popen.returncode >= 0:
-                        self._start_failures += 1
-                        if self._start_failures >= _START_FAILURES:
-                            self._fail_pending(f"{self._start_failures} worker processes in a row exited "
-                                               f"before they were ready (is lambdaexec installed for "
-                                               f"{sys.executable}?); the last: {reason}", notices)
-                    self._replace(r)
-                    continue
-                for frame in frames:
-                    if frame[0] == "ready":
-                        r.ready = True
-                        self._start_failures = 0
-                    else:  # ("done", seq, calls, key, busy): one result object written
-                        _, seq, calls, key, busy = frame
-                        head = r.inflight[0]
-                        left = head[2]
-                        for call in calls:
-                            left.remove(call)
-                            notices.append(Done(head[1], call, key))
-                        now = time.monotonic()
-                        self._measured(head[1], busy / len(calls), max(0.0, now - r.clock - busy))
-                        r.clock = now
-                        if not left:
-                            r.inflight.popleft()
-                if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
-                    r.stop()  # it has done its share: a fresh process takes its place
-                    self._replace(r)
-            now = time.monotonic()
-            for w in list(self._workers):
-                if w.inflight and now - w.clock > self.timeout:
-                    w.stop(kill=True)
-                    self._lose(w, f"the call ran longer than the timeout of {self.timeout:g} s "
-                                  f"and worker process {w.popen.pid} was stopped", True, notices)
-                    self._replace(w)
+                        woken = True  # new work was dispatched above, or the monitor is stopping
+                        continue
+                    frames = r.frames()
+                    if frames is None:
+                        reason = r.exit_reason()
+                        self._lose(r, reason, False, notices)
+                        # a worker that exited before it was ready (its runtime did not import) counts
+                        # towards a broken runtime; one killed by a signal (kill, OOM) does not
+                        if not r.ready and r.popen.returncode is not None and r.popen.returncode >= 0:
+                            self._start_failures += 1
+                            if self._start_failures >= _START_FAILURES:
+                                self._fail_pending(f"{self._start_failures} worker processes in a row exited "
+                                                   f"before they were ready (is lambdaexec installed for "
+                                                   f"{sys.executable}?); the last: {reason}", notices)
+                        self._replace(r)
+                        continue
+                    for frame in frames:
+                        if frame[0] == "ready":
+                            r.ready = True
+                            self._start_failures = 0
+                        else:  # ("done", seq, calls, key, busy): one result object written
+                            _, seq, calls, key, busy = frame
+                            head = r.inflight[0]
+                            left = head[2]
+                            for call in calls:
+                                left.remove(call)
+                                notices.append(Done(head[1], call, key))
+                            now = time.monotonic()
+                            self._measured(head[1], busy / len(calls), max(0.0, now - r.clock - busy))
+                            r.clock = now
+                            if not left:
+                                r.inflight.popleft()
+                    if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
+                        r.stop()  # it has done its share: a fresh process takes its place
+                        self._replace(r)
+                now = time.monotonic()
+                for w in list(self._workers):
+                    if w.inflight and now - w.clock > self.timeout:
+                        w.stop(kill=True)
+                        self._lose(w, f"the call ran longer than the timeout of {self.timeout:g} s "
+                                      f"and worker process {w.popen.pid} was stopped", True, notices)
+                        self._replace(w)
             if now >= end:
                 break
-        self._dispatch()  # workers that just finished start their next event before we return
+        with self._lock:
+            self._dispatch()  # workers that just finished start their next event before we return
         return notices
 
     def close(self, kill: bool = False) -> None:
