@@ -5,7 +5,10 @@ announced (once, in its fetch pool: one object may hold a batch of calls' result
 :mod:`lambdaexec.protocol`), completes each call's future (re-raising user exceptions with the
 remote traceback as their ``__cause__``), re-dispatches calls whose worker died or timed out
 until ``retries`` are spent (and, with ``speculative``, backs up stragglers:
-:mod:`lambdaexec.speculation`), and deletes a job's objects once all of its results are in. Its watchers
+:mod:`lambdaexec.speculation`), and deletes a job's objects once all of its results are in:
+finished jobs' prefixes are swept together, on a cleanup thread, at most every
+``_SWEEP_SECONDS`` (a thread woken and a delete per job would sit on a warm round trip's path,
+and a burst of one-call jobs from joblib or dask would pay them call by call). Its watchers
 (:mod:`lambdaexec.observe.watcher`: progress, budget, job record) hear of each job added, each
 call about to be invoked (and may refuse it) and each call finished.
 """
@@ -27,6 +30,7 @@ from lambdaexec.observe.watcher import Watcher
 from lambdaexec.storage import Storage
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
+_SWEEP_SECONDS = 0.2  # finished jobs' objects wait at most about this long to be deleted together
 
 _INFRA_ERRORS: dict[str, type[Exception]] = {
     "WorkerEnvironmentError": errors.WorkerEnvironmentError,
@@ -124,6 +128,9 @@ class Monitor:
             if storage.concurrency > 1 else None
         )
         self._cleaner = concurrent.futures.ThreadPoolExecutor(1, "lambdaexec-cleanup")
+        #: prefixes of finished jobs whose objects go at the next sweep, and when the first came
+        self._garbage: list[str] = []
+        self._garbage_since = 0.0
         self.thread = threading.Thread(target=self._run, name="lambdaexec-monitor", daemon=True)
         self.thread.start()
 
@@ -179,17 +186,15 @@ class Monitor:
                                 del self._kept[entry[2]]
                                 if entry[2] not in self.jobs:  # its job is over: nothing else deletes it
                                     free.append(entry[2])
-        for p in free if not self.config.keep_data else ():
-            try:
-                self._cleaner.submit(self.storage.delete, p + "/")
-            except RuntimeError:  # stopped: the engine deletes the executor's prefix anyway
-                pass
+            for p in free if not self.config.keep_data else ():
+                self._discard(p)
 
     def stop(self) -> None:
         """End the thread; calls still in flight are abandoned."""
         self._stopping = True
         self.invoker.wake()
         self.thread.join()
+        self._sweep()
         if self._fetchers:
             self._fetchers.shutdown(wait=True)
         self._cleaner.shutdown(wait=True)
@@ -257,7 +262,10 @@ class Monitor:
 
     def _watch(self) -> None:
         while not self._stopping:
-            self._handle(self.invoker.poll(0.5))  # a method: this frame keeps no job (nor its futures) alive
+            self._handle(self.invoker.poll(_SWEEP_SECONDS if self._garbage else 0.5))  # a method: this
+            # frame keeps no job (nor its futures) alive
+            if self._garbage and time.monotonic() - self._garbage_since >= _SWEEP_SECONDS:
+                self._sweep()
             if self.speculator is not None and self.speculator.due(time.time()):
                 self._speculate()
 
@@ -379,8 +387,26 @@ class Monitor:
             if self.speculator is not None:
                 self.speculator.forget(job)
             if not self.config.keep_data and job.prefix not in handles.PINNED and not self._kept.get(job.prefix):
-                try:
-                    self._cleaner.submit(self.storage.delete, job.prefix + "/")
-                except RuntimeError:  # the interpreter is exiting: leave the data, not the future
-                    pass
+                self._discard(job.prefix)
             self.idle.notify_all()
+
+    def _discard(self, prefix: str) -> None:
+        """Delete a finished job's objects at the next sweep (lock held)."""
+        if not self._garbage:
+            self._garbage_since = time.monotonic()
+        self._garbage.append(prefix)
+
+    def _sweep(self) -> None:
+        """Delete the objects of the jobs discarded since the last sweep, on the cleanup thread."""
+        with self.lock:
+            prefixes, self._garbage = self._garbage, []
+        if prefixes:
+            try:
+                self._cleaner.submit(_delete_all, self.storage, prefixes)
+            except RuntimeError:  # the interpreter is exiting: leave the data, not the future
+                pass
+
+
+def _delete_all(storage: Storage, prefixes: list[str]) -> None:
+    for p in prefixes:
+        storage.delete(p + "/")

@@ -115,6 +115,7 @@ class JobRecorder(Watcher):
         self._wake = threading.Condition(self._lock)
         self._closing = False
         self._writer: threading.Thread | None = None
+        self._written = 0.0  # time.monotonic() of the writer's last round
 
     def added(self, job: Any) -> None:
         created = time.time()
@@ -137,7 +138,10 @@ class JobRecorder(Watcher):
         }
         self._write(self._put, f"{self.root}{job_id}/manifest", manifest)
         with self._lock:  # the manifest goes out now, not a WRITE_INTERVAL later: with workers
-            self._wake.notify()  # forked in ms, `lambdaexec jobs` may look right after a first result
+            # forked in ms, `lambdaexec jobs` may look right after a first result; but within a
+            # burst of jobs (one call each, from joblib or dask), at most every WRITE_INTERVAL
+            if time.monotonic() - self._written >= self.WRITE_INTERVAL:
+                self._wake.notify()
 
     def finished(self, job: Any, call: int, future: Any, exc: BaseException | None) -> None:
         # the hot path (once per call, on the monitor's threads): one tuple and a copy of the
@@ -192,6 +196,7 @@ class JobRecorder(Watcher):
                 if not self._closing:
                     self._wake.wait(self.WRITE_INTERVAL)
                 batch, self._queue, closing = self._queue, [], self._closing
+                self._written = time.monotonic()
             for fn, args in batch:
                 fn(*args)
             if closing:
