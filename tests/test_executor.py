@@ -256,6 +256,14 @@ def test_version_mismatch_names_both_versions(executor, monkeypatch):
     assert "Python 3.99" in str(info.value) and ours in str(info.value)
 
 
+def test_protocol_mismatch_names_both_protocols(executor, monkeypatch):
+    # a worker deployed from another lambdaexec release writes objects this client cannot read
+    real = lambdaexec.protocol.VERSION
+    monkeypatch.setattr(lambdaexec.protocol, "VERSION", "99")
+    with pytest.raises(lambdaexec.WorkerEnvironmentError, match=rf"protocol 99\).*\(protocol {real}\)"):
+        executor.submit(square, 2).result(timeout=30)
+
+
 def test_initializer_runs_once_per_worker(storage_settings):
     def init(value):
         os.environ["LAMBDAEXEC_TEST_INIT"] = value

@@ -135,8 +135,9 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         if theirs != ours:
             _write_all(store, event, _error_status(
                 "WorkerEnvironmentError",
-                f"the client runs Python {theirs['python']} with cloudpickle {theirs['cloudpickle']}, "
-                f"but this worker runs Python {ours['python']} with cloudpickle {ours['cloudpickle']}: "
+                f"the client runs Python {theirs['python']} with cloudpickle {theirs['cloudpickle']} "
+                f"(lambdaexec protocol {theirs.get('protocol', '1')}), but this worker runs Python "
+                f"{ours['python']} with cloudpickle {ours['cloudpickle']} (protocol {ours['protocol']}): "
                 "use the same versions on both sides (for Lambda, `lambdaexec deploy` builds a "
                 "worker that matches the client)", worker=worker), context)
             return {"calls": len(event["calls"]), "error": "version mismatch"}
