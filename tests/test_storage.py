@@ -55,6 +55,19 @@ def test_large_object_round_trip(store, request):
     store.delete(key)
 
 
+def test_an_object_of_thousands_of_chunks_round_trips(store, request):
+    # a batch of results or a job's inputs: many small chunks (some empty), more than one
+    # writev may take at once on local storage
+    key = f"t-{request.node.name}/many"
+    data = os.urandom(300_000)
+    cuts = sorted({0, len(data), *(int.from_bytes(os.urandom(3), "little") % len(data) for _ in range(3000))})
+    chunks = [memoryview(data)[a:b] for a, b in zip(cuts, cuts[1:])] + [memoryview(b"")]
+    assert len(chunks) > 2048
+    assert store.put(key, chunks) == len(data)
+    assert store.get(key) == data
+    store.delete(key)
+
+
 def test_s3_reads_a_large_object_in_parallel_parts(s3_settings, seaweed):
     from lambdaexec.storage import s3
 

@@ -60,7 +60,7 @@ class Writer:
             if size >= protocol.BATCH_BYTES:  # too big to share an object: alone, now
                 self._write([(call, chunks)], busy)
                 return
-            if self._entries and not self._runs.fits_with(call, [c for c, _ in self._entries]):
+            if self._entries and not self._runs.fits_with(call, self._entries):
                 self._flush_locked()
             if not self._entries:
                 self.due = time.monotonic() + protocol.BATCH_SECONDS
@@ -143,14 +143,14 @@ class _Runs:
     def _current(self) -> int:
         return len(str(self.first)) + (len(str(self.last)) + 1 if self.last != self.first else 0)
 
-    def fits_with(self, call: int, calls: list[int]) -> bool:
-        """Whether the batch still fits as one object with ``call`` added (``calls``: those in it)."""
+    def fits_with(self, call: int, entries: list[tuple[int, Any]]) -> bool:
+        """Whether the batch still fits as one object with ``call`` added (``entries``: its calls')."""
         if self.count + 1 > protocol.BATCH_CALLS:
             return False
         if self.ascending and call > self.last:  # at most one more run of its digits and a dash
             if self.closed + self._current() + 2 * len(str(call)) + 2 <= protocol.MAX_RUNS_CHARS:
                 return True
-        return protocol.fits(sorted([*calls, call]))
+        return protocol.fits(sorted([*(c for c, _ in entries), call]))
 
 
 class _Timer:

@@ -42,6 +42,25 @@ def _check_private(path: str) -> None:
                           f"make it private with `chmod 700 {path}`")
 
 
+_IOV_MAX = 1024  # buffers one writev may take (Linux's IOV_MAX)
+
+
+def _write_all(fd: int, chunks: list[memoryview]) -> int:
+    """Write ``chunks`` with as few ``writev`` calls as the kernel allows (a batch of results or
+    a job's inputs is hundreds of small chunks: one system call each cost more than the data)."""
+    size, i = 0, 0
+    chunks = [c for c in chunks if c.nbytes]
+    while i < len(chunks):
+        n = os.writev(fd, chunks[i : i + _IOV_MAX])
+        size += n
+        while i < len(chunks) and n >= chunks[i].nbytes:
+            n -= chunks[i].nbytes
+            i += 1
+        if n:  # a partial write: the rest of this chunk goes next
+            chunks[i] = chunks[i][n:]
+    return size
+
+
 @register("local")
 class LocalStorage(Storage):
     """Keys are paths under ``path``. Works for any processes that share the file system."""
@@ -81,13 +100,9 @@ class LocalStorage(Storage):
         except FileNotFoundError:  # first object in this folder (cheaper than checking every time)
             os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, flags, 0o600)
-        size = 0
         try:
             try:
-                for chunk in as_chunks(data):
-                    while chunk:
-                        n = os.write(fd, chunk)
-                        chunk, size = chunk[n:], size + n
+                size = _write_all(fd, as_chunks(data))
             finally:
                 os.close(fd)
             os.replace(tmp, target)
