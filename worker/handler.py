@@ -191,7 +191,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     writer = Writer(store, prefix, getattr(context, "calls_done", None))
     try:
         with _Capture() as capture:
-            for call, start, end in calls:
+            for i, (call, start, end) in enumerate(calls, 1):
                 status: dict[str, Any] = {
                     "ok": True, "worker": worker, "received": received, "attempt": event["attempt"],
                     "bytes_in": end - start + func_bytes,
@@ -221,7 +221,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                                   message=f"the worker failed to store the result: {exc}",
                                   traceback=traceback.format_exc(), result_written=time.time())
                     chunks = []
-                writer.add(call, status, chunks)
+                writer.add(call, status, chunks, last=i == len(calls))
                 del chunks
                 if status.get("error_type") == "OutOfMemoryError":
                     writer.close()  # before the worker exits: this result and those waiting with it

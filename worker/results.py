@@ -50,8 +50,11 @@ class Writer:
         self.due = 0.0  # time.monotonic() at which the waiting batch must be written
         self._error: BaseException | None = None
 
-    def add(self, call: int, status: dict[str, Any], value: list[memoryview]) -> None:
-        """Take call ``call``'s ``status`` and serialized ``value``; written now or with its batch."""
+    def add(self, call: int, status: dict[str, Any], value: list[memoryview], last: bool = False) -> None:
+        """Take call ``call``'s ``status`` and serialized ``value``; written now or with its batch.
+
+        ``last``: the event has no more calls, so the batch is written now (and the timer
+        thread, which a one-call event would wake and wait for, is left alone)."""
         chunks = protocol.pack_result(status, value)
         size = serialize.size_of(chunks)
         busy = status["func_end"] - status["func_start"] if "func_end" in status else 0.0
@@ -62,6 +65,12 @@ class Writer:
                 return
             if self._entries and not self._runs.fits_with(call, self._entries):
                 self._flush_locked()
+            if last:
+                self._entries.append((call, chunks))
+                self._busy += busy
+                self._flush_locked()
+                self._raise_pending()
+                return
             if not self._entries:
                 self.due = time.monotonic() + protocol.BATCH_SECONDS
                 _timer().watch(self)
