@@ -12,9 +12,9 @@ import json
 from typing import Any
 
 from lambdaexec import protocol
-from lambdaexec.errors import LambdaExecError
+from lambdaexec.errors import IntegrityError, LambdaExecError
 from lambdaexec.observe.record import STAT_KEYS, decode_calls, jobs_prefix
-from lambdaexec.storage import Storage
+from lambdaexec.storage import Storage, signed
 from lambdaexec.storage.signed import unsigned
 
 
@@ -147,10 +147,12 @@ def _call_from_result(storage: Storage, keys: dict[int, str], call: int,
     written); ``keys`` from :func:`result_keys`, ``read`` caches the objects read."""
     try:
         key = keys[call]
-        if key not in read:  # the JSON heads only: read unsigned, as the records
-            read[key] = protocol.unpack_results(key, unsigned(storage).get(key))
+        if key not in read:  # checked before its status head is parsed (marshal is for trusted data)
+            owner = signed.owner_of(key.rsplit("/calls/", 1)[0])
+            store = signed.SignedStorage(unsigned(storage), signed.secret_for(owner))
+            read[key] = protocol.unpack_results(key, store.get(key))
         status, _ = read[key][call]
-    except KeyError:
+    except (KeyError, IntegrityError):  # not written yet, or not checkable here (no secret)
         return None
     state = "done" if status.get("ok") else "failed"
     error = None if state == "done" else status.get("message") or "the call raised (see its traceback)"
