@@ -93,6 +93,7 @@ def _pickle(obj: Any, buffer_callback: Any) -> bytes:
 
 
 _JOIN_BELOW = 1 << 16
+_NO_BUFFERS = struct.Struct("<IQ")  # the header of a value without out-of-band buffers
 ALIGN = 64
 
 
@@ -180,10 +181,10 @@ def dumps(obj: Any) -> list[memoryview]:
         data = _pickle(obj, buffers.append)
     except Exception as err:
         raise UnpicklableError(describe_unpicklable(obj, "value", err)) from err
+    if not buffers and len(data) < _JOIN_BELOW:  # one small object: cheaper to hold than three
+        return [memoryview(_NO_BUFFERS.pack(0, len(data)) + data)]
     raws = [b.raw() for b in buffers]
     head = struct.pack(f"<I{len(raws)}QQ", len(raws), *(len(r) for r in raws), len(data))
-    if not raws and len(data) < _JOIN_BELOW:  # one small object: cheaper to hold than three
-        return [memoryview(head + data)]
     out, pos = [memoryview(head), memoryview(data)], len(head) + len(data)
     for raw in raws:
         pos = pad(out, pos)
