@@ -101,6 +101,26 @@ def test_record_outlives_job_data(tmp_path):
     assert all("func_start" in c["stats"] for c in job.calls)
 
 
+def test_one_call_jobs_in_a_burst_leave_one_record_object_each(tmp_path):
+    # a loop of submit -> result makes a job per call: a job that ends before the record writer's
+    # next round keeps its calls record inside its manifest, one object instead of two
+    import lambdaexec
+    from lambdaexec.observe import jobs
+
+    with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="burst",
+                                   progress=False) as ex:
+        assert [ex.submit(abs, -i).result() for i in range(30)] == list(range(30))
+        store = ex.storage
+    ids = jobs.job_ids(store, "burst")
+    assert len(ids) == 30
+    records = [jobs.read_job(store, "burst", i) for i in ids]
+    assert [r.calls[0]["state"] for r in records] == ["done"] * 30
+    assert all(r.manifest["calls"] == 1 and "calls_record" not in r.manifest for r in records)
+    objects = store.list("burst/jobs/")
+    assert len(objects) < 2 * len(ids)  # most of them written once, as one object
+    assert all(k.endswith(("/manifest", "/calls")) for k in objects)
+
+
 def test_job_record_can_be_turned_off(tmp_path):
     import lambdaexec
 

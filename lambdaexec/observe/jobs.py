@@ -122,8 +122,8 @@ def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> Job
         manifest = json.loads(bytes(storage.get(base + "manifest")))
     except KeyError:
         raise JobNotFoundError(f"job {job_id} has no manifest under {base}") from None
-    try:
-        done = json.loads(bytes(storage.get(base + "calls")))
+    try:  # a job that ended before its manifest was written has its calls inside (record.py)
+        done = manifest.pop("calls_record", None) or json.loads(bytes(storage.get(base + "calls")))
         return JobRecord(manifest, decode_calls(done), done["finished"])
     except KeyError:
         present = len(protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))) if look else -1

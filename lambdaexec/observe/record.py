@@ -13,6 +13,11 @@ the configured prefix, beside (not inside) the job's bulk data, so they outlive 
                                       error, stats (timestamps, worker), attempts, stdout, stderr,
                                       by column (see :func:`encode_calls`)
 
+A job that finishes before its manifest is written (the writer writes every
+``WRITE_INTERVAL``; a one-call job from joblib or dask usually does) leaves ONE object: its
+manifest with the calls record inside, under ``"calls_record"``: half the writes, and half the
+objects kept for ``job_retention_days``.
+
 A job id is ``<UTC time>-<executor id>-<job number>``, so age is read from the key alone and
 ``clean`` needs one listing. While a job runs, its done count is the number of result objects
 in its data prefix. :class:`JobRecorder` writes records (a watcher of the monitor);
@@ -121,11 +126,6 @@ class JobRecorder(Watcher):
         created = time.time()
         job_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(created))}-{self.executor_id}-" \
                  f"{job.prefix.rsplit('/', 1)[1]}"
-        with self._lock:
-            self._pending[job.prefix] = _Pending(job_id, len(job.futures))
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="lambdaexec-record", daemon=True)
-                self._writer.start()
         cfg = self.config
         manifest = {
             "job_id": job_id, "created": created, "function": getattr(job, "name", "") or "?",
@@ -136,7 +136,13 @@ class JobRecorder(Watcher):
             "timeout": cfg.timeout, "retries": cfg.retries, "start_deadline": cfg.start_deadline,
             "keep_data": cfg.keep_data, "client": this_client(),
         }
-        self._write(self._put, f"{self.root}{job_id}/manifest", manifest)
+        pending = _Pending(job_id, len(job.futures), manifest)
+        with self._lock:
+            self._pending[job.prefix] = pending
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="lambdaexec-record", daemon=True)
+                self._writer.start()
+        self._write(self._put_manifest, pending)
         with self._lock:  # the manifest goes out now, not a WRITE_INTERVAL later: with workers
             # forked in ms, `lambdaexec jobs` may look right after a first result; but within a
             # burst of jobs (one call each, from joblib or dask), at most every WRITE_INTERVAL
@@ -162,6 +168,8 @@ class JobRecorder(Watcher):
             if pending.left:
                 return
             del self._pending[job.prefix]
+            if pending.manifest is not None:  # not written yet: the calls go inside it
+                return
         self._write(self._put_calls, pending)
 
     def closed(self) -> None:
@@ -202,6 +210,14 @@ class JobRecorder(Watcher):
             if closing:
                 return
 
+    def _put_manifest(self, pending: _Pending) -> None:
+        with self._lock:
+            manifest, pending.manifest = pending.manifest, None
+            done = pending.left == 0
+        if done:
+            manifest = {**manifest, "calls_record": encode_calls(pending.rows)}
+        self._put(f"{self.root}{pending.job_id}/manifest", manifest)
+
     def _put_calls(self, pending: _Pending) -> None:
         self._put(f"{self.root}{pending.job_id}/calls", encode_calls(pending.rows))
 
@@ -215,10 +231,11 @@ class JobRecorder(Watcher):
 class _Pending:
     """One job's calls while it runs: a row per finished call (see :func:`encode_calls`)."""
 
-    __slots__ = ("job_id", "rows", "left")
+    __slots__ = ("job_id", "rows", "left", "manifest")
 
-    def __init__(self, job_id: str, calls: int):
+    def __init__(self, job_id: str, calls: int, manifest: dict[str, Any]):
         self.job_id, self.rows, self.left = job_id, [None] * calls, calls
+        self.manifest: dict[str, Any] | None = manifest  # None once the writer has written it
 
 
 #: a finished call's row, as the recorder keeps it until its job's last call (never the future)
