@@ -53,6 +53,7 @@ class Engine:
         self.memo: tuple[Any, bytes] | None = None
         self._jobs = itertools.count()
         self._funcs_uploaded: set[str] = set()
+        self._last_func: tuple[bytes, str] = (b"", "")  # the last function blob started and its key
         self._names: dict[bytes, str] = {}  # function blob -> its name, for the job record
         self._pending: list[Call] = []
         self._uploading: list[list[Call]] = []  # taken by the flusher or a caller, not yet the monitor's
@@ -129,7 +130,10 @@ class Engine:
             f._recipe = (blob, call_chunks)  # until it succeeds: lambdaexec.retry_failed reruns it
         prefix = f"{self.prefix}/{job_id}"
         try:
-            func_key = f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}"
+            last = self._last_func  # (the flusher and a caller may both be here)
+            if blob != last[0]:  # else a function pickled again, unchanged: no new hash
+                last = self._last_func = (blob, f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}")
+            func_key = last[1]
             # uploaded once per executor, and again if the store lost it (a Redis restarted
             # without persistence): one existence check per job, not per call
             if func_key not in self._funcs_uploaded or not storage.exists(func_key):
