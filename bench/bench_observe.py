@@ -41,7 +41,7 @@ def hooks_per_call(ex: LambdaExecutor, n: int = 1000, repeat: int = 15) -> tuple
     for ``n`` real finished futures of ``ex``."""
     futures = ex.map_futures(tiny, range(n))
     [f.result() for f in futures]
-    job = types.SimpleNamespace(prefix="bench/job-0", futures=[None] * n, func_key="bench/fn/0", args_key="",
+    job = types.SimpleNamespace(prefix="bench/job-0", futures=[None] * n, func_key="bench/fn/0", args_keys=[""],
                                 name="tiny")
     config = dataclasses.replace(ex.config, prefix=f"bench-observe-{uuid.uuid4().hex[:8]}")  # its own records
     bar_t = rec_t = write_t = float("inf")

@@ -39,6 +39,30 @@ from lambdaexec.storage import signed
 #: a submitted call: (its function's blob, its serialized arguments, its future)
 Call = tuple[bytes, list[memoryview], LambdaFuture]
 
+#: a job of more calls than this stores its inputs in parts (see :func:`parts`)
+FIRST_PART = 64
+
+
+def parts(n: int) -> list[tuple[int, int]]:
+    """The parts ``[(first call, end), ...]`` in which a job of ``n`` calls stores its inputs:
+    one object for up to ``2 * FIRST_PART`` calls; else ``FIRST_PART`` calls first, each next
+    part four times the last. The workers start on the first part while the client still
+    hashes and writes the rest (a 100,000-call map no longer idles them for its whole upload),
+    and a job stays one job, with a few objects more (``log4(n / FIRST_PART)``).
+
+    >>> parts(1000)
+    [(0, 64), (64, 320), (320, 1000)]
+    """
+    if n <= 2 * FIRST_PART:
+        return [(0, n)]
+    out, lo, size = [], 0, FIRST_PART
+    while lo < n:
+        hi = n if n - lo < 2 * size else lo + size
+        out.append((lo, hi))
+        lo, size = hi, size * 4
+    return out
+
+
 #: engines not yet closed (strong references: an engine outlives its dropped executor)
 _live: set[Engine] = set()
 
@@ -124,43 +148,68 @@ class Engine:
             del batch  # uploaded: do not hold every call's inputs while waiting
 
     def _start_job(self, blob: bytes, calls: list[tuple[list[memoryview], LambdaFuture]]) -> None:
+        """Upload ``calls`` of the function ``blob`` as one job, its inputs in parts (see
+        :func:`parts`): the monitor starts each part's calls as soon as that part is stored."""
         storage = self.monitor.storage
         job_id = f"{next(self._jobs):06d}"
         for call_chunks, f in calls:
             f._recipe = (blob, call_chunks)  # until it succeeds: lambdaexec.retry_failed reruns it
         prefix = f"{self.prefix}/{job_id}"
-        try:
-            last = self._last_func  # (the flusher and a caller may both be here)
-            if blob != last[0]:  # else a function pickled again, unchanged: no new hash
-                last = self._last_func = (blob, f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}")
-            func_key = last[1]
-            # uploaded once per executor, and again if the store lost it (a Redis restarted
-            # without persistence): one existence check per job, not per call
-            if func_key not in self._funcs_uploaded or not storage.exists(func_key):
-                storage.put(func_key, blob)
-                self._funcs_uploaded.add(func_key)
-            args_key = f"{prefix}/args"
-            ranges, digests, chunks, offset = [], [], [], 0
-            for call_chunks, _ in calls:
-                size = serialize.size_of(call_chunks)
-                ranges.append((offset, offset + size))
-                # the worker reads only its calls' slices: each is checked against its digest in the event
-                digests.append(signed.digest(call_chunks))
-                chunks.extend(call_chunks)
-                offset = serialize.pad(chunks, offset + size)  # each call's inputs start aligned
-            storage.put(args_key, chunks)
-        except Exception as err:
-            for _, f in calls:
-                if f.set_running_or_notify_cancel():
-                    f.set_exception(err)
-            return
         futures = [f for _, f in calls]
+        job = Job(prefix, "", [], [(0, 0, 0)] * len(calls), futures, init_key=self.init_key,
+                  name=self._names.get(blob, ""), digests=[""] * len(calls))
         home = handles.CallHome(storage.spec, prefix, handles.patience(self.config))
-        for i, f in enumerate(futures):
-            f.call_id = f"{job_id}/{i}"
-            f._home = home
-        self.monitor.add(Job(prefix, func_key, args_key, ranges, futures, init_key=self.init_key,
-                             name=self._names.get(blob, ""), digests=digests))
+        for part, (lo, hi) in enumerate(parts(len(calls))):
+            try:
+                if part == 0:
+                    job.func_key = self._upload_function(blob)
+                job.args_keys.append(self._upload_args(job, part, calls, lo, hi))
+            except Exception as err:
+                if part == 0:
+                    for _, f in calls:
+                        if f.set_running_or_notify_cancel():
+                            f.set_exception(err)
+                else:
+                    self.monitor.fail(job, range(lo, len(calls)), err)
+                return
+            for i in range(lo, hi):
+                futures[i].call_id = f"{job_id}/{i}"
+                futures[i]._home = home
+            if part == 0:
+                self.monitor.add(job, range(lo, hi))
+            else:
+                self.monitor.release(job, range(lo, hi))
+
+    def _upload_function(self, blob: bytes) -> str:
+        """The key of the function ``blob``, uploaded once per executor, and again if the store
+        lost it (a Redis restarted without persistence): one existence check per job."""
+        storage = self.monitor.storage
+        last = self._last_func  # (the flusher and a caller may both be here)
+        if blob != last[0]:  # else a function pickled again, unchanged: no new hash
+            last = self._last_func = (blob, f"{self.prefix}/funcs/{hashlib.sha256(blob).hexdigest()[:32]}")
+        func_key = last[1]
+        if func_key not in self._funcs_uploaded or not storage.exists(func_key):
+            storage.put(func_key, blob)
+            self._funcs_uploaded.add(func_key)
+        return func_key
+
+    def _upload_args(self, job: Job, part: int, calls: list[tuple[list[memoryview], LambdaFuture]],
+                     lo: int, hi: int) -> str:
+        """Store the inputs of calls ``lo`` to ``hi`` as the job's ``part``; note each call's
+        byte range and digest in ``job``; return the object's key."""
+        key = f"{job.prefix}/args" + (f".{part}" if part else "")
+        chunks: list[memoryview] = []
+        offset = 0
+        for i in range(lo, hi):
+            call_chunks = calls[i][0]
+            size = serialize.size_of(call_chunks)
+            job.ranges[i] = (part, offset, offset + size)
+            # the worker reads only its calls' slices: each is checked against its digest in the event
+            job.digests[i] = signed.digest(call_chunks)
+            chunks.extend(call_chunks)
+            offset = serialize.pad(chunks, offset + size)  # each call's inputs start aligned
+        self.monitor.storage.put(key, chunks)
+        return key
 
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:

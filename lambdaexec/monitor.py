@@ -47,15 +47,18 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
 
 @dataclasses.dataclass
 class Job:
-    """Calls of one function uploaded together: one args object, one future per call.
+    """Calls of one function uploaded together: their inputs in one args object or a few
+    (parts, :func:`lambdaexec.engine.parts`), one future per call.
 
     A call's future is dropped (``None``) once it is finished, so the job never keeps a result
     alive after its caller has let go of it (a streaming ``map`` holds one result at a time)."""
 
     prefix: str
     func_key: str
-    args_key: str
-    ranges: list[tuple[int, int]]
+    #: the key of each part's args object, as the parts are stored
+    args_keys: list[str]
+    #: per call, ``(part, start, end)``: its inputs' bytes in that part's object
+    ranges: list[tuple[int, int, int]]
     futures: list[LambdaFuture | None]
     init_key: str = ""
     #: the function's ``module.qualname`` (for the job record)
@@ -135,8 +138,9 @@ class Monitor:
         self.thread.start()
 
     # --- called from the executor ---------------------------------------------------------
-    def add(self, job: Job) -> None:
-        """Track ``job`` and start all of its calls."""
+    def add(self, job: Job, calls: range | None = None) -> None:
+        """Track ``job`` and start ``calls`` of it (default: all); the engine releases the
+        others (:meth:`release`) as their inputs are stored."""
         with self.lock:
             self.jobs[job.prefix] = job
         for w in self.watchers:
@@ -144,8 +148,16 @@ class Monitor:
         if self.broken is not None:
             self._break(self.broken)
             return
-        self.invoker.invoke(Dispatch(job.prefix, list(range(len(job.futures))), 0,
-                                     functools.partial(self._make_event, job)))
+        self.release(job, range(len(job.futures)) if calls is None else calls)
+
+    def release(self, job: Job, calls: range) -> None:
+        """Start ``calls`` of ``job`` (their inputs are stored: all in one part)."""
+        self.invoker.invoke(Dispatch(job.prefix, list(calls), 0, functools.partial(self._make_event, job)))
+
+    def fail(self, job: Job, calls: range, err: BaseException) -> None:
+        """Fail ``calls`` of ``job`` with ``err``: their inputs could not be stored."""
+        for c in calls:
+            self._complete(job, c, exc=err)
 
     def outstanding(self) -> list[LambdaFuture]:
         """Futures of calls not yet finished."""
@@ -231,10 +243,11 @@ class Monitor:
                 return None
         if not keep:
             return None
+        part = job.ranges[keep[0]][0]  # a dispatch's calls are of one part (see add and release)
         return {
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
-            "args_key": job.args_key, "init_key": job.init_key,
-            "calls": [[c, *job.ranges[c]] for c in keep], "attempt": attempt,
+            "args_key": job.args_keys[part], "init_key": job.init_key,
+            "calls": [[c, *job.ranges[c][1:]] for c in keep], "attempt": attempt,
             "secret": self.storage.secret.hex(), "args_digests": [job.digests[c] for c in keep],
             "versions": serialize.versions(), "max_result_size": self.config.max_result_size,
             "mark_start": getattr(self.invoker, "mark_start", False),

@@ -3,7 +3,8 @@
 One prefix per job, every key written once by a single atomic put::
 
     <prefix>/<executor-id>/funcs/<sha256>          a function, by content hash (shared by jobs)
-    <prefix>/<executor-id>/<job-id>/args           every call's inputs, concatenated
+    <prefix>/<executor-id>/<job-id>/args           every call's inputs, concatenated (a job
+                                                   of many calls: args, args.1, ... in parts)
     <prefix>/<executor-id>/<job-id>/calls/<call>   one call's status header + its result
     <prefix>/<executor-id>/<job-id>/calls/<runs>   a batch: several calls' status + result, indexed
     <prefix>/<executor-id>/<job-id>/started/<call>.<attempt>  (only when asked) it has started

@@ -235,6 +235,34 @@ def test_keep_data_keeps_results(storage_settings):
         ex.storage.delete(ex.prefix + "/")
 
 
+def test_a_large_job_stores_its_inputs_in_parts_and_stays_one_job(storage_settings):
+    # the workers start on the first part while the client stores the rest
+    with LambdaExecutor(max_workers=2, keep_data=True, **storage_settings) as ex:
+        assert list(ex.map(square, range(1000))) == [x * x for x in range(1000)]
+        keys = ex.storage.list(ex.prefix + "/")
+        ex.storage.delete(ex.prefix + "/")
+    args = sorted(k.rsplit("/", 2)[1:] for k in keys if "/args" in k)
+    assert args == [["000000", "args"], ["000000", "args.1"], ["000000", "args.2"]]
+
+
+def test_a_part_that_cannot_be_stored_fails_only_its_calls(tmp_path, monkeypatch):
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path)) as ex:
+        put = ex.storage.put
+
+        def put_failing_part_one(key, data):
+            if key.endswith("/args.1"):
+                raise lambdaexec.StorageError(f"injected: cannot store {key}")
+            return put(key, data)
+
+        monkeypatch.setattr(ex.storage, "put", put_failing_part_one)
+        futures = ex.map_futures(square, range(1000))
+        cf.wait(futures, timeout=60)
+    assert [f.result() for f in futures[:64]] == [x * x for x in range(64)]
+    for f in futures[64:]:  # parts 1 and 2: part 2 is not attempted once part 1 failed
+        with pytest.raises(lambdaexec.StorageError, match="args.1"):
+            f.result()
+
+
 def test_map_futures_all_at_once(executor):
     futures = executor.map_futures(square, range(10), chunksize=3)
     assert len(futures) == 10 and all(isinstance(f, cf.Future) for f in futures)

@@ -3,9 +3,11 @@ list of futures.
 
 The executor's bar is a watcher (see :mod:`~lambdaexec.observe.watcher`): its total grows as
 jobs are submitted, it advances as calls finish, and its postfix counts calls running and
-failed. When every submitted call has finished the bar closes; the next submit opens a new
-one. So ``map``, ``map_futures``, ``map_reduce``, ``wait`` and ``get_all_results`` all show
-progress with no code of their own. tqdm is imported only when a bar is shown.
+failed. When every submitted call has finished the bar closes; the next submit opens a new one,
+unless it was made before the bar closed (a loop of submits whose first call finished before the
+rest were uploaded): then the new bar carries on the counts of the last. So ``map``,
+``map_futures``, ``map_reduce``, ``wait`` and ``get_all_results`` all show progress with no code
+of their own. tqdm is imported only when a bar is shown.
 """
 
 from __future__ import annotations
@@ -68,13 +70,16 @@ class ProgressBar(Watcher):
         self._bar: Any = None
         self._total = self._done = self._failed = self._running = 0
         self._shown = 0.0
+        self._closed_at = 0.0  # time.time() when the last bar closed
 
     def added(self, job: Any) -> None:
         with self._lock:
             if self._bar is None:
-                self._total = self._done = self._failed = self._running = 0
-                self._bar = _tqdm()(total=len(job.futures), **self._options)
-                self._total = len(job.futures)
+                submitted = min((f._submitted for f in job.futures if f is not None), default=0.0)
+                if not submitted or submitted > self._closed_at:  # a new burst: a bar of its own
+                    self._total = self._done = self._failed = self._running = 0
+                self._total += len(job.futures)
+                self._bar = _tqdm()(total=self._total, initial=self._done, **self._options)
                 return
             self._total += len(job.futures)
             self._bar.total = self._total
@@ -106,6 +111,7 @@ class ProgressBar(Watcher):
             if last:
                 self._bar.close()
                 self._bar = None
+                self._closed_at = time.time()
 
     def closed(self) -> None:
         with self._lock:

@@ -132,7 +132,8 @@ class JobRecorder(Watcher):
             "code_hash": job.func_key.rsplit("/", 1)[1], "calls": len(job.futures),
             **_environment(), "executor_id": self.executor_id, "backend": cfg.backend,
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
-            "args_key": job.args_key, "memory": cfg.memory, "architecture": cfg.architecture,
+            "args_key": job.args_keys[0] if job.args_keys else "", "memory": cfg.memory,
+            "architecture": cfg.architecture,
             "timeout": cfg.timeout, "retries": cfg.retries, "start_deadline": cfg.start_deadline,
             "keep_data": cfg.keep_data, "client": this_client(),
         }
