@@ -6,7 +6,9 @@ DataFrame word count on ``local[N]``, in the same run.
 Every system gets the same number of worker processes and the same files; each round runs the
 systems one after the other (alternating, so drift in machine load hits all of them), and the
 printed figure is the median of ``--rounds`` rounds. Executors, pools and the Spark session are
-started before timing (warm). All results are checked equal to each other. Then the shuffle's
+started before timing (warm). All results are checked equal to each other. A reference row,
+timed in the same rounds, gives the floor: the user's function alone (read, split, Counter) over
+every file on the same number of processes, its results discarded. Then the shuffle's
 storage objects and requests are printed beside mappers x reducers, the count a shuffle with one
 object per (mapper, reducer) pair would make.
 
@@ -77,6 +79,19 @@ def count_file(path: str) -> collections.Counter:
     """Pool worker: read one file, count its words."""
     with open(path, "rb") as f:
         return collections.Counter(f.read().split())
+
+
+def count_file_alone(path: str) -> int:
+    """The floor: the user's function alone on one file (the same read, split and Counter),
+    returning only how many distinct words it found, so nothing is shipped back or merged."""
+    return len(count_file(path))
+
+
+def floor_run(pool: Any, paths: list[Path]) -> int:
+    """Every file through the user's function on the pool's processes, results discarded: the
+    floor for any system that runs that Python function on that many processes (no shuffle, no
+    merge)."""
+    return sum(pool.imap_unordered(count_file_alone, [str(p) for p in paths]))
 
 
 def pool_wordcount(pool: Any, paths: list[Path]) -> dict:
@@ -292,13 +307,14 @@ def main() -> None:
                 reference = value
             elif value != reference:
                 raise SystemExit(f"{name} counted differently from lambdaexec: the benchmark is void")
-        times: dict[str, list[float]] = {name: [] for name in systems}
-        cpus: dict[str, list[float]] = {name: [] for name in systems}
+        timed_systems = {**systems, FLOOR: lambda: floor_run(pool, paths)}
+        times: dict[str, list[float]] = {name: [] for name in timed_systems}
+        cpus: dict[str, list[float]] = {name: [] for name in timed_systems}
         for r in range(args.rounds):
-            order = list(systems) if r % 2 == 0 else list(reversed(systems))  # alternate the order
+            order = list(timed_systems) if r % 2 == 0 else list(reversed(timed_systems))  # alternate the order
             for name in order:
                 cpu = cpu_seconds()
-                seconds, _ = timed(systems[name])
+                seconds, _ = timed(timed_systems[name])
                 cpus[name].append(cpu_seconds() - cpu)
                 times[name].append(seconds)
         report_wordcount(args, size, paths, systems, times, cpus, why_not_spark, last_stats)
@@ -314,12 +330,15 @@ def main() -> None:
             redis_server.stop()
 
 
+FLOOR = "floor: map_fn alone, no merge"
+
+
 def report_wordcount(args: Any, size: int, paths: list[Path], systems: dict, times: dict, cpus: dict,
                      why_not_spark: str, last_stats: dict) -> None:
     ours_median = statistics.median(times["lambdaexec map_reduce"])
     ours_cpu = statistics.median(cpus["lambdaexec map_reduce"]) or 1.0
     print(f"\nW4 word count, {size / 1e6:.0f} MB, {len(paths)} files, {args.workers} workers, "
-          f"shuffle storage: {args.storage}; median of {args.rounds} rounds (each: {', '.join(systems)})")
+          f"shuffle storage: {args.storage}; median of {args.rounds} rounds (each: {', '.join(times)})")
     print(f"{'system':<36} {'median s':>9} {'MB/s':>8} {'/ lambdaexec':>14} {'CPU s':>7} {'/ lambdaexec':>13}"
           "   rounds (wall s)")
     for name, ts in times.items():
@@ -327,6 +346,8 @@ def report_wordcount(args: Any, size: int, paths: list[Path], systems: dict, tim
         print(f"{name:<36} {med:>9.2f} {size / 1e6 / med:>8.1f} {med / ours_median:>13.2f}x {cpu:>7.1f} "
               f"{cpu / ours_cpu:>12.2f}x   " + " ".join(f"{t:.2f}" for t in ts))
     print("(CPU s: all processes of the system, workers included; median of the rounds)")
+    print(f"({FLOOR}: read + split + Counter of each file on Pool({args.workers}), results discarded; the floor\n"
+          " for any system that runs this Python map_fn. Spark runs its own word count, in the JVM)")
     if why_not_spark:
         print(f"PySpark: {why_not_spark}")
     m, n = last_stats["mappers"], last_stats["reducers"]
