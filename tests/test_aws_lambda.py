@@ -149,6 +149,44 @@ def test_many_calls_and_chunksize(lambda_settings, emulator):
         assert sum(ex.map(square, range(200))) == sum(x * x for x in range(200))
 
 
+# --- several calls per invocation once a job's calls are measured short (aws/grouping.py) -------
+def test_many_short_calls_share_invocations_and_result_objects(lambda_settings, emulator):
+    n = 400
+    # two slots and 400 calls waiting: once the first results show the calls are short, an
+    # invocation carries many of them (no backup copies, so that invocations can be counted)
+    with LambdaExecutor(**{**lambda_settings, "speculative": False, "max_workers": 2}) as ex:
+        before = emulator.stats().get("accepted", 0)
+        futures = ex.map_futures(square, range(n))
+        assert [f.result(timeout=120) for f in futures] == [x * x for x in range(n)]
+        invocations = emulator.stats()["accepted"] - before
+        stats = ex._monitor.invoker.stats
+    assert invocations == stats["accepted"] and stats["calls"] == n
+    assert invocations <= n // 4, f"{invocations} invocations for {n} short calls"
+    objects = {f.stats["result_key"] for f in futures}
+    # fewer than calls, though not by as much: each call still PUTs its start marker first, and a
+    # batch is written 5 ms after its oldest result (protocol.BATCH_SECONDS)
+    assert len(objects) < 0.75 * n and any(len(protocol.calls_of_key(k)) > 1 for k in objects)
+    assert all(f.attempts == 1 for f in futures)
+    # the cost model counts what happened: invocations, result objects, a start marker per call
+    report = lambdaexec.cost(futures)
+    assert report.invocations == invocations
+    assert report.requests["PUT"] == len(objects) + n + 2  # results, markers, function + inputs
+    assert report.requests["GET"] == invocations + len(objects) + len({f.stats["worker"] for f in futures})
+
+
+def test_long_calls_go_one_per_invocation(lambda_settings, emulator):
+    n = 8
+    with LambdaExecutor(**{**lambda_settings, "speculative": False, "max_workers": 2}) as ex:
+        before = emulator.stats().get("accepted", 0)
+        assert list(ex.map(hang, [0.3] * n)) == ["woke up"] * n  # measured, but not short
+        assert emulator.stats()["accepted"] - before == n
+        assert ex._monitor.invoker.stats["measured"] >= 1
+        before = emulator.stats().get("accepted", 0)
+        # short calls, but no more waiting than there are slots: one each, every slot used
+        assert list(ex.map(square, range(3))) == [0, 1, 4]
+        assert emulator.stats()["accepted"] - before == 3
+
+
 def test_backend_from_environment(lambda_settings, monkeypatch):
     for key, value in lambda_settings.items():
         monkeypatch.setenv(f"LAMBDAEXEC_{key.upper()}", str(value))
