@@ -43,7 +43,7 @@ from test_executor import (  # noqa: F401  (re-run here on the lambda backend)
     test_wait_as_completed_and_callbacks,
 )
 from test_pywren_compat import test_pickled_future_resolves_in_a_child_process  # noqa: F401
-from workloads import die_once, hang
+from workloads import die_once, exit_via_kill, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor, protocol
@@ -232,6 +232,45 @@ def test_worker_killed_mid_call_is_retried(short_emulator, s3_settings, tmp_path
         assert f.attempts == 2
         assert [o.result(timeout=60) for o in others] == [x * x for x in range(10)]
     assert short_emulator.stats()["died"] >= 1
+
+
+def square_or_die_once(x, marker, victim):
+    """``x * x``, but the first run of call ``victim`` kills its worker."""
+    if x == victim and not os.path.exists(marker):
+        open(marker, "w").close()
+        exit_via_kill()
+    return x * x
+
+
+@pytest.mark.slow
+def test_killed_invocation_of_several_calls_is_retried_call_by_call(short_emulator, s3_settings, tmp_path,
+                                                                     monkeypatch):
+    sent = []
+    real = HttpSender.invoke
+
+    def spy(self, payload, invocation_type="Event", tail=False):
+        sent.append(json.loads(payload))
+        return real(self, payload, invocation_type, tail)
+
+    monkeypatch.setattr(HttpSender, "invoke", spy)
+    n, victim, marker = 300, 200, str(tmp_path / "died")
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=3, max_workers=2,
+                        speculative=False, **s3_settings) as ex:
+        futures = ex.map_futures(square_or_die_once, range(n), [marker] * n, [victim] * n)
+        assert [f.result(timeout=120) for f in futures] == [x * x for x in range(n)]
+    assert short_emulator.stats()["died"] >= 1
+    events = [[c[0] for c in e["calls"]] for e in sent if "calls" in e]
+    killed = next(calls for calls in events if victim in calls)
+    assert len(killed) > 1, "the victim should have shared its invocation"
+    before, after = killed[:killed.index(victim)], killed[killed.index(victim) + 1:]
+    assert futures[victim].attempts == 2  # the call that killed its invocation used an attempt;
+    # its mates that never started did not (nor did any other call); mates that ran before it
+    # may have, if their results were still waiting to be written with a batch when it died
+    assert [i for i, f in enumerate(futures) if f.attempts != 1 and i not in before] == [victim]
+    assert all(futures[c].attempts == 1 for c in after)
+    later = [c for calls in events[events.index(killed) + 1:] for c in calls]
+    assert all(c in later for c in after)  # invoked again, each
+    assert [e for e in events if e == [victim]], "the retry went alone"
 
 
 @pytest.mark.slow
