@@ -23,13 +23,14 @@ How a call travels:
    (Lambda's ``timeout`` bounds the invocation, so a call's run deadline counts from its
    invocation's start). A call whose invocation has not started within ``start_deadline`` is
    invoked again (the deployed function drops events older than that, so the old one will not
-   also run); after ``_MAX_UNSTARTED`` such misses it counts as a failed attempt. A call started
+   also run); after three such misses it counts as a failed attempt. A call started
    but without a result ``timeout`` + :func:`grace` seconds after its invocation started
    (Lambda stopped it at its timeout, or it crashed, or ran out of memory) is reported lost;
    the monitor retries it ``retries`` times, then fails it with
    :class:`~lambdaexec.errors.CallTimeoutError`. A call whose invocation started but ended by
    then without starting it (a batch-mate crashed or overran) never ran: it is invoked again
-   as a start-deadline miss is. Retries go one call per invocation.
+   as a start-deadline miss is (:mod:`lambdaexec.aws.inflight`). Retries go one call per
+   invocation.
 
 Grouping was verified against the local Lambda emulator (:mod:`lambdaexec.aws.emulator`, which
 runs the worker under AWS's own runtime interface client), not against AWS itself.
@@ -46,59 +47,19 @@ from typing import Any
 
 from lambdaexec import protocol
 from lambdaexec.aws import grouping
+from lambdaexec.aws.inflight import Job, grace
 from lambdaexec.aws.senders import MAX_THREADS, InvokeResult, make_sender
 from lambdaexec.config import Config
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.storage import Storage, open_storage
 
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
-_MAX_UNSTARTED = 3  # start-deadline misses of one call before it counts as an attempt
 
 _POLL_MIN, _POLL_MAX = 0.1, 2.0  # adaptive listing interval bounds, seconds
 _BACKOFF_BASE, _BACKOFF_MAX = 0.05, 20.0  # exponential backoff bounds, seconds
 _MAX_ERROR_RETRIES = 12  # 5xx / connection errors in a row before an invocation fails
 _SWEEP_INTERVAL = 1.0  # seconds between deadline sweeps over every call in flight
 _SHARED_LISTING_JOBS = 3  # active jobs of one executor from which one listing serves all
-
-
-def grace(timeout: float) -> float:
-    """Seconds past ``timeout`` before a started call without a result is reported lost: room
-    for Lambda's own timing, the listing interval and storage latency."""
-    return max(2.0, min(15.0, 0.25 * timeout))
-
-
-class _Invocation:
-    """One invocation in flight: when it was sent, when its first start marker was seen, and
-    how many of its calls are not yet reported (it holds a slot until that reaches 0)."""
-
-    __slots__ = ("invoked", "started", "left")
-
-    def __init__(self, invoked: float):
-        self.invoked = invoked
-        self.started = 0.0
-        self.left = 0
-
-
-class _Call:
-    """One call in flight: its invocation, its attempt, when its own start marker was seen."""
-
-    __slots__ = ("invocation", "started", "attempt")
-
-    def __init__(self, invocation: _Invocation, attempt: int):
-        self.invocation = invocation
-        self.started = 0.0
-        self.attempt = attempt
-
-
-class _Job:
-    """The calls of one job that are in flight, and how often each missed its start deadline."""
-
-    __slots__ = ("inflight", "misses", "unstarted")
-
-    def __init__(self) -> None:
-        self.inflight: dict[int, _Call] = {}
-        self.misses: dict[int, int] = {}
-        self.unstarted = 0  # calls in flight whose start marker has not been seen
 
 
 class LambdaInvoker(Invoker):
@@ -129,7 +90,7 @@ class LambdaInvoker(Invoker):
         self._inflight = 0  # invocations being sent or sent with calls not yet reported Done or Lost
         self._timings = grouping.Timings()  # measured seconds per call, per job
         self._work_target = grouping.target(config.timeout)
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._notices: list[Notice] = []
         self._interval = _POLL_MIN
         self._next_scan = self._next_sweep = 0.0
@@ -269,28 +230,12 @@ class LambdaInvoker(Invoker):
         self.stats["calls"] += len(calls)
         job = self._jobs.get(unit.job_prefix)
         if job is None:
-            job = self._jobs[unit.job_prefix] = _Job()
+            job = self._jobs[unit.job_prefix] = Job()
         if not job.inflight:  # a job starting: look soon, whatever the interval was
             self._interval = _POLL_MIN
             self._next_scan = min(self._next_scan, now + _POLL_MIN)
-        invocation = _Invocation(now)
-        for c in calls:
-            if c in job.inflight:  # a backup copy of a running call (speculation): one record;
-                continue  # the first result ends both
-            job.inflight[c] = _Call(invocation, unit.attempt)
-            invocation.left += 1
-            job.unstarted += 1
-        if not invocation.left:  # backups only: their slot is not held (as before grouping)
+        if not job.add(calls, unit.attempt, now).left:  # backup copies only: they hold no slot
             self._release(1)
-
-    def _forget(self, job: _Job, c: int) -> _Call:
-        """Stop tracking call ``c`` of ``job``; free its invocation's slot after its last call
-        (lock held)."""
-        info = job.inflight.pop(c)
-        info.invocation.left -= 1
-        if not info.invocation.left:
-            self._release(1)
-        return info
 
     def _trial(self) -> None:
         """Make the trial call; if it shows that no call can succeed, fail them all at once."""
@@ -307,10 +252,8 @@ class LambdaInvoker(Invoker):
             stranded = [(prefix, list(job.inflight)) for prefix, job in self._jobs.items()]
             for prefix, calls in stranded:
                 job = self._jobs[prefix]
-                for c in calls:
-                    self._forget(job, c)
+                self._release(sum(job.forget(c) for c in calls))
                 job.misses.clear()
-                job.unstarted = 0
         for prefix, calls in stranded:
             self._fail(prefix, calls, *broken)
 
@@ -423,67 +366,18 @@ class LambdaInvoker(Invoker):
                 job = self._jobs.get(prefix)
                 if job is None:
                     continue
-                inflight = job.inflight
                 for k in keys:
                     head, _, name = k.rpartition("/")
                     if head.endswith("/calls"):  # one call's result, or a batch's (its key names them)
                         for c in protocol.calls_of_key(k) if "," in name or "-" in name else (int(name),):
-                            if c not in inflight:
-                                continue
-                            info = self._forget(job, c)
-                            notices.append(Done(prefix, c, k))
-                            job.misses.pop(c, None)
-                            if not info.started:
-                                job.unstarted -= 1
-                            progressed = True
+                            if c in job.inflight:
+                                self._release(job.done(c))
+                                notices.append(Done(prefix, c, k))
+                                progressed = True
                         continue
-                    c, attempt = protocol.parse_started(k)
-                    info = inflight.get(c)
-                    if info is not None and info.attempt == attempt and not info.started:
-                        info.started = now
-                        if not info.invocation.started:
-                            info.invocation.started = now
-                        job.unstarted -= 1
-                        progressed = True
+                    progressed |= job.mark_started(*protocol.parse_started(k), now)
                 if sweep:
-                    self._sweep(prefix, job, now, notices)
-                if not inflight and not job.misses:
+                    self._release(job.overdue(prefix, now, self.timeout, self.grace, self.start_deadline, notices))
+                if not job.inflight and not job.misses:
                     del self._jobs[prefix]
         return progressed
-
-    def _sweep(self, prefix: str, job: _Job, now: float, notices: list[Notice]) -> None:
-        """Report the calls of ``job`` past their start or run deadline (lock held). The run
-        deadline counts from the invocation's start: Lambda's timeout bounds the invocation."""
-        for c, info in list(job.inflight.items()):
-            invocation = info.invocation
-            if invocation.started:
-                if now - invocation.started <= self.timeout + self.grace:
-                    continue
-                if info.started:
-                    notices.append(Lost(prefix, c, (
-                        f"it started on Lambda but wrote no result within its timeout of {self.timeout:g} s "
-                        f"(+{self.grace:g} s): Lambda stopped it at the timeout, or its worker crashed or "
-                        "ran out of memory (see the function's CloudWatch logs)"), timed_out=True, started=True))
-                else:  # its invocation ran other calls first, then ended without starting it
-                    notices.append(self._missed(prefix, job, c, (
-                        "its invocation started other calls first but ended without starting it "
-                        f"within the timeout of {self.timeout:g} s (+{self.grace:g} s): one of them "
-                        "overran or crashed its worker")))
-            elif now - invocation.invoked > self.start_deadline:
-                notices.append(self._missed(prefix, job, c, (
-                    f"never started within start_deadline ({self.start_deadline:g} s): Lambda "
-                    "dropped or delayed the event (throttling, or the function failed to initialize: "
-                    "see its CloudWatch logs)")))
-            else:
-                continue
-            self._forget(job, c)
-
-    def _missed(self, prefix: str, job: _Job, c: int, why: str) -> Lost:
-        """The notice for call ``c``, which never started: invoke it again, until it has missed
-        ``_MAX_UNSTARTED`` times, which counts as a failed attempt (lock held)."""
-        job.unstarted -= 1
-        misses = job.misses[c] = job.misses.get(c, 0) + 1
-        final = misses >= _MAX_UNSTARTED
-        if final:
-            del job.misses[c]
-        return Lost(prefix, c, f"it was invoked {misses} time(s) but {why}", started=final)
