@@ -10,8 +10,8 @@ the configured prefix, beside (not inside) the job's bulk data, so they outlive 
                                       which machine) so ``clean`` can tell a killed client's
                                       executor from a live one
     <prefix>/jobs/<job-id>/calls      written when its last call finished: per call state,
-                                      error, stats (timestamps, worker), attempts, stdout, stderr,
-                                      by column (see :func:`encode_calls`)
+                                      error, stats (timestamps, worker, result object), attempts,
+                                      stdout, stderr, by column (see :func:`encode_calls`)
 
 A job id is ``<UTC time>-<executor id>-<job number>``, so age is read from the key alone and
 ``clean`` needs one listing. While a job runs, its done count is the number of result objects
