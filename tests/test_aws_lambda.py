@@ -188,6 +188,41 @@ def test_long_calls_go_one_per_invocation(lambda_settings, emulator):
         assert emulator.stats()["accepted"] - before == 3
 
 
+def test_a_group_over_the_async_payload_limit_is_split(lambda_settings, emulator, monkeypatch):
+    from lambdaexec.aws import grouping
+    from lambdaexec.invokers.base import Dispatch
+
+    sent = []
+    real = HttpSender.invoke
+
+    def spy(self, payload, invocation_type="Event", tail=False):
+        sent.append(payload)
+        return real(self, payload, invocation_type, tail)
+
+    monkeypatch.setattr(HttpSender, "invoke", spy)
+    job, n = "lambdaexec/payload-test/000000", 40
+
+    def make_event(calls, attempt):  # 20 KB a call: 40 calls would be 800 KB, over the limit
+        return {"job_prefix": job, "calls": [[c, 0, 0] for c in calls], "attempt": attempt,
+                "pad": "x" * 20_000 * len(calls)}
+
+    config = load_config({**lambda_settings, "max_workers": 1, "start_deadline": 0.5})
+    invoker = LambdaInvoker(config)
+    try:
+        invoker._timings._per_call[job] = 0.001  # as if measured short: one group of all 40
+        invoker.invoke(Dispatch(job, list(range(n)), 0, make_event))
+        deadline = time.monotonic() + 60
+        while invoker.stats["calls"] < n and time.monotonic() < deadline:
+            invoker.poll(0.5)  # the calls never start (no storage in these events): their
+            # start deadline frees the one slot for the next group
+        events = [json.loads(p) for p in sent if b'"pad"' in p]
+        assert sorted(c[0] for e in events for c in e["calls"]) == list(range(n))  # each sent once
+        assert all(len(p) <= grouping.PAYLOAD_LIMIT for p in sent) and max(len(e["calls"]) for e in events) > 1
+        assert invoker.stats["accepted"] == len(events)  # none refused as too large
+    finally:
+        invoker.close()
+
+
 def test_backend_from_environment(lambda_settings, monkeypatch):
     for key, value in lambda_settings.items():
         monkeypatch.setenv(f"LAMBDAEXEC_{key.upper()}", str(value))
