@@ -188,6 +188,28 @@ def test_long_calls_go_one_per_invocation(lambda_settings, emulator):
         assert emulator.stats()["accepted"] - before == 3
 
 
+def slow_once(i, marker, victim, seconds):
+    """``i``, but the first run of call ``victim`` sleeps ``seconds`` first."""
+    if i == victim and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(seconds)
+        open(marker + ".woke", "w").close()
+    return i
+
+
+@pytest.mark.slow
+def test_a_straggler_does_not_hold_back_the_calls_grouped_behind_it(lambda_settings, emulator, tmp_path):
+    n, victim, marker = 300, 150, str(tmp_path / "slow")
+    # speculation is on by default on the lambda backend: near the job's end, the straggler and
+    # the calls waiting behind it in its invocation get backup copies, each in its own invocation
+    with LambdaExecutor(**{**lambda_settings, "max_workers": 2}) as ex:
+        futures = ex.map_futures(slow_once, range(n), [marker] * n, [victim] * n, [25] * n)
+        assert [f.result(timeout=60) for f in futures] == list(range(n))
+        assert os.path.exists(marker) and not os.path.exists(marker + ".woke"), \
+            "every result should come before the straggler wakes"
+        assert ex._monitor.invoker.stats["accepted"] < n  # the calls were grouped
+
+
 def test_a_group_over_the_async_payload_limit_is_split(lambda_settings, emulator, monkeypatch):
     from lambdaexec.aws import grouping
     from lambdaexec.invokers.base import Dispatch
