@@ -1,18 +1,24 @@
 """Client-side invocation throughput of the ``lambda`` backend, against an endpoint that accepts
 and discards invocations (HTTP 202), run in its own process so it does not share our GIL.
 
-Three measurements:
+Four measurements:
 
 1. ``invoker``: :class:`LambdaInvoker` alone sending N events (realistic ~400-byte payloads,
    signed with SigV4) -- invocations per second from one process.
 2. ``map``: ``LambdaExecutor(backend="lambda").map_futures(f, range(N))`` on SeaweedFS S3 storage
    until every call has been invoked -- the time to submit a 100,000-call map.
 3. ``memory``: the same map under tracemalloc -- client memory per call while all are in flight.
+4. ``grouped``: a map of ``--tiny`` tiny calls run end to end on the Lambda emulator (the worker
+   under AWS's runtime interface client, SeaweedFS storage, ``max_workers`` 4), with calls
+   grouped into invocations (:mod:`lambdaexec.aws.grouping`) beside the same executor sending
+   one call per invocation, alternating, medians of ``--rounds``: invocations, result objects,
+   S3 requests per call (counted by SeaweedFS), tasks/s. Not part of the default run.
 
 Run::
 
-    python bench/bench_invoke.py                 # all three, N=100000
+    python bench/bench_invoke.py                 # the first three, N=100000
     python bench/bench_invoke.py --only invoker --calls 20000
+    python bench/bench_invoke.py --only grouped --tiny 1000 --rounds 3
 """
 
 from __future__ import annotations
@@ -133,15 +139,75 @@ def bench_map(url: str, n: int, seaweed_settings: dict, trace: bool) -> tuple[fl
     return returned, first, elapsed, per_call
 
 
+def tiny(x: int) -> int:
+    return x + 1
+
+
+def bench_grouped(n: int, rounds: int) -> None:
+    """Tiny calls on the emulator: grouped into invocations, beside one call per invocation."""
+    import statistics
+    import tempfile
+
+    from lambda_helpers import EmulatorProcess
+    from servers import SeaweedS3
+
+    from lambdaexec import LambdaExecutor
+    from lambdaexec.aws.package import build_package
+
+    package = os.path.join(tempfile.mkdtemp(), "lambdaexec-worker.zip")
+    build_package(package)
+    seaweed = SeaweedS3()
+    emu = EmulatorProcess(package, concurrency=4, timeout=60)
+    settings = {"backend": "lambda", "lambda_endpoint_url": emu.url, "max_workers": 4, "speculative": False,
+                "progress": False, **seaweed.settings()}
+    ways = ("grouped", "one per invocation")
+    figures: dict[str, dict[str, list[float]]] = {w: {} for w in ways}
+    try:
+        with LambdaExecutor(**settings) as grouped, LambdaExecutor(**settings) as single:
+            single._monitor.invoker._work_target = 0.0  # no call is ever short enough to group
+            ex = {"grouped": grouped, "one per invocation": single}
+            for r in range(rounds):
+                for way in ways[r % 2:] + ways[: r % 2]:
+                    list(ex[way].map(tiny, range(8)))  # warm containers
+                    ex[way]._monitor._cleaner.submit(lambda: None).result()
+                    accepted, requests = emu.stats().get("accepted", 0), seaweed.request_counts()
+                    t = time.perf_counter()
+                    futures = ex[way].map_futures(tiny, range(n))
+                    assert [f.result() for f in futures] == list(range(1, n + 1))
+                    wall = time.perf_counter() - t
+                    ex[way]._monitor._cleaner.submit(lambda: None).result()  # its clean-up, counted too
+                    after = seaweed.request_counts()
+                    got = figures[way]
+                    for name, value in (("tasks/s", n / wall),
+                                        ("invocations", emu.stats()["accepted"] - accepted),
+                                        ("result objects", len({f.stats["result_key"] for f in futures})),
+                                        ("S3 requests/call", (sum(after.values()) - sum(requests.values())) / n)):
+                        got.setdefault(name, []).append(value)
+    finally:
+        emu.stop()
+        seaweed.stop()
+    print(f"grouped: {n:,} tiny calls via map_futures on the Lambda emulator (4 containers, SeaweedFS), "
+          f"medians of {rounds} alternating rounds:")
+    for name in figures["grouped"]:
+        a, b = (statistics.median(figures[w][name]) for w in ways)
+        print(f"  {name:<18} grouped {a:>10,.2f}   one per invocation {b:>10,.2f}   ratio {a / b:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     p.add_argument("--calls", type=int, default=100_000)
-    p.add_argument("--only", choices=("invoker", "map", "memory"))
+    p.add_argument("--only", choices=("invoker", "map", "memory", "grouped"))
+    p.add_argument("--tiny", type=int, default=1000, help="calls of the grouped measurement")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of the grouped measurement (>= 3)")
     args = p.parse_args()
     if args.serve:
         serve(args.serve)
         return
+    if args.only == "grouped":
+        bench_grouped(args.tiny, max(3, args.rounds))
+        sys.stdout.flush()
+        os._exit(0)
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     proc, url = start_discard()

@@ -359,6 +359,7 @@ class Monitor:
                 continue
             status, payload = results[c]
             record_status(future, status)
+            future.stats["result_key"] = key  # which object held it (observe/cost.py counts objects)
             ok, outcome = decode_result(status, payload, future.call_id)
             if ok:
                 self._complete(job, c, value=outcome, key=key)

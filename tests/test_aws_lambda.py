@@ -43,7 +43,7 @@ from test_executor import (  # noqa: F401  (re-run here on the lambda backend)
     test_wait_as_completed_and_callbacks,
 )
 from test_pywren_compat import test_pickled_future_resolves_in_a_child_process  # noqa: F401
-from workloads import die_once, hang
+from workloads import die_once, exit_via_kill, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor, protocol
@@ -149,6 +149,102 @@ def test_many_calls_and_chunksize(lambda_settings, emulator):
         assert sum(ex.map(square, range(200))) == sum(x * x for x in range(200))
 
 
+# --- several calls per invocation once a job's calls are measured short (aws/grouping.py) -------
+def test_many_short_calls_share_invocations_and_result_objects(lambda_settings, emulator):
+    n = 400
+    # two slots and 400 calls waiting: once the first results show the calls are short, an
+    # invocation carries many of them (no backup copies, so that invocations can be counted)
+    with LambdaExecutor(**{**lambda_settings, "speculative": False, "max_workers": 2}) as ex:
+        before = emulator.stats().get("accepted", 0)
+        futures = ex.map_futures(square, range(n))
+        assert [f.result(timeout=120) for f in futures] == [x * x for x in range(n)]
+        invocations = emulator.stats()["accepted"] - before
+        stats = ex._monitor.invoker.stats
+    assert invocations == stats["accepted"] and stats["calls"] == n
+    assert invocations <= n // 4, f"{invocations} invocations for {n} short calls"
+    objects = {f.stats["result_key"] for f in futures}
+    # fewer than calls, though not by as much (here about 2.5 calls an object): each call still
+    # PUTs its start marker first, and a batch is written 5 ms after its oldest result
+    # (protocol.BATCH_SECONDS), so how many calls share one depends on the machine's speed
+    assert len(objects) < n and any(len(protocol.calls_of_key(k)) > 1 for k in objects)
+    assert all(f.attempts == 1 for f in futures)
+    # the cost model counts what happened: invocations, result objects, a start marker per call
+    report = lambdaexec.cost(futures)
+    assert report.invocations == invocations
+    assert report.requests["PUT"] == len(objects) + n + 2  # results, markers, function + inputs
+    assert report.requests["GET"] == invocations + len(objects) + len({f.stats["worker"] for f in futures})
+
+
+def test_long_calls_go_one_per_invocation(lambda_settings, emulator):
+    n = 8
+    with LambdaExecutor(**{**lambda_settings, "speculative": False, "max_workers": 2}) as ex:
+        before = emulator.stats().get("accepted", 0)
+        assert list(ex.map(hang, [0.3] * n)) == ["woke up"] * n  # measured, but not short
+        assert emulator.stats()["accepted"] - before == n
+        assert ex._monitor.invoker.stats["measured"] >= 1
+        before = emulator.stats().get("accepted", 0)
+        # short calls, but no more waiting than there are slots: one each, every slot used
+        assert list(ex.map(square, range(3))) == [0, 1, 4]
+        assert emulator.stats()["accepted"] - before == 3
+
+
+def slow_once(i, marker, victim, seconds):
+    """``i``, but the first run of call ``victim`` sleeps ``seconds`` first."""
+    if i == victim and not os.path.exists(marker):
+        open(marker, "w").close()
+        time.sleep(seconds)
+        open(marker + ".woke", "w").close()
+    return i
+
+
+@pytest.mark.slow
+def test_a_straggler_does_not_hold_back_the_calls_grouped_behind_it(lambda_settings, emulator, tmp_path):
+    n, victim, marker = 300, 150, str(tmp_path / "slow")
+    # speculation is on by default on the lambda backend: near the job's end, the straggler and
+    # the calls waiting behind it in its invocation get backup copies, each in its own invocation
+    with LambdaExecutor(**{**lambda_settings, "max_workers": 2}) as ex:
+        futures = ex.map_futures(slow_once, range(n), [marker] * n, [victim] * n, [25] * n)
+        assert [f.result(timeout=60) for f in futures] == list(range(n))
+        assert os.path.exists(marker) and not os.path.exists(marker + ".woke"), \
+            "every result should come before the straggler wakes"
+        assert ex._monitor.invoker.stats["accepted"] < n  # the calls were grouped
+
+
+def test_a_group_over_the_async_payload_limit_is_split(lambda_settings, emulator, monkeypatch):
+    from lambdaexec.aws import grouping
+    from lambdaexec.invokers.base import Dispatch
+
+    sent = []
+    real = HttpSender.invoke
+
+    def spy(self, payload, invocation_type="Event", tail=False):
+        sent.append(payload)
+        return real(self, payload, invocation_type, tail)
+
+    monkeypatch.setattr(HttpSender, "invoke", spy)
+    job, n = "lambdaexec/payload-test/000000", 40
+
+    def make_event(calls, attempt):  # 20 KB a call: 40 calls would be 800 KB, over the limit
+        return {"job_prefix": job, "calls": [[c, 0, 0] for c in calls], "attempt": attempt,
+                "pad": "x" * 20_000 * len(calls)}
+
+    config = load_config({**lambda_settings, "max_workers": 1, "start_deadline": 0.5})
+    invoker = LambdaInvoker(config)
+    try:
+        invoker._timings._per_call[job] = 0.001  # as if measured short: one group of all 40
+        invoker.invoke(Dispatch(job, list(range(n)), 0, make_event))
+        deadline = time.monotonic() + 60
+        while invoker.stats["calls"] < n and time.monotonic() < deadline:
+            invoker.poll(0.5)  # the calls never start (no storage in these events): their
+            # start deadline frees the one slot for the next group
+        events = [json.loads(p) for p in sent if b'"pad"' in p]
+        assert sorted(c[0] for e in events for c in e["calls"]) == list(range(n))  # each sent once
+        assert all(len(p) <= grouping.PAYLOAD_LIMIT for p in sent) and max(len(e["calls"]) for e in events) > 1
+        assert invoker.stats["accepted"] == len(events)  # none refused as too large
+    finally:
+        invoker.close()
+
+
 def test_backend_from_environment(lambda_settings, monkeypatch):
     for key, value in lambda_settings.items():
         monkeypatch.setenv(f"LAMBDAEXEC_{key.upper()}", str(value))
@@ -194,6 +290,45 @@ def test_worker_killed_mid_call_is_retried(short_emulator, s3_settings, tmp_path
         assert f.attempts == 2
         assert [o.result(timeout=60) for o in others] == [x * x for x in range(10)]
     assert short_emulator.stats()["died"] >= 1
+
+
+def square_or_die_once(x, marker, victim):
+    """``x * x``, but the first run of call ``victim`` kills its worker."""
+    if x == victim and not os.path.exists(marker):
+        open(marker, "w").close()
+        exit_via_kill()
+    return x * x
+
+
+@pytest.mark.slow
+def test_killed_invocation_of_several_calls_is_retried_call_by_call(short_emulator, s3_settings, tmp_path,
+                                                                     monkeypatch):
+    sent = []
+    real = HttpSender.invoke
+
+    def spy(self, payload, invocation_type="Event", tail=False):
+        sent.append(json.loads(payload))
+        return real(self, payload, invocation_type, tail)
+
+    monkeypatch.setattr(HttpSender, "invoke", spy)
+    n, victim, marker = 300, 200, str(tmp_path / "died")
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=3, max_workers=2,
+                        speculative=False, **s3_settings) as ex:
+        futures = ex.map_futures(square_or_die_once, range(n), [marker] * n, [victim] * n)
+        assert [f.result(timeout=120) for f in futures] == [x * x for x in range(n)]
+    assert short_emulator.stats()["died"] >= 1
+    events = [[c[0] for c in e["calls"]] for e in sent if "calls" in e]
+    killed = next(calls for calls in events if victim in calls)
+    assert len(killed) > 1, "the victim should have shared its invocation"
+    before, after = killed[:killed.index(victim)], killed[killed.index(victim) + 1:]
+    assert futures[victim].attempts == 2  # the call that killed its invocation used an attempt;
+    # its mates that never started did not (nor did any other call); mates that ran before it
+    # may have, if their results were still waiting to be written with a batch when it died
+    assert [i for i, f in enumerate(futures) if f.attempts != 1 and i not in before] == [victim]
+    assert all(futures[c].attempts == 1 for c in after)
+    later = [c for calls in events[events.index(killed) + 1:] for c in calls]
+    assert all(c in later for c in after)  # invoked again, each
+    assert [e for e in events if e == [victim]], "the retry went alone"
 
 
 @pytest.mark.slow

@@ -97,3 +97,33 @@ def test_estimate_extrapolates_from_a_few_calls(tmp_path):
     assert est.wall_seconds[0] == pytest.approx(est.seconds_per_call * 200)  # 400 calls on 2 workers
     assert est.dollars[1] <= est.dollars[0] <= est.dollars[2] and est.dollars[0] > 0
     assert "estimate for 400 calls from 4 samples" in str(est)
+
+
+def test_cost_counts_invocations_and_result_objects_not_calls(tmp_path):
+    from lambdaexec.observe import jobs
+
+    n = 3000
+    # tiny calls: the local backend sends them several to an event and writes their results in
+    # batch objects, as the lambda backend does once it has measured a job's calls short
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "s"), prefix="batched", keep_data=True,
+                        progress=False) as ex:
+        futures = ex.map_futures(abs, range(-n, 0))
+        cf.wait(futures)
+        store = ex.storage
+    assert [f.result() for f in futures] == list(range(n, 0, -1))
+    job_prefix = futures[0]._home.job_prefix
+    written = store.list(job_prefix + "/calls/")  # kept: the result objects the workers wrote
+    events = {(f.stats["worker"], f.stats["received"]) for f in futures}
+    workers = len({f.stats["worker"] for f in futures})
+    assert len(written) < n / 4 and len(events) < n / 4, "tiny calls should have shared events and objects"
+    report = lambdaexec.cost(futures)
+    assert report.calls == n and report.invocations == len(events)
+    assert report.requests == {"PUT": len(written) + n + 2,  # result objects, a marker per call, job
+                               "GET": len(events) + len(written) + workers}
+    p = load_prices()
+    assert report.dollars["invocations"] == pytest.approx(len(events) * p["lambda"]["request"])
+    # the job record says the same, read back by another process (here: the record's reader)
+    (job_id,) = jobs.job_ids(store, "batched")
+    recorded = jobs.read_job(store, "batched", job_id).cost()
+    assert recorded.invocations == report.invocations and recorded.requests == report.requests
+    assert recorded.total == pytest.approx(report.total)

@@ -6,6 +6,8 @@
     clients      boto3 session, region and clients; DeployError
     senders      one Invoke request (hand-signed HTTP, or boto3 behind a proxy)
     invoker      the ``lambda`` backend: many invocations in flight, deadlines, retries
+    grouping     how many calls of a job one invocation carries, from their measured time
+    inflight     the calls in flight, the invocation carrying each, their deadlines
     trial        the trial call an executor makes first: can the worker reach storage?
     package      the deployment zip (and the container image)
     provision    deploy / teardown: bucket, IAM role, function

@@ -3,9 +3,13 @@
 How a call travels:
 
 1. A pool of sender threads takes calls from the monitor's :class:`Dispatch` units, builds each
-   call's event (keys and ids only, never data or credentials: Lambda's async payload limit is
-   256 KB) and sends it with ``InvocationType=Event`` (:mod:`lambdaexec.aws.senders`). At most
-   ``max_workers`` calls (default 1000, the default account concurrency) are in flight at once.
+   invocation's event (keys and ids only, never data or credentials: Lambda's async payload
+   limit is 256 KB) and sends it with ``InvocationType=Event`` (:mod:`lambdaexec.aws.senders`).
+   At most ``max_workers`` invocations (default 1000, the default account concurrency) are in
+   flight at once. An invocation carries one call, or, once a job's calls are measured short
+   and more of them wait than there are slots, several calls of that job, about half a second
+   of work (:mod:`lambdaexec.aws.grouping` has the rule and why); its worker writes their
+   results as batch objects.
 2. Throttling (429 ``TooManyRequestsException``), 5xx answers and broken connections are retried
    with exponential backoff and full jitter: a throttled call is delayed, never lost. An
    invocation Lambda refuses for good (no such function, access denied, ...) fails its calls
@@ -15,12 +19,21 @@ How a call travels:
    :meth:`LambdaInvoker.poll` lists those prefixes (one request per 1,000 keys; one listing of
    the executor's prefix when many jobs are active) at an adaptive interval, 0.1 s after news up
    to 2 s when idle, and reports :class:`Done` for every new result.
-4. Every call terminates: one not started within ``start_deadline`` is invoked again (the
-   deployed function drops events older than that, so the old one will not also run); after
-   ``_MAX_UNSTARTED`` such misses it counts as a failed attempt. One started but without a
-   result ``timeout`` + :func:`grace` seconds later (Lambda stopped it at its timeout, or it
-   crashed, or ran out of memory) is reported lost; the monitor retries it ``retries`` times,
-   then fails it with :class:`~lambdaexec.errors.CallTimeoutError`.
+4. Every call terminates, and deadlines stay per call even when calls share an invocation
+   (Lambda's ``timeout`` bounds the invocation, so a call's run deadline counts from its
+   invocation's start). A call whose invocation has not started within ``start_deadline`` is
+   invoked again (the deployed function drops events older than that, so the old one will not
+   also run); after three such misses it counts as a failed attempt. A call started
+   but without a result ``timeout`` + :func:`grace` seconds after its invocation started
+   (Lambda stopped it at its timeout, or it crashed, or ran out of memory) is reported lost;
+   the monitor retries it ``retries`` times, then fails it with
+   :class:`~lambdaexec.errors.CallTimeoutError`. A call whose invocation started but ended by
+   then without starting it (a batch-mate crashed or overran) never ran: it is invoked again
+   as a start-deadline miss is (:mod:`lambdaexec.aws.inflight`). Retries go one call per
+   invocation.
+
+Grouping was verified against the local Lambda emulator (:mod:`lambdaexec.aws.emulator`, which
+runs the worker under AWS's own runtime interface client), not against AWS itself.
 """
 
 from __future__ import annotations
@@ -33,47 +46,20 @@ import time
 from typing import Any
 
 from lambdaexec import protocol
+from lambdaexec.aws import grouping
+from lambdaexec.aws.inflight import Job, grace
 from lambdaexec.aws.senders import MAX_THREADS, InvokeResult, make_sender
 from lambdaexec.config import Config
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.storage import Storage, open_storage
 
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
-_MAX_UNSTARTED = 3  # start-deadline misses of one call before it counts as an attempt
 
 _POLL_MIN, _POLL_MAX = 0.1, 2.0  # adaptive listing interval bounds, seconds
 _BACKOFF_BASE, _BACKOFF_MAX = 0.05, 20.0  # exponential backoff bounds, seconds
 _MAX_ERROR_RETRIES = 12  # 5xx / connection errors in a row before an invocation fails
 _SWEEP_INTERVAL = 1.0  # seconds between deadline sweeps over every call in flight
 _SHARED_LISTING_JOBS = 3  # active jobs of one executor from which one listing serves all
-
-
-def grace(timeout: float) -> float:
-    """Seconds past ``timeout`` before a started call without a result is reported lost: room
-    for Lambda's own timing, the listing interval and storage latency."""
-    return max(2.0, min(15.0, 0.25 * timeout))
-
-
-class _Call:
-    """One call in flight: its attempt, when it was invoked, when its start marker was seen."""
-
-    __slots__ = ("invoked", "started", "attempt")
-
-    def __init__(self, invoked: float, attempt: int):
-        self.invoked = invoked
-        self.started = 0.0
-        self.attempt = attempt
-
-
-class _Job:
-    """The calls of one job that are in flight, and how often each missed its start deadline."""
-
-    __slots__ = ("inflight", "misses", "unstarted")
-
-    def __init__(self) -> None:
-        self.inflight: dict[int, _Call] = {}
-        self.misses: dict[int, int] = {}
-        self.unstarted = 0  # calls in flight whose start marker has not been seen
 
 
 class LambdaInvoker(Invoker):
@@ -100,16 +86,21 @@ class LambdaInvoker(Invoker):
         self._work = threading.Condition(self._lock)  # senders wait for calls and capacity
         self._news = threading.Event()  # wakes poll()
         self._pending: collections.deque[Dispatch] = collections.deque()
-        self._inflight = 0  # calls being sent or sent, not yet reported Done or Lost
-        self._jobs: dict[str, _Job] = {}
+        self._waiting: collections.Counter[str] = collections.Counter()  # job -> its calls in _pending
+        self._inflight = 0  # invocations being sent or sent with calls not yet reported Done or Lost
+        self._timings = grouping.Timings()  # measured seconds per call, per job
+        self._work_target = grouping.target(config.timeout)
+        self._jobs: dict[str, Job] = {}
         self._notices: list[Notice] = []
         self._interval = _POLL_MIN
         self._next_scan = self._next_sweep = 0.0
         self._closed = False
         #: (error type, message) once the trial call showed that no call can succeed
         self._broken: tuple[str, str] | None = None
-        #: counters, for benchmarks and tests: invocations sent, retried after throttling or errors
-        self.stats = {"invoked": 0, "throttled": 0, "errors": 0, "scans": 0, "list_requests": 0}
+        #: counters, for benchmarks and tests: Invoke requests sent (retries included), invocations
+        #: accepted and the calls they carried, requests retried after throttling or errors
+        self.stats = {"invoked": 0, "accepted": 0, "calls": 0, "throttled": 0, "errors": 0, "scans": 0,
+                      "list_requests": 0, "measured": 0}
         self._threads = [threading.Thread(target=self._send_loop, name=f"lambdaexec-invoke-{i}", daemon=True)
                          for i in range(min(MAX_THREADS, self.cap))]
         for t in self._threads:
@@ -121,6 +112,7 @@ class LambdaInvoker(Invoker):
         """Queue the calls of ``dispatch``; sender threads invoke them as capacity allows."""
         with self._lock:
             self._pending.append(dispatch)
+            self._waiting[dispatch.job_prefix] += len(dispatch.calls)
             self._work.notify(len(dispatch.calls))
 
     def wake(self) -> None:
@@ -156,23 +148,53 @@ class LambdaInvoker(Invoker):
 
     # --- sending ------------------------------------------------------------------------------
     def _take(self) -> tuple[Dispatch, list[int]] | None:
-        """Wait for a call to send and room for it in flight; reserve that room."""
+        """Wait for calls to send and a free slot; reserve the slot and take the calls of one
+        job that the next invocation carries (:func:`grouping.group_size`)."""
         with self._lock:
             while not self._closed and (not self._pending or self._inflight >= self.cap):
                 self._work.wait()
             if self._closed:
                 return None
             unit = self._pending[0]
-            calls = unit.take(1)
+            n = grouping.group_size(self._timings.get(unit.job_prefix), sum(self._waiting.values()),
+                                    self.cap, self._work_target)
+            calls = self._taken(unit, unit.take(n))
             if unit.exhausted:
                 self._pending.popleft()
-            self._inflight += len(calls)
+            self._inflight += 1
             return unit, calls
 
+    def _taken(self, unit: Dispatch, calls: list[int]) -> list[int]:
+        """Note that ``calls`` of ``unit`` no longer wait (lock held); return them."""
+        left = self._waiting[unit.job_prefix] - len(calls)
+        if left > 0:
+            self._waiting[unit.job_prefix] = left
+        else:
+            del self._waiting[unit.job_prefix]
+        return calls
+
     def _release(self, n: int) -> None:
-        """Free room for ``n`` calls (lock held)."""
+        """Free ``n`` invocation slots (lock held)."""
         self._inflight -= n
         self._work.notify(n)
+
+    def _event(self, unit: Dispatch, calls: list[int]) -> tuple[list[int], bytes | None]:
+        """The calls still wanted of ``calls`` and their event's payload (None: no call is left).
+        An event over Lambda's payload limit is halved, the rest put back to wait (the group
+        size keeps events far under it; this is the guard)."""
+        while True:
+            event = unit.make_event(calls, unit.attempt)
+            if event is None:
+                return [], None
+            calls = [c[0] for c in event["calls"]]
+            payload = json.dumps(event, separators=(",", ":")).encode()
+            if len(payload) <= grouping.PAYLOAD_LIMIT or len(calls) == 1:
+                return calls, payload
+            calls, rest = calls[: len(calls) // 2], calls[len(calls) // 2 :]
+            with self._lock:
+                self._pending.appendleft(Dispatch(unit.job_prefix, rest, unit.attempt, unit.make_event))
+                self._waiting[unit.job_prefix] += len(rest)
+                self._work.notify(1)
 
     def _send_loop(self) -> None:
         while True:
@@ -180,38 +202,40 @@ class LambdaInvoker(Invoker):
             if taken is None:
                 return
             unit, calls = taken
-            event = unit.make_event(calls, unit.attempt)
-            if event is None or self._broken:
+            calls, payload = self._event(unit, calls)
+            if payload is None or self._broken:
                 with self._lock:
-                    self._release(len(calls))
-                if event is not None and self._broken:
+                    self._release(1)
+                if payload is not None and self._broken:
                     self._fail(unit.job_prefix, calls, *self._broken)
                 continue
-            result = self._send(json.dumps(event, separators=(",", ":")).encode())
+            result = self._send(payload)
             now = time.monotonic()
             with self._lock:
                 if result is None:  # closing
-                    self._release(len(calls))
+                    self._release(1)
                     return
                 if result.status < 300 and not self._broken:
-                    job = self._jobs.get(unit.job_prefix)
-                    if job is None:
-                        job = self._jobs[unit.job_prefix] = _Job()
-                    if not job.inflight:  # a job starting: look soon, whatever the interval was
-                        self._interval = _POLL_MIN
-                        self._next_scan = min(self._next_scan, now + _POLL_MIN)
-                    for c in calls:
-                        if c in job.inflight:  # a backup copy of a running call (speculation):
-                            self._release(1)  # one record, one slot; the first result ends both
-                            continue
-                        job.inflight[c] = _Call(now, unit.attempt)
-                        job.unstarted += 1
+                    self._sent(unit, calls, now)
                     continue
-                self._release(len(calls))
+                self._release(1)
             if self._broken:
                 self._fail(unit.job_prefix, calls, *self._broken)
             else:
                 self._refused(unit.job_prefix, calls, result)
+
+    def _sent(self, unit: Dispatch, calls: list[int], now: float) -> None:
+        """Track the calls of an invocation Lambda accepted (lock held)."""
+        self.stats["accepted"] += 1
+        self.stats["calls"] += len(calls)
+        job = self._jobs.get(unit.job_prefix)
+        if job is None:
+            job = self._jobs[unit.job_prefix] = Job()
+        if not job.inflight:  # a job starting: look soon, whatever the interval was
+            self._interval = _POLL_MIN
+            self._next_scan = min(self._next_scan, now + _POLL_MIN)
+        if not job.add(calls, unit.attempt, now).left:  # backup copies only: they hold no slot
+            self._release(1)
 
     def _trial(self) -> None:
         """Make the trial call; if it shows that no call can succeed, fail them all at once."""
@@ -228,10 +252,8 @@ class LambdaInvoker(Invoker):
             stranded = [(prefix, list(job.inflight)) for prefix, job in self._jobs.items()]
             for prefix, calls in stranded:
                 job = self._jobs[prefix]
-                job.inflight.clear()
+                self._release(sum(job.forget(c) for c in calls))
                 job.misses.clear()
-                job.unstarted = 0
-                self._release(len(calls))
         for prefix, calls in stranded:
             self._fail(prefix, calls, *broken)
 
@@ -309,6 +331,19 @@ class LambdaInvoker(Invoker):
                     out[p].extend(keys)
         return out
 
+    def _measure(self, listings: dict[str, list[str]]) -> None:
+        """Learn the per-call seconds of jobs that have calls waiting, from the head of one of
+        their result objects listed now (a batch's if any): :class:`grouping.Timings`. Done
+        before the listed results free slots, so the calls sent into those slots are grouped."""
+        with self._lock:
+            due = [p for p in listings if self._waiting.get(p) and self._timings.due(p)]
+        for prefix in due:
+            results = [k for k in listings[prefix] if k.rpartition("/")[0].endswith("/calls")]
+            if results:
+                key = max(results, key=lambda k: ("-" in k or "," in k.rpartition("/")[2], k))
+                self._timings.measure(self.storage, prefix, key)
+                self.stats["measured"] += 1
+
     def _scan(self, notices: list[Notice]) -> bool:
         """List storage, report finished and lost calls; return whether anything progressed.
 
@@ -320,6 +355,7 @@ class LambdaInvoker(Invoker):
             listings = self._listings()
         except Exception:  # storage hiccup: the next scan will see it
             return False
+        self._measure(listings)
         now = time.monotonic()
         sweep = now >= self._next_sweep
         if sweep:
@@ -330,55 +366,18 @@ class LambdaInvoker(Invoker):
                 job = self._jobs.get(prefix)
                 if job is None:
                     continue
-                inflight = job.inflight
                 for k in keys:
                     head, _, name = k.rpartition("/")
                     if head.endswith("/calls"):  # one call's result, or a batch's (its key names them)
                         for c in protocol.calls_of_key(k) if "," in name or "-" in name else (int(name),):
-                            info = inflight.get(c)
-                            if info is None:
-                                continue
-                            notices.append(Done(prefix, c, k))
-                            job.misses.pop(c, None)
-                            if not info.started:
-                                job.unstarted -= 1
-                            del inflight[c]
-                            self._release(1)
-                            progressed = True
+                            if c in job.inflight:
+                                self._release(job.done(c))
+                                notices.append(Done(prefix, c, k))
+                                progressed = True
                         continue
-                    c, attempt = protocol.parse_started(k)
-                    info = inflight.get(c)
-                    if info is not None and info.attempt == attempt and not info.started:
-                        info.started = now
-                        job.unstarted -= 1
-                        progressed = True
+                    progressed |= job.mark_started(*protocol.parse_started(k), now)
                 if sweep:
-                    self._sweep(prefix, job, now, notices)
-                if not inflight and not job.misses:
+                    self._release(job.overdue(prefix, now, self.timeout, self.grace, self.start_deadline, notices))
+                if not job.inflight and not job.misses:
                     del self._jobs[prefix]
         return progressed
-
-    def _sweep(self, prefix: str, job: _Job, now: float, notices: list[Notice]) -> None:
-        """Report the calls of ``job`` past their start or run deadline (lock held)."""
-        for c, info in list(job.inflight.items()):
-            if info.started:
-                if now - info.started <= self.timeout + self.grace:
-                    continue
-                notices.append(Lost(prefix, c, (
-                    f"it started on Lambda but wrote no result within its timeout of {self.timeout:g} s "
-                    f"(+{self.grace:g} s): Lambda stopped it at the timeout, or its worker crashed or ran "
-                    "out of memory (see the function's CloudWatch logs)"), timed_out=True, started=True))
-            elif now - info.invoked > self.start_deadline:
-                job.unstarted -= 1
-                misses = job.misses[c] = job.misses.get(c, 0) + 1
-                final = misses >= _MAX_UNSTARTED
-                notices.append(Lost(prefix, c, (
-                    f"it was invoked {misses} time(s) but never started within start_deadline "
-                    f"({self.start_deadline:g} s): Lambda dropped or delayed the event (throttling, "
-                    "or the function failed to initialize: see its CloudWatch logs)"), started=final))
-                if final:
-                    del job.misses[c]
-            else:
-                continue
-            del job.inflight[c]
-            self._release(1)

@@ -79,6 +79,7 @@ def _complete(storage: Any, key: str, read: dict[str, Any], future: LambdaFuture
     from lambdaexec.monitor import decode_result, record_status
 
     record_status(future, status)
+    future.stats["result_key"] = key  # as the monitor records it: cost counts objects
     ok, value = decode_result(status, payload, future.call_id)
     if ok:
         future.set_result(value)

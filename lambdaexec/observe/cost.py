@@ -1,17 +1,23 @@
 """What a job costs on AWS Lambda: :func:`cost`, the ``max_cost`` budget, :func:`estimate`.
 
 Prices come from one small data file (``prices.json`` in this package; the ``price_table``
-setting or the ``prices=`` argument overrides it). The model, per call, from its future's stats:
+setting or the ``prices=`` argument overrides it). The model, from the calls' futures' stats:
 
-    compute   = ceil_ms(result_written - func_start) x memory_GB x price per GB-second
-    requests  = attempts x price per invocation request
-    storage   = 1 PUT (its result) + 1 PUT per attempt (the worker's started marker, which the
-                Lambda backend asks for) + 2 GET (its inputs, its result) x S3 request prices
+    compute   = per call, ceil_ms(result_written - func_start) x memory_GB x price per GB-second
+    requests  = invocations x price per invocation request, where an invocation is one event
+                (calls that share one name the same worker and ``received`` time), and each
+                earlier attempt of a call counts one more
+    storage   = PUT: 1 per result object (calls whose results share a batch object count it once,
+                from the ``result_key`` in their stats) + 1 per call and attempt (the worker's
+                started marker, which the Lambda backend asks for);
+                GET: 1 per invocation (its calls' inputs, one ranged read) + 1 per result object
+                (the monitor reads each once), all x S3 request prices
     per job   = 2 PUT (function, inputs); per job and worker 1 GET (the function)
 
 On the local backend the same figures say what the job would cost on Lambda with the
-configured ``memory`` and ``architecture``. Not counted: the monitor's LIST polls, data transfer
-(free within a region) and storage by the GB-month (job data lives minutes).
+configured ``memory`` and ``architecture``, with its calls grouped into events as the local
+backend grouped them. Not counted: the monitor's LIST polls, data transfer (free within a
+region) and storage by the GB-month (job data lives minutes).
 """
 
 from __future__ import annotations
@@ -122,20 +128,35 @@ def cost(futures: Iterable[concurrent.futures.Future], *, memory: int | None = N
     cfg = load_config({"memory": memory, "architecture": architecture})
     table = load_prices(prices if prices is not None else cfg.price_table)
     memory_mb, arch = cfg.memory, cfg.architecture
-    calls = invocations = 0
+    calls = attempts = earlier = unkeyed = 0
     seconds = 0.0
     jobs: set[str] = set()
     job_workers: set[tuple[str, str]] = set()
+    events: set[tuple] = set()
+    objects: set[tuple[str, str]] = set()
     for f in futures:
         stats = getattr(f, "stats", {})
         calls += 1
         seconds += billed_seconds(stats)
-        invocations += getattr(f, "attempts", 0) or (1 if "func_start" in stats else 0)
+        tries = getattr(f, "attempts", 0) or (1 if "func_start" in stats else 0)
+        attempts += tries
         job = getattr(f, "call_id", "").partition("/")[0]
         jobs.add(job)
         if "worker" in stats:
             job_workers.add((job, stats["worker"]))
-    requests = {"PUT": calls + invocations + 2 * len(jobs), "GET": 2 * calls + len(job_workers)}
+        event = _event_of(job, stats)
+        if event is not None and tries:
+            events.add(event)
+            earlier += tries - 1
+        else:
+            earlier += tries
+        key = stats.get("result_key")
+        if key:
+            objects.add((job, key.rpartition("/")[2]))
+        else:
+            unkeyed += 1
+    invocations, results = len(events) + earlier, len(objects) + unkeyed
+    requests = {"PUT": results + attempts + 2 * len(jobs), "GET": invocations + results + len(job_workers)}
     gb_seconds = seconds * memory_mb / 1024
     dollars = {
         "compute": gb_seconds * float(table["lambda"][arch]["gb_second"]),
@@ -146,6 +167,32 @@ def cost(futures: Iterable[concurrent.futures.Future], *, memory: int | None = N
                       backend or cfg.backend)
 
 
+def _event_of(job: str, stats: Mapping[str, Any]) -> tuple | None:
+    """Which invocation (event) ran a call: its job, worker and the time the event was received
+    (one per event, shared by the event's calls); None if the stats do not say."""
+    if "worker" not in stats or stats.get("received") is None:
+        return None
+    return job, stats["worker"], stats["received"]
+
+
+class _Recent:
+    """The last ``size`` things seen (a budget's memory stays bounded however many calls run;
+    the calls of one invocation or result object finish close together)."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self._seen: dict[Any, None] = {}
+
+    def add(self, item: Any) -> bool:
+        """Remember ``item``; whether it is new."""
+        if item in self._seen:
+            return False
+        self._seen[item] = None
+        if len(self._seen) > self.size:
+            del self._seen[next(iter(self._seen))]
+        return True
+
+
 class Budget(Watcher):
     """The ``max_cost`` setting: once the calls finished so far project the executor's calls
     past ``limit`` dollars (spent + mean cost of a finished call x calls not yet finished), no
@@ -154,8 +201,12 @@ class Budget(Watcher):
     def __init__(self, limit: float, memory_mb: int, architecture: str, prices: Mapping[str, Any]):
         self.limit = limit
         self._per_gb_s = float(prices["lambda"][architecture]["gb_second"]) * memory_mb / 1024
-        self._per_call = float(prices["lambda"]["request"]) + 2 * float(prices["s3"]["PUT"]) + \
-            2 * float(prices["s3"]["GET"])  # per attempt: invocation, result, started marker, 2 reads
+        put, get = float(prices["s3"]["PUT"]), float(prices["s3"]["GET"])
+        # as cost() counts them: per invocation its request and its inputs' read; per result
+        # object its PUT and read; per call and attempt its started marker
+        self._per_invocation = float(prices["lambda"]["request"]) + get
+        self._per_object, self._per_attempt = put + get, put
+        self._events, self._objects = _Recent(), _Recent()
         self._lock = threading.Lock()
         self.spent = 0.0
         self._measured = self._submitted = self._finished = 0
@@ -184,8 +235,13 @@ class Budget(Watcher):
             self._finished += 1
             if "func_start" in stats:
                 self._measured += 1
-                self.spent += billed_seconds(stats) * self._per_gb_s + \
-                    self._per_call * max(1, future.attempts)
+                tries = max(1, future.attempts)
+                job = getattr(future, "call_id", "").partition("/")[0]
+                event, key = _event_of(job, stats), stats.get("result_key")
+                invocations = tries - 1 + (event is None or self._events.add(event))
+                objects = not key or self._objects.add((job, key))
+                self.spent += billed_seconds(stats) * self._per_gb_s + self._per_attempt * tries + \
+                    self._per_invocation * invocations + self._per_object * objects
 
 
 @dataclasses.dataclass

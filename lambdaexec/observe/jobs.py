@@ -124,7 +124,7 @@ def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> Job
         raise JobNotFoundError(f"job {job_id} has no manifest under {base}") from None
     try:  # a job that ended before its manifest was written has its calls inside (record.py)
         done = manifest.pop("calls_record", None) or json.loads(bytes(storage.get(base + "calls")))
-        return JobRecord(manifest, decode_calls(done), done["finished"])
+        return JobRecord(manifest, decode_calls(done, manifest["job_prefix"]), done["finished"])
     except KeyError:
         present = len(protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))) if look else -1
         return JobRecord(manifest, None, results_present=present)
@@ -160,7 +160,8 @@ def _call_from_result(storage: Storage, keys: dict[int, str], call: int,
         error = f"{status['error_type']}: {error}"
     return {"call": call, "state": state, "attempts": status.get("attempt", 0) + 1, "error": error,
             "traceback": status.get("traceback"), "stdout": status.get("stdout", ""),
-            "stderr": status.get("stderr", ""), "stats": {k: status[k] for k in STAT_KEYS if k in status}}
+            "stderr": status.get("stderr", ""),
+            "stats": {**{k: status[k] for k in STAT_KEYS if k in status}, "result_key": key}}
 
 
 def format_call(job_id: str, c: dict[str, Any]) -> str:

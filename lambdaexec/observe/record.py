@@ -10,8 +10,8 @@ the configured prefix, beside (not inside) the job's bulk data, so they outlive 
                                       which machine) so ``clean`` can tell a killed client's
                                       executor from a live one
     <prefix>/jobs/<job-id>/calls      written when its last call finished: per call state,
-                                      error, stats (timestamps, worker), attempts, stdout, stderr,
-                                      by column (see :func:`encode_calls`)
+                                      error, stats (timestamps, worker, result object), attempts,
+                                      stdout, stderr, by column (see :func:`encode_calls`)
 
 A job that finishes before its manifest is written (the writer writes every
 ``WRITE_INTERVAL``; a one-call job from joblib or dask usually does) leaves ONE object: its
@@ -43,7 +43,7 @@ from lambdaexec.storage import Storage
 
 #: the timestamps (seconds since the epoch) and other stats a call's record keeps
 TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
-STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt")
+STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt", "result_key")
 
 
 #: seconds between two expiries of old records by the same process (at executor shutdown)
@@ -258,15 +258,19 @@ def encode_calls(rows: list[tuple]) -> dict[str, Any]:
             columns[k] = [None if (v := s.get(k)) is None else round((v - base) * 1e6) for s in stats]
     for k in STAT_KEYS[len(TIMES):]:
         columns[k] = [s.get(k) for s in stats]
+    # the object that held each result, by its name under the job's calls/ (the job's prefix is
+    # in the manifest): which calls shared one, so that cost counts its PUT once
+    columns["result_key"] = [k and k.rpartition("/")[2] for k in columns["result_key"]]
     return {"finished": now, "base": base, "state": list(states), "attempts": list(attempts),
             "error": {i: e for i, e in enumerate(errors) if e}, "stats": columns,
             **{name: {i: t for i, t in enumerate(texts) if t}
                for name, texts in (("stdout", stdouts), ("stderr", stderrs), ("remote_traceback", tracebacks))}}
 
 
-def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
+def decode_calls(record: dict[str, Any], job_prefix: str = "") -> list[dict[str, Any]]:
     """Per-call dicts (``call``, ``state``, ``attempts``, ``error``, ``traceback``, ``stdout``,
-    ``stderr``, ``stats`` with timestamps in seconds since the epoch) from a calls record."""
+    ``stderr``, ``stats`` with timestamps in seconds since the epoch, and ``result_key`` under
+    ``job_prefix``, the manifest's) from a calls record."""
     base, stats = record["base"], record["stats"]
     out = []
     for i, state in enumerate(record["state"]):
@@ -274,6 +278,8 @@ def decode_calls(record: dict[str, Any]) -> list[dict[str, Any]]:
         call_stats = {k: base + col[i] / 1e6 for k in TIMES if (col := stats.get(k)) and col[i] is not None}
         call_stats.update({k: col[i] for k in STAT_KEYS[len(TIMES):]
                            if (col := stats.get(k)) and col[i] is not None})
+        if "result_key" in call_stats:
+            call_stats["result_key"] = f"{job_prefix}/calls/{call_stats['result_key']}"
         out.append({"call": i, "state": state, "attempts": record["attempts"][i],
                     "error": record["error"].get(key), "traceback": record["remote_traceback"].get(key),
                     "stdout": record["stdout"].get(key, ""), "stderr": record["stderr"].get(key, ""),

@@ -1,0 +1,165 @@
+"""How many calls of a job one Lambda invocation carries: the grouping rule and what it measures.
+
+An asynchronous invocation costs far more than a tiny call: ~20-30 ms of Invoke latency, a
+Lambda request ($0.20 per million, what 12 ms of a 1 GB function costs), and the event's own
+storage round trips (the job's function, once per container, and the calls' inputs). A worker
+that runs several calls of one event writes their results as one batch object (one PUT, one GET,
+one key listed: :mod:`lambdaexec.protocol`), so grouping short calls saves invocations and
+storage requests alike. The rule, per invocation a sender thread is about to make::
+
+    per-call seconds of the job   unknown, or > SHORT x target  ->  1 call
+    otherwise  min(target / per-call seconds,                      the work one invocation carries
+                   calls waiting // max_workers,                  every slot gets work first
+                   MAX_CALLS)                                      one batch key; event << 256 KB
+
+``target`` is :data:`TARGET_SECONDS`, or a quarter of the function's ``timeout`` if that is
+less (a group must finish well inside the one timeout its invocation has). Why 0.5 s: the
+per-invocation costs above are then under a tenth of the work, while a call waits at most about
+half a second behind its batch-mates. Calls go one per invocation until the job has calls
+waiting for a free slot (fewer waiting calls than ``max_workers``: one each, every slot is used)
+and its calls are measured short. Retries and straggler backups are dispatched one call at a
+time, so they always travel alone: a call that kills its invocation takes others down once.
+
+Per-call seconds come from results already written: :class:`Timings` reads the head of one of
+the job's result objects (a ranged GET of :data:`HEAD_BYTES`, at most once a second per job, and
+only while the job has calls waiting). A call's cost is what it adds to its invocation: the gap
+between consecutive ``result_written`` times of calls that shared an invocation (its start
+marker, its run, its serialization), or, for a call that ran alone, ``result_written`` minus the
+event's ``received`` (which also counts the event's loading: an overestimate, corrected once
+grouped calls report). The head is read raw, not checked against the object's signature
+(:mod:`lambdaexec.storage.signed`): only timing fields of its JSON headers are read, nothing is
+unpickled, and the worst a forged head could do is change how calls are grouped.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from collections import defaultdict
+from typing import Any
+
+from lambdaexec import protocol
+
+#: seconds of work an invocation carries once its job's calls are measured short
+TARGET_SECONDS = 0.5
+#: calls are grouped only if each takes at most this share of the target
+SHORT = 0.5
+#: calls in one invocation at most: its results fit one batch key (protocol.BATCH_CALLS), and
+#: its event (~100 bytes a call: the call's byte range and its inputs' SHA-256) stays far under
+#: Lambda's 256 KB async payload limit
+MAX_CALLS = protocol.BATCH_CALLS
+#: Lambda's limit on an asynchronous invocation's payload, bytes
+PAYLOAD_LIMIT = 256 * 1024
+#: bytes read from the front of a result object to learn its calls' timings
+HEAD_BYTES = 64 * 1024
+#: seconds between two measurements of one job
+MEASURE_INTERVAL = 1.0
+
+
+def target(timeout: float) -> float:
+    """Seconds of work per invocation for a function with ``timeout``."""
+    return min(TARGET_SECONDS, timeout / 4)
+
+
+def group_size(per_call: float | None, waiting: int, cap: int, work: float = TARGET_SECONDS) -> int:
+    """How many calls the next invocation carries (see the module docstring).
+
+    ``per_call``: measured seconds per call of the job (None: not yet measured); ``waiting``:
+    calls waiting to be invoked (all jobs'); ``cap``: invocations allowed in flight; ``work``:
+    the target seconds per invocation.
+
+    >>> group_size(None, 5000, 100), group_size(0.4, 5000, 100), group_size(0.01, 5000, 100)
+    (1, 1, 50)
+    >>> group_size(0.01, 50, 100)  # fewer calls waiting than slots: one each
+    1
+    """
+    if per_call is None or per_call > SHORT * work:
+        return 1
+    return max(1, min(MAX_CALLS, waiting // max(1, cap), int(work / max(per_call, 1e-4))))
+
+
+def statuses_in_head(key: str, head: bytes | bytearray) -> list[dict[str, Any]]:
+    """The status headers found whole in ``head``, the first bytes of the result object at
+    ``key`` (one call's object, or a batch: :mod:`lambdaexec.protocol`)."""
+    view = memoryview(head)
+
+    def status_at(offset: int) -> dict[str, Any] | None:
+        if offset + 4 > len(view):
+            return None
+        (n,) = struct.unpack_from("<I", view, offset)
+        if offset + 4 + n > len(view):
+            return None
+        return json.loads(bytes(view[offset + 4 : offset + 4 + n]))
+
+    if len(protocol.calls_of_key(key)) == 1:
+        one = status_at(0)
+        return [one] if one is not None else []
+    if len(view) < 4:
+        return []
+    (n,) = struct.unpack_from("<I", view, 0)
+    if 4 + n > len(view):
+        return []
+    out = []
+    for _, offset, _ in json.loads(bytes(view[4 : 4 + n])):
+        status = status_at(offset)
+        if status is None:
+            break
+        out.append(status)
+    return out
+
+
+def seconds_per_call(statuses: list[dict[str, Any]]) -> float | None:
+    """What a call adds to its invocation's time, on average over ``statuses`` (see the module
+    docstring); None if they hold no timings."""
+    runs: dict[tuple[Any, Any], list[float]] = defaultdict(list)
+    received: dict[tuple[Any, Any], float] = {}
+    for s in statuses:
+        written = s.get("result_written")
+        if written is None or s.get("received") is None:
+            continue
+        event = (s.get("worker"), s["received"])
+        runs[event].append(written)
+        received[event] = s["received"]
+    seconds = calls = 0.0
+    for event, times in runs.items():
+        if len(times) > 1:
+            seconds += max(times) - min(times)
+            calls += len(times) - 1
+        else:
+            seconds += times[0] - received[event]
+            calls += 1
+    return max(0.0, seconds / calls) if calls else None
+
+
+class Timings:
+    """Measured seconds per call, per job (a running average over the measurements)."""
+
+    def __init__(self) -> None:
+        self._per_call: dict[str, float] = {}
+        self._measured: dict[str, float] = {}
+
+    def get(self, job: str) -> float | None:
+        """Seconds per call of ``job``, or None if not measured yet."""
+        return self._per_call.get(job)
+
+    def due(self, job: str, now: float | None = None) -> bool:
+        """Whether ``job`` may be measured again now (at most every :data:`MEASURE_INTERVAL`)."""
+        now = time.monotonic() if now is None else now
+        return now - self._measured.get(job, -MEASURE_INTERVAL) >= MEASURE_INTERVAL
+
+    def measure(self, storage: Any, job: str, key: str) -> None:
+        """Read the head of the result object at ``key`` and fold its calls' timings into
+        ``job``'s; a read that fails changes nothing (calls then stay as they were grouped)."""
+        self._measured[job] = time.monotonic()
+        try:
+            seconds = seconds_per_call(statuses_in_head(key, storage.get(key, 0, HEAD_BYTES)))
+        except Exception:  # gone already, unreadable, mangled: a measurement is only a hint
+            return
+        if seconds is None:
+            return
+        old = self._per_call.get(job)
+        self._per_call[job] = seconds if old is None else 0.5 * old + 0.5 * seconds
+        for table in (self._per_call, self._measured):
+            if len(table) > 256:
+                del table[next(iter(table))]
