@@ -20,21 +20,20 @@ waiting for a free slot (fewer waiting calls than ``max_workers``: one each, eve
 and its calls are measured short. Retries and straggler backups are dispatched one call at a
 time, so they always travel alone: a call that kills its invocation takes others down once.
 
-Per-call seconds come from results already written: :class:`Timings` reads the head of one of
-the job's result objects (a ranged GET of :data:`HEAD_BYTES`, at most once a second per job, and
+Per-call seconds come from results already written: :class:`Timings` reads one of the job's
+result objects (a ranged GET of its first :data:`HEAD_BYTES`, at most once a second per job, and
 only while the job has calls waiting). A call's cost is what it adds to its invocation: the gap
 between consecutive ``result_written`` times of calls that shared an invocation (its start
 marker, its run, its serialization), or, for a call that ran alone, ``result_written`` minus the
 event's ``received`` (which also counts the event's loading: an overestimate, corrected once
-grouped calls report). The head is read raw, not checked against the object's signature
-(:mod:`lambdaexec.storage.signed`): only timing fields of its JSON headers are read, nothing is
-unpickled, and the worst a forged head could do is change how calls are grouped.
+grouped calls report). The status headers are marshal data, which is parsed only from a checked
+object (:mod:`lambdaexec.storage.signed`): the read is used only if it returned the whole object
+(a batch of tiny calls' results is a few KB), whose tag is then checked; a larger object is
+skipped and the job measured from another one later.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 import time
 from collections import defaultdict
 from typing import Any
@@ -79,34 +78,15 @@ def group_size(per_call: float | None, waiting: int, cap: int, work: float = TAR
     return max(1, min(MAX_CALLS, waiting // max(1, cap), int(work / max(per_call, 1e-4))))
 
 
-def statuses_in_head(key: str, head: bytes | bytearray) -> list[dict[str, Any]]:
-    """The status headers found whole in ``head``, the first bytes of the result object at
-    ``key`` (one call's object, or a batch: :mod:`lambdaexec.protocol`)."""
-    view = memoryview(head)
-
-    def status_at(offset: int) -> dict[str, Any] | None:
-        if offset + 4 > len(view):
-            return None
-        (n,) = struct.unpack_from("<I", view, offset)
-        if offset + 4 + n > len(view):
-            return None
-        return json.loads(bytes(view[offset + 4 : offset + 4 + n]))
-
-    if len(protocol.calls_of_key(key)) == 1:
-        one = status_at(0)
-        return [one] if one is not None else []
-    if len(view) < 4:
+def statuses(storage: Any, key: str) -> list[dict[str, Any]]:
+    """The statuses in the result object at ``key`` if it is at most :data:`HEAD_BYTES` long
+    (checked against its tag when ``storage`` signs objects), else none."""
+    head = storage.get(key, 0, HEAD_BYTES)
+    if len(head) >= HEAD_BYTES:  # not the whole object: its tag cannot be checked
         return []
-    (n,) = struct.unpack_from("<I", view, 0)
-    if 4 + n > len(view):
-        return []
-    out = []
-    for _, offset, _ in json.loads(bytes(view[4 : 4 + n])):
-        status = status_at(offset)
-        if status is None:
-            break
-        out.append(status)
-    return out
+    checked = getattr(storage, "checked", None)
+    buf = checked(key, head) if checked is not None else head
+    return [status for status, _ in protocol.unpack_results(key, buf).values()]
 
 
 def seconds_per_call(statuses: list[dict[str, Any]]) -> float | None:
@@ -153,8 +133,8 @@ class Timings:
         ``job``'s; a read that fails changes nothing (calls then stay as they were grouped)."""
         self._measured[job] = time.monotonic()
         try:
-            seconds = seconds_per_call(statuses_in_head(key, storage.get(key, 0, HEAD_BYTES)))
-        except Exception:  # gone already, unreadable, mangled: a measurement is only a hint
+            seconds = seconds_per_call(statuses(storage, key))
+        except Exception:  # gone already, unreadable, forged: a measurement is only a hint
             return
         if seconds is None:
             return

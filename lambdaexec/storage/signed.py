@@ -111,7 +111,11 @@ class SignedStorage(Storage):
         """The object at ``key``, checked (whole) or raw (a range: see :meth:`check_range`)."""
         if start is not None or end is not None:
             return self.inner.get(key, start, end)
-        buf = self.inner.get(key)
+        return self.checked(key, self.inner.get(key))
+
+    def checked(self, key: str, buf: Any) -> bytearray:
+        """``buf``, the whole object at ``key`` as stored, without its tag once the tag checks;
+        :class:`~lambdaexec.errors.IntegrityError` if it does not."""
         if not isinstance(buf, bytearray):
             buf = bytearray(buf)
         n = len(buf) - TAG_SIZE
