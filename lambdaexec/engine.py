@@ -156,6 +156,8 @@ class Engine:
             f._recipe = (blob, call_chunks)  # until it succeeds: lambdaexec.retry_failed reruns it
         prefix = f"{self.prefix}/{job_id}"
         futures = [f for _, f in calls]
+        for i, f in enumerate(futures):
+            f.call_id = f"{job_id}/{i}"
         job = Job(prefix, "", [], [(0, 0, 0)] * len(calls), futures, init_key=self.init_key,
                   name=self._names.get(blob, ""), digests=[""] * len(calls))
         home = handles.CallHome(storage.spec, prefix, handles.patience(self.config))
@@ -173,8 +175,7 @@ class Engine:
                     self.monitor.fail(job, range(lo, len(calls)), err)
                 return
             for i in range(lo, hi):
-                futures[i].call_id = f"{job_id}/{i}"
-                futures[i]._home = home
+                futures[i]._home = home  # stored: a pickled future of these calls can wait for them
             if part == 0:
                 self.monitor.add(job, range(lo, hi))
             else:

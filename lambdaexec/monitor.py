@@ -422,5 +422,10 @@ class Monitor:
 
 
 def _delete_all(storage: Storage, prefixes: list[str]) -> None:
+    """Delete each job prefix's objects, best effort: a store that is down leaves them (local
+    files are private to the user, S3 data expires: ``lifecycle_days``)."""
     for p in prefixes:
-        storage.delete(p + "/")
+        try:
+            storage.delete(p + "/")
+        except Exception:
+            pass
