@@ -173,7 +173,7 @@ class _Poller:
 def _complete(store: Any, key: str, call: int, future: Any, read: dict[str, Any]) -> None:
     from lambdaexec import protocol
     from lambdaexec.errors import IntegrityError, LambdaExecError
-    from lambdaexec.monitor import decode_result, record_status
+    from lambdaexec.outcome import decode_result, record_status
 
     try:
         if key not in read:
@@ -185,7 +185,7 @@ def _complete(store: Any, key: str, call: int, future: Any, read: dict[str, Any]
     except Exception as err:
         future.set_exception(LambdaExecError(f"the result of call {future.call_id} cannot be read from {key}: {err!r}"))
         return
-    record_status(future, status)
+    record_status(future, status, key)
     ok, outcome = decode_result(status, payload, future.call_id)
     future.set_result(outcome) if ok else future.set_exception(outcome)
 

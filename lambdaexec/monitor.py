@@ -27,23 +27,11 @@ from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
 from lambdaexec.observe.watcher import Watcher
+from lambdaexec.outcome import decode_result, record_status
 from lambdaexec.storage import Storage
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
 _SWEEP_SECONDS = 0.2  # finished jobs' objects wait at most about this long to be deleted together
-
-_INFRA_ERRORS: dict[str, type[Exception]] = {
-    "WorkerEnvironmentError": errors.WorkerEnvironmentError,
-    "ResultTooLargeError": errors.ResultTooLargeError,
-    "UnpicklableError": errors.UnpicklableError,
-    "InitializerError": errors.InitializerError,
-    "WorkerStorageError": errors.WorkerStorageError,
-    "OutOfMemoryError": errors.OutOfMemoryError,
-    "StorageError": errors.StorageError,
-    "MissingObjectError": errors.StorageError,
-    "IntegrityError": errors.IntegrityError,
-}
-
 
 @dataclasses.dataclass
 class Job:
@@ -72,40 +60,6 @@ class Job:
     def __post_init__(self) -> None:
         n = len(self.futures)
         self.state, self.lost, self.remaining = [PENDING] * n, [0] * n, n
-
-
-def record_status(future: LambdaFuture, status: dict[str, Any]) -> None:
-    """Copy a call's stats, output and traceback from its status to its future."""
-    future.stats.update({k: status[k] for k in (
-        "received", "func_start", "func_end", "result_written", "worker", "bytes_in",
-        "bytes_out", "attempt") if k in status})
-    future.stats["seen"] = time.time()
-    future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
-    future.attempts = status.get("attempt", 0) + 1
-    future.remote_traceback = status.get("traceback")
-
-
-def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> tuple[bool, Any]:
-    """``(True, value)`` or ``(False, exception)`` from a call's status and payload: a user
-    exception as itself with the remote traceback as its ``__cause__``, an infrastructure
-    failure as lambdaexec's own type."""
-    if status["ok"]:
-        try:
-            return True, serialize.loads(payload)
-        except Exception as err:
-            return False, errors.LambdaExecError(f"the result of call {call_id} cannot be unpickled here: {err!r}")
-    if "error_type" in status:
-        kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
-        exc = kind(status["message"] if kind is not errors.LambdaExecError
-                   else f"{status['error_type']}: {status['message']}")
-    else:
-        try:
-            exc = serialize.loads(payload)
-        except Exception as err:
-            exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
-    if status.get("traceback"):
-        exc.__cause__ = errors.RemoteTraceback(status["traceback"])
-    return False, exc
 
 
 class Monitor:
@@ -358,8 +312,7 @@ class Monitor:
                 self._lost(job, Lost(job.prefix, c, f"its result object {key} does not hold it"))
                 continue
             status, payload = results[c]
-            record_status(future, status)
-            future.stats["result_key"] = key  # which object held it (observe/cost.py counts objects)
+            record_status(future, status, key)
             ok, outcome = decode_result(status, payload, future.call_id)
             if ok:
                 self._complete(job, c, value=outcome, key=key)

@@ -76,10 +76,9 @@ def _complete(storage: Any, key: str, read: dict[str, Any], future: LambdaFuture
     except errors.IntegrityError as err:  # forged or altered: never unpickled
         future.set_exception(err)
         return True
-    from lambdaexec.monitor import decode_result, record_status
+    from lambdaexec.outcome import decode_result, record_status
 
-    record_status(future, status)
-    future.stats["result_key"] = key  # as the monitor records it: cost counts objects
+    record_status(future, status, key)
     ok, value = decode_result(status, payload, future.call_id)
     if ok:
         future.set_result(value)

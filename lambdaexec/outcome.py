@@ -1,0 +1,62 @@
+"""A call's outcome as its worker wrote it (a status and a payload: :mod:`lambdaexec.protocol`),
+turned into what its future shows: stats, output, and a value or an exception.
+
+The monitor completes futures this way, and so do a pickled future's handle
+(:mod:`lambdaexec.handles`) and :func:`lambdaexec.attach`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lambdaexec import errors, serialize
+from lambdaexec.future import LambdaFuture
+
+_INFRA_ERRORS: dict[str, type[Exception]] = {
+    "WorkerEnvironmentError": errors.WorkerEnvironmentError,
+    "ResultTooLargeError": errors.ResultTooLargeError,
+    "UnpicklableError": errors.UnpicklableError,
+    "InitializerError": errors.InitializerError,
+    "WorkerStorageError": errors.WorkerStorageError,
+    "OutOfMemoryError": errors.OutOfMemoryError,
+    "StorageError": errors.StorageError,
+    "MissingObjectError": errors.StorageError,
+    "IntegrityError": errors.IntegrityError,
+}
+
+
+def record_status(future: LambdaFuture, status: dict[str, Any], key: str) -> None:
+    """Copy a call's stats, output and traceback from its status to its future, and which
+    object (``key``) held it (:mod:`lambdaexec.observe.cost` counts objects, not calls)."""
+    future.stats.update({k: status[k] for k in (
+        "received", "func_start", "func_end", "result_written", "worker", "bytes_in",
+        "bytes_out", "attempt") if k in status})
+    future.stats["seen"] = time.time()
+    future.stats["result_key"] = key
+    future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
+    future.attempts = status.get("attempt", 0) + 1
+    future.remote_traceback = status.get("traceback")
+
+
+def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> tuple[bool, Any]:
+    """``(True, value)`` or ``(False, exception)`` from a call's status and payload: a user
+    exception as itself with the remote traceback as its ``__cause__``, an infrastructure
+    failure as lambdaexec's own type."""
+    if status["ok"]:
+        try:
+            return True, serialize.loads(payload)
+        except Exception as err:
+            return False, errors.LambdaExecError(f"the result of call {call_id} cannot be unpickled here: {err!r}")
+    if "error_type" in status:
+        kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
+        exc = kind(status["message"] if kind is not errors.LambdaExecError
+                   else f"{status['error_type']}: {status['message']}")
+    else:
+        try:
+            exc = serialize.loads(payload)
+        except Exception as err:
+            exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
+    if status.get("traceback"):
+        exc.__cause__ = errors.RemoteTraceback(status["traceback"])
+    return False, exc
