@@ -50,7 +50,8 @@ SHORT = 0.5
 MAX_CALLS = protocol.BATCH_CALLS
 #: Lambda's limit on an asynchronous invocation's payload, bytes
 PAYLOAD_LIMIT = 256 * 1024
-#: bytes read from the front of a result object to learn its calls' timings
+#: bytes read from the front of a result object to learn its calls' timings: an object that
+#: does not end within them is not used (its signature could not be checked)
 HEAD_BYTES = 64 * 1024
 #: seconds between two measurements of one job
 MEASURE_INTERVAL = 1.0
@@ -129,8 +130,9 @@ class Timings:
         return now - self._measured.get(job, -MEASURE_INTERVAL) >= MEASURE_INTERVAL
 
     def measure(self, storage: Any, job: str, key: str) -> None:
-        """Read the head of the result object at ``key`` and fold its calls' timings into
-        ``job``'s; a read that fails changes nothing (calls then stay as they were grouped)."""
+        """Read the result object at ``key`` (if small: :func:`statuses`) and fold its calls'
+        timings into ``job``'s; a read that fails, or an object too large, changes nothing
+        (calls then stay as they were grouped)."""
         self._measured[job] = time.monotonic()
         try:
             seconds = seconds_per_call(statuses(storage, key))

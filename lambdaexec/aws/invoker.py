@@ -332,8 +332,8 @@ class LambdaInvoker(Invoker):
         return out
 
     def _measure(self, listings: dict[str, list[str]]) -> None:
-        """Learn the per-call seconds of jobs that have calls waiting, from the head of one of
-        their result objects listed now (a batch's if any): :class:`grouping.Timings`. Done
+        """Learn the per-call seconds of jobs that have calls waiting, from one of their result
+        objects listed now (a batch's if any): :class:`grouping.Timings`. Done
         before the listed results free slots, so the calls sent into those slots are grouped."""
         with self._lock:
             due = [p for p in listings if self._waiting.get(p) and self._timings.due(p)]
