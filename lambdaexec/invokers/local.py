@@ -255,6 +255,63 @@ class LocalInvoker(Invoker):
         if not self._closed:
             self._workers[i] = _Worker(self.env, self.timeout, self.memory_mb)
 
+    def _read(self, ready: list, notices: list[Notice]) -> bool:
+        """Take in what the ``ready`` sockets say (lock held): finished calls, workers ready or
+        gone; return whether the wake socket was among them."""
+        woken = False
+        for r in ready:
+            if r is self._wake_r:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                woken = True  # new work was dispatched above, or the monitor is stopping
+                continue
+            frames = r.frames()
+            if frames is None:
+                reason = r.exit_reason()
+                self._lose(r, reason, False, notices)
+                # a worker that exited before it was ready (its runtime did not import) counts
+                # towards a broken runtime; one killed by a signal (kill, OOM) does not
+                if not r.ready and r.popen.returncode is not None and r.popen.returncode >= 0:
+                    self._start_failures += 1
+                    if self._start_failures >= _START_FAILURES:
+                        self._fail_pending(f"{self._start_failures} worker processes in a row exited "
+                                           f"before they were ready (is lambdaexec installed for "
+                                           f"{sys.executable}?); the last: {reason}", notices)
+                self._replace(r)
+                continue
+            for frame in frames:
+                if frame[0] == "ready":
+                    r.ready = True
+                    self._start_failures = 0
+                else:  # ("done", seq, calls, key, busy): one result object written
+                    _, seq, calls, key, busy = frame
+                    head = r.inflight[0]
+                    left = head[2]
+                    for call in calls:
+                        left.remove(call)
+                        notices.append(Done(head[1], call, key))
+                    now = time.monotonic()
+                    self._measured(head[1], busy / len(calls), max(0.0, now - r.clock - busy))
+                    r.clock = now
+                    if not left:
+                        r.inflight.popleft()
+            if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
+                r.stop()  # it has done its share: a fresh process takes its place
+                self._replace(r)
+        return woken
+
+    def _stop_overdue(self, now: float, notices: list[Notice]) -> None:
+        """Stop and replace each worker whose call has run past the timeout (lock held)."""
+        for w in list(self._workers):
+            if w.inflight and now - w.clock > self.timeout:
+                w.stop(kill=True)
+                self._lose(w, f"the call ran longer than the timeout of {self.timeout:g} s "
+                              f"and worker process {w.popen.pid} was stopped", True, notices)
+                self._replace(w)
+
     def poll(self, timeout: float) -> list[Notice]:
         notices: list[Notice] = []
         end = time.monotonic() + timeout
@@ -268,55 +325,9 @@ class LocalInvoker(Invoker):
             wait_for = max(0.0, min([end - now, *(b - now for b in busy)]))
             ready = wait(watched, timeout=wait_for)
             with self._lock:  # invoke() may send events from another thread meanwhile
-                for r in ready:
-                    if r is self._wake_r:
-                        try:
-                            while self._wake_r.recv(4096):
-                                pass
-                        except BlockingIOError:
-                            pass
-                        woken = True  # new work was dispatched above, or the monitor is stopping
-                        continue
-                    frames = r.frames()
-                    if frames is None:
-                        reason = r.exit_reason()
-                        self._lose(r, reason, False, notices)
-                        # a worker that exited before it was ready (its runtime did not import) counts
-                        # towards a broken runtime; one killed by a signal (kill, OOM) does not
-                        if not r.ready and r.popen.returncode is not None and r.popen.returncode >= 0:
-                            self._start_failures += 1
-                            if self._start_failures >= _START_FAILURES:
-                                self._fail_pending(f"{self._start_failures} worker processes in a row exited "
-                                                   f"before they were ready (is lambdaexec installed for "
-                                                   f"{sys.executable}?); the last: {reason}", notices)
-                        self._replace(r)
-                        continue
-                    for frame in frames:
-                        if frame[0] == "ready":
-                            r.ready = True
-                            self._start_failures = 0
-                        else:  # ("done", seq, calls, key, busy): one result object written
-                            _, seq, calls, key, busy = frame
-                            head = r.inflight[0]
-                            left = head[2]
-                            for call in calls:
-                                left.remove(call)
-                                notices.append(Done(head[1], call, key))
-                            now = time.monotonic()
-                            self._measured(head[1], busy / len(calls), max(0.0, now - r.clock - busy))
-                            r.clock = now
-                            if not left:
-                                r.inflight.popleft()
-                    if self.max_tasks and r.calls_sent >= self.max_tasks and not r.inflight and r in self._workers:
-                        r.stop()  # it has done its share: a fresh process takes its place
-                        self._replace(r)
+                woken = self._read(ready, notices)
                 now = time.monotonic()
-                for w in list(self._workers):
-                    if w.inflight and now - w.clock > self.timeout:
-                        w.stop(kill=True)
-                        self._lose(w, f"the call ran longer than the timeout of {self.timeout:g} s "
-                                      f"and worker process {w.popen.pid} was stopped", True, notices)
-                        self._replace(w)
+                self._stop_overdue(now, notices)
             if now >= end:
                 break
         with self._lock:
