@@ -65,21 +65,16 @@ class Writer:
                 return
             if self._entries and not self._runs.fits_with(call, self._entries):
                 self._flush_locked()
-            if last:
-                self._entries.append((call, chunks))
-                self._busy += busy
-                self._flush_locked()
-                self._raise_pending()
-                return
-            if not self._entries:
+            if not self._entries and not last:
                 self.due = time.monotonic() + protocol.BATCH_SECONDS
                 _timer().watch(self)
-            # copied: the value's buffers may belong to an object the next call changes in place
-            self._entries.append((call, [memoryview(b"".join(chunks))]))
+            # copied (unless written now): the value's buffers may belong to an object the next
+            # call changes in place
+            self._entries.append((call, chunks if last else [memoryview(b"".join(chunks))]))
             self._runs.add(call)
             self._bytes += size
             self._busy += busy
-            if self._bytes >= protocol.BATCH_BYTES:
+            if last or self._bytes >= protocol.BATCH_BYTES:
                 self._flush_locked()
 
     def close(self) -> None:
