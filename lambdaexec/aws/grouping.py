@@ -81,13 +81,14 @@ def group_size(per_call: float | None, waiting: int, cap: int, work: float = TAR
 
 def statuses(storage: Any, key: str) -> list[dict[str, Any]]:
     """The statuses in the result object at ``key`` if it is at most :data:`HEAD_BYTES` long
-    (checked against its tag when ``storage`` signs objects), else none."""
+    and its tag checks (``storage``: a :class:`~lambdaexec.storage.signed.SignedStorage`),
+    else none: marshal data is parsed only from checked objects."""
+    if not hasattr(storage, "checked"):
+        return []
     head = storage.get(key, 0, HEAD_BYTES)
     if len(head) >= HEAD_BYTES:  # not the whole object: its tag cannot be checked
         return []
-    checked = getattr(storage, "checked", None)
-    buf = checked(key, head) if checked is not None else head
-    return [status for status, _ in protocol.unpack_results(key, buf).values()]
+    return [status for status, _ in protocol.unpack_results(key, storage.checked(key, head)).values()]
 
 
 def seconds_per_call(statuses: list[dict[str, Any]]) -> float | None:
