@@ -13,6 +13,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from dask.utils_test import GetFunctionTestMixin
 
 import lambdaexec
 from lambdaexec import LambdaExecutor
@@ -226,3 +227,20 @@ def test_progress_bar(ex, capsys):
         ours = x.sum(axis=0).compute(scheduler=lambda_get, executor=ex)
     np.testing.assert_array_equal(ours, expected)
     assert "100%" in capsys.readouterr().out
+
+
+
+@pytest.fixture(scope="class")
+def lambda_get_as_get(request, tmp_path_factory):
+    """Gives the test class ``get = lambda_get`` on a local executor of its own."""
+    with LambdaExecutor(max_workers=2, storage="local", storage_path=str(tmp_path_factory.mktemp("store"))) as executor:
+        request.cls.get = staticmethod(functools.partial(lambda_get, executor=executor))
+        yield
+
+
+@pytest.mark.usefixtures("lambda_get_as_get")
+class TestDaskGetFunctionContract(GetFunctionTestMixin):
+    """dask's own checks for a foreign ``get`` function (``dask.utils_test``, written by dask's
+    authors "to enforce all known expectations of get functions"), run on ``lambda_get``: bad
+    keys raise ``KeyError``, nested key lists give nested tuples, literals and unhashable
+    values pass through, a 10,000-task chain does not overflow the stack, HighLevelGraphs."""
