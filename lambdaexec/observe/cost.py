@@ -114,6 +114,68 @@ class CostReport:
         return "\n".join(lines)
 
 
+class _Seen:
+    """Things seen, to count each once; with ``size``, only the last ``size`` of them (a
+    budget's memory stays bounded however many calls run, and the calls of one invocation or
+    result object finish close together)."""
+
+    def __init__(self, size: int | None = None):
+        self.size = size
+        self._seen: dict[Any, None] = {}
+
+    def add(self, item: Any) -> bool:
+        """Remember ``item``; whether it is new."""
+        if item in self._seen:
+            return False
+        self._seen[item] = None
+        if self.size is not None and len(self._seen) > self.size:
+            del self._seen[next(iter(self._seen))]
+        return True
+
+
+class _Tally:
+    """The model of the module docstring, fed one finished future at a time: what
+    :func:`cost` reports for a set of futures, and what a :class:`Budget` has spent so far.
+    ``remember`` bounds how many invocations, result objects, jobs and workers it keeps in
+    mind to count each once (None: all)."""
+
+    def __init__(self, memory_mb: int, architecture: str, prices: Mapping[str, Any],
+                 remember: int | None = None):
+        self._per_gb_s = float(prices["lambda"][architecture]["gb_second"]) * memory_mb / 1024
+        self._per_request = float(prices["lambda"]["request"])
+        self._per_op = {k: float(prices["s3"][k]) for k in ("PUT", "GET")}
+        self.calls = self.invocations = 0
+        self.seconds = 0.0
+        self.requests = {"PUT": 0, "GET": 0}
+        self._events, self._objects, self._jobs, self._job_workers = (_Seen(remember) for _ in range(4))
+
+    def add(self, future: Any) -> None:
+        """Count ``future``'s call: its compute, invocations and storage requests."""
+        stats = getattr(future, "stats", {})
+        self.calls += 1
+        self.seconds += billed_seconds(stats)
+        tries = getattr(future, "attempts", 0) or (1 if "func_start" in stats else 0)
+        job = getattr(future, "call_id", "").partition("/")[0]
+        event, key = _event_of(job, stats), stats.get("result_key")
+        # every earlier attempt was an invocation of its own; the last one shares its event's
+        invocations = tries - 1 + (event is None or self._events.add(event)) if tries else 0
+        objects = not key or self._objects.add((job, key.rpartition("/")[2]))
+        job_new = self._jobs.add(job)
+        worker_new = "worker" in stats and self._job_workers.add((job, stats["worker"]))
+        self.invocations += invocations
+        # PUT: result object, a started marker per attempt, the job's function and inputs;
+        # GET: result object, each invocation's inputs, the function once per job and worker
+        self.requests["PUT"] += objects + tries + 2 * job_new
+        self.requests["GET"] += objects + invocations + worker_new
+
+    @property
+    def dollars(self) -> dict[str, float]:
+        """Dollars so far, by ``compute``, ``invocations`` and ``storage``."""
+        return {"compute": self.seconds * self._per_gb_s,
+                "invocations": self.invocations * self._per_request,
+                "storage": sum(n * self._per_op[k] for k, n in self.requests.items())}
+
+
 def cost(futures: Iterable[concurrent.futures.Future], *, memory: int | None = None,
          architecture: str | None = None, prices: str | Mapping[str, Any] | None = None,
          backend: str | None = None) -> CostReport:
@@ -126,45 +188,11 @@ def cost(futures: Iterable[concurrent.futures.Future], *, memory: int | None = N
     from lambdaexec.config import load_config
 
     cfg = load_config({"memory": memory, "architecture": architecture})
-    table = load_prices(prices if prices is not None else cfg.price_table)
-    memory_mb, arch = cfg.memory, cfg.architecture
-    calls = attempts = earlier = unkeyed = 0
-    seconds = 0.0
-    jobs: set[str] = set()
-    job_workers: set[tuple[str, str]] = set()
-    events: set[tuple] = set()
-    objects: set[tuple[str, str]] = set()
+    tally = _Tally(cfg.memory, cfg.architecture, load_prices(prices if prices is not None else cfg.price_table))
     for f in futures:
-        stats = getattr(f, "stats", {})
-        calls += 1
-        seconds += billed_seconds(stats)
-        tries = getattr(f, "attempts", 0) or (1 if "func_start" in stats else 0)
-        attempts += tries
-        job = getattr(f, "call_id", "").partition("/")[0]
-        jobs.add(job)
-        if "worker" in stats:
-            job_workers.add((job, stats["worker"]))
-        event = _event_of(job, stats)
-        if event is not None and tries:
-            events.add(event)
-            earlier += tries - 1
-        else:
-            earlier += tries
-        key = stats.get("result_key")
-        if key:
-            objects.add((job, key.rpartition("/")[2]))
-        else:
-            unkeyed += 1
-    invocations, results = len(events) + earlier, len(objects) + unkeyed
-    requests = {"PUT": results + attempts + 2 * len(jobs), "GET": invocations + results + len(job_workers)}
-    gb_seconds = seconds * memory_mb / 1024
-    dollars = {
-        "compute": gb_seconds * float(table["lambda"][arch]["gb_second"]),
-        "invocations": invocations * float(table["lambda"]["request"]),
-        "storage": sum(n * float(table["s3"][k]) for k, n in requests.items()),
-    }
-    return CostReport(calls, invocations, seconds, gb_seconds, memory_mb, arch, requests, dollars,
-                      backend or cfg.backend)
+        tally.add(f)
+    return CostReport(tally.calls, tally.invocations, tally.seconds, tally.seconds * cfg.memory / 1024,
+                      cfg.memory, cfg.architecture, dict(tally.requests), tally.dollars, backend or cfg.backend)
 
 
 def _event_of(job: str, stats: Mapping[str, Any]) -> tuple | None:
@@ -175,41 +203,18 @@ def _event_of(job: str, stats: Mapping[str, Any]) -> tuple | None:
     return job, stats["worker"], stats["received"]
 
 
-class _Recent:
-    """The last ``size`` things seen (a budget's memory stays bounded however many calls run;
-    the calls of one invocation or result object finish close together)."""
-
-    def __init__(self, size: int = 10_000):
-        self.size = size
-        self._seen: dict[Any, None] = {}
-
-    def add(self, item: Any) -> bool:
-        """Remember ``item``; whether it is new."""
-        if item in self._seen:
-            return False
-        self._seen[item] = None
-        if len(self._seen) > self.size:
-            del self._seen[next(iter(self._seen))]
-        return True
-
-
 class Budget(Watcher):
     """The ``max_cost`` setting: once the calls finished so far project the executor's calls
     past ``limit`` dollars (spent + mean cost of a finished call x calls not yet finished), no
-    further call is invoked and every remaining future fails with BudgetExceededError."""
+    further call is invoked and every remaining future fails with BudgetExceededError. What
+    is spent is counted as :func:`cost` counts it."""
 
     def __init__(self, limit: float, memory_mb: int, architecture: str, prices: Mapping[str, Any]):
         self.limit = limit
-        self._per_gb_s = float(prices["lambda"][architecture]["gb_second"]) * memory_mb / 1024
-        put, get = float(prices["s3"]["PUT"]), float(prices["s3"]["GET"])
-        # as cost() counts them: per invocation its request and its inputs' read; per result
-        # object its PUT and read; per call and attempt its started marker
-        self._per_invocation = float(prices["lambda"]["request"]) + get
-        self._per_object, self._per_attempt = put + get, put
-        self._events, self._objects = _Recent(), _Recent()
+        self._tally = _Tally(memory_mb, architecture, prices, remember=10_000)
         self._lock = threading.Lock()
         self.spent = 0.0
-        self._measured = self._submitted = self._finished = 0
+        self._submitted = self._finished = 0
         self.error: BudgetExceededError | None = None
 
     def added(self, job: Any) -> None:
@@ -218,30 +223,24 @@ class Budget(Watcher):
 
     def invoking(self, job: Any, calls: list[int], attempt: int) -> BaseException | None:
         with self._lock:
-            if self.error is None and self._measured:
+            measured = self._tally.calls
+            if self.error is None and measured:
                 left = self._submitted - self._finished
-                projected = self.spent + self.spent / self._measured * left
+                projected = self.spent + self.spent / measured * left
                 if projected > self.limit:
                     self.error = BudgetExceededError(
-                        f"max_cost is ${self.limit:.6g}, and the {self._measured} calls finished so far "
+                        f"max_cost is ${self.limit:.6g}, and the {measured} calls finished so far "
                         f"(${self.spent:.6g}) project ${projected:.6g} for the {self._submitted} "
                         "submitted: no further calls were started. Raise max_cost (or set it to 0 "
                         "for no limit) to run them", spent=self.spent, projected=projected)
             return self.error
 
     def finished(self, job: Any, call: int, future: Any, exc: BaseException | None) -> None:
-        stats = future.stats
         with self._lock:
             self._finished += 1
-            if "func_start" in stats:
-                self._measured += 1
-                tries = max(1, future.attempts)
-                job = getattr(future, "call_id", "").partition("/")[0]
-                event, key = _event_of(job, stats), stats.get("result_key")
-                invocations = tries - 1 + (event is None or self._events.add(event))
-                objects = not key or self._objects.add((job, key))
-                self.spent += billed_seconds(stats) * self._per_gb_s + self._per_attempt * tries + \
-                    self._per_invocation * invocations + self._per_object * objects
+            if "func_start" in future.stats:  # a call that ran (one refused or cancelled cost nothing)
+                self._tally.add(future)
+                self.spent = sum(self._tally.dollars.values())
 
 
 @dataclasses.dataclass
