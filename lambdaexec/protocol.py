@@ -7,7 +7,9 @@ One prefix per job, every key written once by a single atomic put::
                                                    of many calls: args, args.1, ... in parts)
     <prefix>/<executor-id>/<job-id>/calls/<call>   one call's status header + its result
     <prefix>/<executor-id>/<job-id>/calls/<runs>   a batch: several calls' status + result, indexed
-    <prefix>/<executor-id>/<job-id>/started/<call>.<attempt>  (only when asked) it has started
+    <prefix>/<executor-id>/<job-id>/started/<call>.<attempt>  (only when asked) it has started:
+                                                   an event's first call at once, a later
+                                                   one once it has run MARK_SECONDS
 
 Status and result share one object so that they are committed together: a reader can never see
 a status whose result is missing. The event carries keys, ids and byte ranges, never data and
@@ -74,6 +76,12 @@ BATCH_BYTES = 1 << 20
 BATCH_SECONDS = 0.005
 #: calls in one batch at most (keeps the key, which names them, short)
 BATCH_CALLS = 256
+#: a call that is not its event's first writes its start marker (when the event asks for
+#: markers) only once it has run this long. The first call's marker says the invocation
+#: started; a later call's says it is the one that may have overrun or crashed the worker. A
+#: marker is an S3 PUT: it costs what ~0.15 s of a 1 GB function does, so a PUT for each
+#: short call of a grouped invocation would cost more than the calls themselves
+MARK_SECONDS = 1.0
 #: longest ``<runs>`` part of a batch key: local storage makes it a file name (at most 255
 #: bytes on Linux file systems); S3 keys are at most 1,024 bytes, prefix included
 MAX_RUNS_CHARS = 200
@@ -101,7 +109,8 @@ def result_key(job_prefix: str, call: int) -> str:
 
 
 def started_key(job_prefix: str, call: int, attempt: int) -> str:
-    """Where a worker marks that it started ``attempt`` of ``call`` (when the event asks it to).
+    """Where a worker marks that it started ``attempt`` of ``call`` (when the event asks it to:
+    for its first call at once, for a later one after :data:`MARK_SECONDS`).
 
     The attempt is part of the key so that a retry is not taken for started by the marker an
     earlier attempt left behind."""

@@ -104,8 +104,9 @@ class _Context:
         self.announced.append((calls, key))
 
 
-def test_handler_writes_short_results_while_a_long_call_of_its_event_runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("LAMBDAEXEC_IN_WORKER", "1")  # the handler sets it; restored after the test
+def _gated_event(tmp_path, mark_start: bool):
+    """A signed store holding a job of five ``_gated`` calls, of which call 3 waits for the
+    gate file; the event for all five; the gate's path."""
     secret = signed.new_secret()  # objects are signed as an executor signs them (storage/signed.py)
     store = signed.SignedStorage(open_storage({"kind": "local", "path": str(tmp_path / "store")}), secret)
     gate = str(tmp_path / "gate")
@@ -121,7 +122,13 @@ def test_handler_writes_short_results_while_a_long_call_of_its_event_runs(tmp_pa
     store.put("p/job/args", chunks)
     event = {"storage": store.spec, "job_prefix": "p/job", "func_key": "p/f", "args_key": "p/job/args",
              "calls": calls, "attempt": 0, "versions": serialize.versions(), "max_result_size": 1 << 20,
-             "mark_start": False, "secret": secret.hex(), "args_digests": digests}
+             "mark_start": mark_start, "secret": secret.hex(), "args_digests": digests}
+    return store, event, gate
+
+
+def test_handler_writes_short_results_while_a_long_call_of_its_event_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMBDAEXEC_IN_WORKER", "1")  # the handler sets it; restored after the test
+    store, event, gate = _gated_event(tmp_path, mark_start=False)
     context = _Context()
     run = threading.Thread(target=handler, args=(event, context))
     run.start()
@@ -142,6 +149,25 @@ def test_handler_writes_short_results_while_a_long_call_of_its_event_runs(tmp_pa
     assert sorted(c for cs, _ in context.announced for c in cs) == [0, 1, 2, 3, 4]
     assert any(len(cs) > 1 for cs, _ in context.announced), "no batch was written"
     assert len(store.list("p/job/calls/")) == len(context.announced)  # one object per announcement
+
+
+def test_start_markers_only_for_the_first_call_and_calls_running_long(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAMBDAEXEC_IN_WORKER", "1")
+    store, event, gate = _gated_event(tmp_path, mark_start=True)  # as the lambda backend asks
+    run = threading.Thread(target=handler, args=(event, _Context()))
+    run.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(store.list("p/job/started/")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # the first call's marker says the invocation started; call 3, still running after
+        # protocol.MARK_SECONDS, has its own; the short calls 1 and 2 wrote none
+        assert sorted(store.list("p/job/started/")) == [protocol.started_key("p/job", c, 0) for c in (0, 3)]
+    finally:
+        open(gate, "w").close()
+        run.join(60)
+    assert len(store.list("p/job/started/")) == 2  # call 4 ran short: no marker
+    assert sorted(protocol.keys_by_call(store.list("p/job/calls/"))) == [0, 1, 2, 3, 4]
 
 
 def _kilobytes(x):

@@ -99,6 +99,24 @@ def test_estimate_extrapolates_from_a_few_calls(tmp_path):
     assert "estimate for 400 calls from 4 samples" in str(est)
 
 
+def test_estimate_prices_short_calls_as_grouped_invocations(tmp_path):
+    p = load_prices()
+    n = 100_000
+    # at timeout=0.2 s an invocation carries at most 0.05 s of work: 0.06 s calls go alone,
+    # 1 ms calls share invocations, as the Lambda backend would send them
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "s"), timeout=0.2, progress=False) as ex:
+        long = lambdaexec.estimate(nap, [0.06] * n, executor=ex, samples=2)
+        short = lambdaexec.estimate(nap, [0.001] * n, executor=ex, samples=2)
+        cfg = ex.config
+    def compute(est):
+        return est.compute_seconds[0] * cfg.memory / 1024 * p["lambda"][cfg.architecture]["gb_second"]
+
+    # alone: per call an invocation request, its inputs' read, a start marker, a result object
+    assert long.dollars[0] - compute(long) > n * (p["lambda"]["request"] + p["s3"]["PUT"])
+    assert short.dollars[0] - compute(short) < (long.dollars[0] - compute(long)) / 3, \
+        "short calls should be priced as grouped invocations"
+
+
 def test_cost_counts_invocations_and_result_objects_not_calls(tmp_path):
     from lambdaexec.observe import jobs
 
@@ -118,7 +136,7 @@ def test_cost_counts_invocations_and_result_objects_not_calls(tmp_path):
     assert len(written) < n / 4 and len(events) < n / 4, "tiny calls should have shared events and objects"
     report = lambdaexec.cost(futures)
     assert report.calls == n and report.invocations == len(events)
-    assert report.requests == {"PUT": len(written) + n + 2,  # result objects, a marker per call, job
+    assert report.requests == {"PUT": len(written) + len(events) + 2,  # result objects, a marker per event, job
                                "GET": len(events) + len(written) + workers}
     p = load_prices()
     assert report.dollars["invocations"] == pytest.approx(len(events) * p["lambda"]["request"])

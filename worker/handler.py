@@ -198,8 +198,12 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                 }
                 func_bytes = 0
                 try:
-                    if event.get("mark_start"):
-                        store.put(protocol.started_key(prefix, call, event["attempt"]), b"")
+                    if event.get("mark_start"):  # the first call at once; others if they run long
+                        marker = protocol.started_key(prefix, call, event["attempt"])
+                        if i == 1:
+                            store.put(marker, b"")
+                        else:
+                            writer.running(marker)
                     ok, value = capture.run(fn, blob[start - lo : end - lo], status)
                     status["ok"] = ok
                     oom = memory.out_of_memory(ok, value)

@@ -3,15 +3,19 @@
 ::
 
     handler ── add(call, status, value) ──► Writer ── one put per batch ──► calls/<runs>
-                                              │  └─ one notice per batch ──► context.calls_done
-    timer thread ── batch older than BATCH_SECONDS? flush ──┘
+            └─ running(marker) ──────────────►  │ │ └─ one notice per batch ──► context.calls_done
+                                                │ └─ the running call's marker ──► started/<call>.<attempt>
+    timer thread ── batch older than BATCH_SECONDS? flush;
+                    call running for MARK_SECONDS? its marker ──┘
 
 The handler hands each finished call to its event's :class:`Writer`, which keeps it until the
 batch is flushed (the rules, and the object layout, are in :mod:`lambdaexec.protocol`): at the
 end of the event (:meth:`Writer.close`), when the batch is big or numerous enough, or when its
 oldest result has waited :data:`~lambdaexec.protocol.BATCH_SECONDS`, which the process's one
 timer thread sees to while the handler's thread runs the next (long) call. A result too large
-to share an object is written alone at once.
+to share an object is written alone at once. The same thread writes the start marker of a call
+that is still running :data:`~lambdaexec.protocol.MARK_SECONDS` after the handler announced it
+(:meth:`Writer.running`; the marker of an event's first call the handler writes itself).
 
 Each flushed object is announced once with ``context.calls_done(calls, key, busy)`` (``busy``:
 seconds its calls' user code ran, which the pool uses to size events) when the context has it
@@ -24,6 +28,7 @@ error is raised from the handler's next ``add`` or ``close`` (the timer thread h
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -47,7 +52,9 @@ class Writer:
         self._bytes = 0
         self._busy = 0.0  # seconds the waiting calls ran
         self._runs = _Runs()  # the waiting calls, as the batch's key will name them
-        self.due = 0.0  # time.monotonic() at which the waiting batch must be written
+        self._batch_due = 0.0  # time.monotonic() at which the waiting batch must be written
+        self._mark: tuple[str, float] | None = None  # the running call's start marker and when it is due
+        self.due = 0.0  # the earlier of the two, for the timer thread
         self._error: BaseException | None = None
 
     def add(self, call: int, status: dict[str, Any], value: list[memoryview], last: bool = False) -> None:
@@ -59,15 +66,15 @@ class Writer:
         size = serialize.size_of(chunks)
         busy = status["func_end"] - status["func_start"] if "func_end" in status else 0.0
         with self._lock:
+            self._mark = None  # the call is over: its marker is not needed
             self._raise_pending()
             if size >= protocol.BATCH_BYTES:  # too big to share an object: alone, now
                 self._write([(call, chunks)], busy)
                 return
             if self._entries and not self._runs.fits_with(call, self._entries):
                 self._flush_locked()
-            if not self._entries and not last:
-                self.due = time.monotonic() + protocol.BATCH_SECONDS
-                _timer().watch(self)
+            if not self._entries:
+                self._batch_due = time.monotonic() + protocol.BATCH_SECONDS
             # copied (unless written now): the value's buffers may belong to an object the next
             # call changes in place
             self._entries.append((call, chunks if last else [memoryview(b"".join(chunks))]))
@@ -76,11 +83,44 @@ class Writer:
             self._busy += busy
             if last or self._bytes >= protocol.BATCH_BYTES:
                 self._flush_locked()
+            elif len(self._entries) == 1:  # a new batch: the timer writes it when due
+                self._watch()
+
+    def running(self, marker: str) -> None:
+        """The handler started a call whose start marker is ``marker``: it is written if the
+        call is still running (no :meth:`add` for it) :data:`~lambdaexec.protocol.MARK_SECONDS`
+        from now."""
+        with self._lock:
+            self._mark = (marker, time.monotonic() + protocol.MARK_SECONDS)
+            self._watch()
+
+    def _watch(self) -> None:
+        """Have the timer thread look at this writer when its batch or marker is due (lock held)."""
+        self.due = min(self._batch_due if self._entries else math.inf, self._mark[1] if self._mark else math.inf)
+        _timer().watch(self)
+
+    def _write_due(self) -> bool:
+        """Write the batch and the marker that are due (lock held, by the timer thread); whether
+        anything is left waiting."""
+        now = time.monotonic()
+        if self._entries and self._batch_due <= now:
+            self._flush_locked()
+        if self._mark and self._mark[1] <= now:
+            marker, self._mark = self._mark[0], None
+            try:
+                self.store.put(marker, b"")
+            except Exception:  # the call goes on: without its marker, a crash of it counts as a miss
+                pass
+        if not self._entries and not self._mark:
+            return False
+        self._watch()
+        return True
 
     def close(self) -> None:
         """Write what is waiting; raise what could not be written. The event is over."""
         _timer().forget(self)
         with self._lock:
+            self._mark = None
             self._flush_locked()
             self._raise_pending()
 
@@ -158,18 +198,21 @@ class _Runs:
 
 
 class _Timer:
-    """The thread that writes batches whose oldest result has waited long enough."""
+    """The thread that writes batches whose oldest result has waited long enough, and the
+    markers of calls running long enough."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.writers: set[Writer] = set()
         self.pid = os.getpid()
+        self.wake_at = math.inf  # when the thread, asleep, wakes next (0: it is awake)
         threading.Thread(target=self._run, name="lambdaexec-results", daemon=True).start()
 
     def watch(self, writer: Writer) -> None:
+        """Look at ``writer`` at its ``due`` time (sooner if something else is due first)."""
         with self.cond:
-            if writer not in self.writers:
-                self.writers.add(writer)
+            self.writers.add(writer)
+            if writer.due < self.wake_at:
                 self.cond.notify()
 
     def forget(self, writer: Writer) -> None:
@@ -179,20 +222,19 @@ class _Timer:
     def _run(self) -> None:
         while True:
             with self.cond:
-                while not self.writers:
-                    self.cond.wait()
-                now = time.monotonic()
-                due = [w for w in self.writers if w.due <= now]
-                if not due:
-                    self.cond.wait(min(w.due for w in self.writers) - now)
-                    continue
+                while True:
+                    now = time.monotonic()
+                    due = [w for w in self.writers if w.due <= now]
+                    if due:
+                        break
+                    self.wake_at = min((w.due for w in self.writers), default=math.inf)
+                    self.cond.wait(None if self.wake_at == math.inf else self.wake_at - now)
+                self.wake_at = 0.0
             for w in due:
-                # a writer is watched while it has a batch waiting: write it if it is still due
+                # a writer is watched while it has a batch or a marker waiting: write what is due
                 if w._lock.acquire(blocking=False):
                     try:
-                        if w._entries and w.due <= time.monotonic():
-                            w._flush_locked()
-                        if not w._entries:
+                        if not w._write_due():
                             self.forget(w)
                     finally:
                         w._lock.release()

@@ -34,6 +34,7 @@ skipped and the job measured from another one later.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from typing import Any
@@ -77,6 +78,32 @@ def group_size(per_call: float | None, waiting: int, cap: int, work: float = TAR
     if per_call is None or per_call > SHORT * work:
         return 1
     return max(1, min(MAX_CALLS, waiting // max(1, cap), int(work / max(per_call, 1e-4))))
+
+
+def plan(calls: int, per_call: float, cap: int, work: float = TARGET_SECONDS) -> tuple[int, int]:
+    """``(invocations, result objects)`` this rule makes of a job of ``calls`` calls that take
+    ``per_call`` seconds each, with ``cap`` invocations in flight: what :func:`lambdaexec.estimate`
+    prices. The first ``cap`` calls go one each (none is measured yet); a worker writes an
+    invocation's results as one object per :data:`~lambdaexec.protocol.BATCH_SECONDS` of its work.
+
+    >>> plan(10_000, 0.5, 100)  # long calls: one per invocation
+    (10000, 10000)
+    >>> plan(10_000, 0.001, 100)  # 1 ms calls: up to 0.5 s of them per invocation
+    (714, 2414)
+    """
+    alone = min(calls, cap)
+    invocations, objects, waiting = alone, alone, calls - alone
+    while waiting:
+        group = group_size(per_call, waiting, cap, work)
+        if group == 1:
+            invocations, objects = invocations + waiting, objects + waiting
+            break
+        # the group stays this size while calls // cap stays >= it: take those invocations at once
+        times = min(waiting // group, max(1, (waiting - group * cap) // group))
+        invocations += times
+        objects += times * min(group, max(1, math.ceil(group * per_call / protocol.BATCH_SECONDS)))
+        waiting -= times * group
+    return invocations, objects
 
 
 def statuses(storage: Any, key: str) -> list[dict[str, Any]]:

@@ -10,9 +10,14 @@ its last call is reported Done or Lost. Deadlines are per call, timed by its inv
     invocation started, past timeout + grace after that (Lambda's timeout bounds the invocation)
         the call's own start marker seen            -> Lost, started, timed out (an attempt)
         not seen: it never began (a batch-mate      -> Lost, not started: invoke again
-        overran or crashed the worker)
+        overran or crashed the worker), or it
+        crashed it within MARK_SECONDS
 
-A call reported not started :data:`MAX_UNSTARTED` times in a row counts as a failed attempt.
+A worker writes the marker of an event's first call at once, and that of a later call only once
+it has run :data:`~lambdaexec.protocol.MARK_SECONDS` (a marker per short call would cost more
+than the calls). So a grouped call that crashes its worker sooner than that counts as never
+started: it is invoked again, alone, where its marker goes first. A call reported not started
+:data:`MAX_UNSTARTED` times in a row counts as a failed attempt.
 """
 
 from __future__ import annotations

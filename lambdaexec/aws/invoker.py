@@ -14,7 +14,8 @@ How a call travels:
    with exponential backoff and full jitter: a throttled call is delayed, never lost. An
    invocation Lambda refuses for good (no such function, access denied, ...) fails its calls
    with a :class:`~lambdaexec.errors.LambdaExecError` naming the fix.
-3. The worker writes ``started/<call>.<attempt>`` when it starts a call and ``calls/<call>`` when done
+3. The worker writes ``started/<call>.<attempt>`` when it starts an event's first call (a later
+   call's once it has run ``protocol.MARK_SECONDS``) and ``calls/<call>`` when done
    (or ``calls/<runs>``, a batch holding several calls' results: :mod:`lambdaexec.protocol`).
    :meth:`LambdaInvoker.poll` lists those prefixes (one request per 1,000 keys; one listing of
    the executor's prefix when many jobs are active) at an adaptive interval, 0.1 s after news up

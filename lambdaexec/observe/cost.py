@@ -8,8 +8,9 @@ setting or the ``prices=`` argument overrides it). The model, from the calls' fu
                 (calls that share one name the same worker and ``received`` time), and each
                 earlier attempt of a call counts one more
     storage   = PUT: 1 per result object (calls whose results share a batch object count it once,
-                from the ``result_key`` in their stats) + 1 per call and attempt (the worker's
-                started marker, which the Lambda backend asks for);
+                from the ``result_key`` in their stats) + the start markers the Lambda backend
+                asks for: 1 per invocation (its first call's), and 1 per later call of an
+                invocation that ran over ``protocol.MARK_SECONDS``;
                 GET: 1 per invocation (its calls' inputs, one ranged read) + 1 per result object
                 (the monitor reads each once), all x S3 request prices
     per job   = 2 PUT (function, inputs); per job and worker 1 GET (the function)
@@ -32,6 +33,7 @@ import threading
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping
 
+from lambdaexec import protocol
 from lambdaexec.errors import BudgetExceededError, ConfigError
 from lambdaexec.observe.watcher import Watcher
 
@@ -152,21 +154,32 @@ class _Tally:
     def add(self, future: Any) -> None:
         """Count ``future``'s call: its compute, invocations and storage requests."""
         stats = getattr(future, "stats", {})
-        self.calls += 1
-        self.seconds += billed_seconds(stats)
         tries = getattr(future, "attempts", 0) or (1 if "func_start" in stats else 0)
         job = getattr(future, "call_id", "").partition("/")[0]
         event, key = _event_of(job, stats), stats.get("result_key")
+        seconds = billed_seconds(stats)
         # every earlier attempt was an invocation of its own; the last one shares its event's
-        invocations = tries - 1 + (event is None or self._events.add(event)) if tries else 0
+        first = event is None or self._events.add(event)
+        invocations = tries - 1 + first if tries else 0
+        late_marker = bool(tries) and not first and seconds > protocol.MARK_SECONDS
         objects = not key or self._objects.add((job, key.rpartition("/")[2]))
         job_new = self._jobs.add(job)
         worker_new = "worker" in stats and self._job_workers.add((job, stats["worker"]))
+        self.count(calls=1, seconds=seconds, markers=invocations + late_marker, invocations=invocations,
+                   objects=objects, jobs=job_new, job_workers=worker_new)
+
+    def count(self, *, calls: int, seconds: float, markers: int, invocations: int, objects: int,
+              jobs: int, job_workers: int) -> None:
+        """Count ``calls`` calls that ran ``seconds`` in all, wrote ``markers`` start markers in
+        ``invocations`` invocations and ``objects`` result objects, in ``jobs`` jobs, whose
+        functions ``job_workers`` workers read."""
+        self.calls += calls
+        self.seconds += seconds
         self.invocations += invocations
-        # PUT: result object, a started marker per attempt, the job's function and inputs;
+        # PUT: result object, start markers, the job's function and inputs;
         # GET: result object, each invocation's inputs, the function once per job and worker
-        self.requests["PUT"] += objects + tries + 2 * job_new
-        self.requests["GET"] += objects + invocations + worker_new
+        self.requests["PUT"] += objects + markers + 2 * jobs
+        self.requests["GET"] += objects + invocations + job_workers
 
     @property
     def dollars(self) -> dict[str, float]:
@@ -271,7 +284,9 @@ def estimate(fn: Callable, items: Iterable, executor: Any = None, samples: int =
              seed: int | None = None) -> Estimate:
     """Run ``samples`` calls of ``fn`` on items drawn at random from ``items`` and extrapolate
     the time and cost of ``executor.map(fn, items)``, with a 95% interval (Student-t on the
-    per-call times; one sample gives no interval).
+    per-call times; one sample gives no interval). The cost counts invocations and result
+    objects as the Lambda backend would group such calls (short ones share invocations:
+    :func:`lambdaexec.aws.grouping.plan`).
 
     >>> print(lambdaexec.estimate(work, range(10_000), executor=ex))  # doctest: +SKIP
     """
@@ -297,16 +312,25 @@ def estimate(fn: Callable, items: Iterable, executor: Any = None, samples: int =
     cfg = ex.config
     workers = cfg.max_workers or (1000 if cfg.backend == "lambda" else cfg.resolved_workers())
     waves = math.ceil(n / workers)
-    report = cost(futures, memory=cfg.memory, architecture=cfg.architecture,
-                  prices=cfg.price_table or None)
-    fixed = (report.dollars["invocations"] + report.dollars["storage"]) / k * n
-    per_s = report.dollars["compute"] / sum(times) if sum(times) else 0.0
+    table = load_prices(cfg.price_table or None)
     return Estimate(
         calls=n, samples=k, seconds_per_call=mean,
         compute_seconds=(mean * n, low * n, high * n),
         wall_seconds=(mean * waves, low * waves, high * waves),
-        dollars=(fixed + per_s * mean * n, fixed + per_s * low * n, fixed + per_s * high * n),
+        dollars=tuple(_projected(n, s, workers, cfg, table) for s in (mean, low, high)),
     )
+
+
+def _projected(calls: int, per_call: float, workers: int, cfg: Any, prices: Mapping[str, Any]) -> float:
+    """Dollars for one job of ``calls`` calls of ``per_call`` seconds on Lambda, grouped into
+    invocations as the Lambda backend groups them (:func:`lambdaexec.aws.grouping.plan`)."""
+    from lambdaexec.aws import grouping
+
+    invocations, objects = grouping.plan(calls, per_call, workers, grouping.target(cfg.timeout))
+    tally = _Tally(cfg.memory, cfg.architecture, prices)
+    tally.count(calls=calls, seconds=per_call * calls, markers=invocations, invocations=invocations,
+                objects=objects, jobs=1, job_workers=min(workers, invocations))
+    return sum(tally.dollars.values())
 
 
 def _t95(dof: int) -> float:
