@@ -79,7 +79,7 @@ BATCH_CALLS = 256
 #: a call that is not its event's first writes its start marker (when the event asks for
 #: markers) only once it has run this long. The first call's marker says the invocation
 #: started; a later call's says it is the one that may have overrun or crashed the worker. A
-#: marker is an S3 PUT: it costs what ~0.15 s of a 1 GB function does, so a PUT for each
+#: marker is an S3 PUT: it costs what ~0.3 s of a 1 GB function does, so a PUT for each
 #: short call of a grouped invocation would cost more than the calls themselves
 MARK_SECONDS = 1.0
 #: longest ``<runs>`` part of a batch key: local storage makes it a file name (at most 255
