@@ -102,10 +102,10 @@ def test_estimate_extrapolates_from_a_few_calls(tmp_path):
 def test_estimate_prices_short_calls_as_grouped_invocations(tmp_path):
     p = load_prices()
     n = 100_000
-    # at timeout=0.2 s an invocation carries at most 0.05 s of work: 0.06 s calls go alone,
-    # 1 ms calls share invocations, as the Lambda backend would send them
-    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "s"), timeout=0.2, progress=False) as ex:
-        long = lambdaexec.estimate(nap, [0.06] * n, executor=ex, samples=2)
+    # an invocation carries calls of up to a quarter of its 0.5 s of work (aws/grouping.py):
+    # 0.3 s calls go alone, 1 ms calls share invocations, as the Lambda backend would send them
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "s"), progress=False) as ex:
+        long = lambdaexec.estimate(nap, [0.3] * n, executor=ex, samples=2)
         short = lambdaexec.estimate(nap, [0.001] * n, executor=ex, samples=2)
         cfg = ex.config
     def compute(est):
