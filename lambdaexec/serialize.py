@@ -87,9 +87,37 @@ def _plain(obj: Any) -> bool:
 def _pickle(obj: Any, buffer_callback: Any) -> bytes:
     if _plain(obj):  # plain pickle: 0.3 us for a small value where cloudpickle's pickler takes 5 us
         return pickle.dumps(obj, protocol=5, buffer_callback=buffer_callback)
-    with io.BytesIO() as out:
-        Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
-        return out.getvalue()
+    outer, _pickling.on = getattr(_pickling, "on", False), True
+    try:
+        with io.BytesIO() as out:
+            Pickler(out, protocol=5, buffer_callback=buffer_callback).dump(obj)
+            return out.getvalue()
+    finally:
+        _pickling.on = outer
+
+
+# The user's modules go by value in OUR pickles only. cloudpickle's own registry
+# (register_pickle_by_value) is global: registering them there would also make every other
+# cloudpickle user in the process (loky, joblib's default backend; dask) ship them by value, so
+# loky's workers would stop importing them. cloudpickle asks _is_registered_pickle_by_value
+# whether a module goes by value; it answers as before, and also yes for the modules in
+# _by_value while this thread runs one of our pickles.
+_by_value: set[str] = set()
+_pickling = threading.local()
+_registered_by_cloudpickle = cloudpickle.cloudpickle._is_registered_pickle_by_value
+
+
+def _registered_by_value(module: types.ModuleType) -> bool:
+    if getattr(_pickling, "on", False):
+        name = module.__name__
+        while name:
+            if name in _by_value:
+                return True
+            name = name.rpartition(".")[0]
+    return _registered_by_cloudpickle(module)
+
+
+cloudpickle.cloudpickle._is_registered_pickle_by_value = _registered_by_value
 
 
 _JOIN_BELOW = 1 << 16
@@ -151,7 +179,8 @@ _register_lock = threading.Lock()
 
 
 def register_user_modules() -> None:
-    """Mark every imported module from the user's own files to be pickled by value.
+    """Mark every imported module from the user's own files to be pickled by value (in our
+    pickles only: see ``_by_value``).
 
     Thread-safe: a thread that finds another one registering waits for it, rather than
     pickling a function by reference while its module is not yet marked.
@@ -166,11 +195,11 @@ def register_user_modules() -> None:
         for name, module in list(sys.modules.items()):
             if module is not None and name not in _by_value_checked and _is_user_module(name, module):
                 if "." not in name or sys.modules.get(name.partition(".")[0]) is None:
-                    cloudpickle.register_pickle_by_value(module)
+                    _by_value.add(name)
                 else:
                     top = sys.modules[name.partition(".")[0]]
                     if _is_user_module(top.__name__, top):
-                        cloudpickle.register_pickle_by_value(top)
+                        _by_value.add(top.__name__)
         _modules_seen = seen  # only now: until here, other threads must wait for the lock
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
+
+import cloudpickle
 
 from lambdaexec import LambdaExecutor, serialize
 
@@ -83,6 +86,19 @@ def test_cli_reports_config_errors_in_one_line(tmp_path):
                                           "LAMBDAEXEC_STORAGE": "s3"})
     assert out.returncode == 1
     assert "needs a bucket" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_user_modules_go_by_value_in_our_pickles_only(tmp_path, monkeypatch):
+    (tmp_path / "mylab3.py").write_text("def triple(x):\n    return 3 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mylab3
+
+    with LambdaExecutor(max_workers=1) as ex:
+        assert ex.submit(mylab3.triple, 2).result(timeout=30) == 6
+    assert serialize.loads(b"".join(serialize.dumps(mylab3.triple))) is not mylab3.triple  # by value
+    # other cloudpickle users in the process (joblib's loky, dask) still send it by reference,
+    # so their workers import the module (and run its import-time code) as before
+    assert pickle.loads(cloudpickle.dumps(mylab3.triple)) is mylab3.triple
 
 
 def test_traceback_shows_source_of_a_file_the_worker_does_not_have(tmp_path):
