@@ -1,0 +1,70 @@
+"""Run joblib's own backend tests against the ``"lambda"`` backend (not part of the default test run).
+
+joblib ships its test suite inside the installed package. This script copies the chosen test
+files from the installed joblib to a temporary directory, adds ``"lambda"`` to the backend lists
+they are parametrized over (``PROCESS_BACKENDS``, and so ``PARALLEL_BACKENDS``; ``BACKENDS`` and
+the lists built from it get it by registration), registers the backend in a ``sitecustomize.py``
+(so processes the tests start have it too),
+and runs pytest there on the cases that use ``"lambda"`` (``-k lambda`` unless other pytest
+arguments are given). No joblib code is stored in this repository.
+
+    python tools/run_joblib_suite.py                      # test_parallel.py, cases with "lambda"
+    python tools/run_joblib_suite.py -- -k "lambda and generator" -x
+    python tools/run_joblib_suite.py --files test_parallel.py test_memmapping.py
+
+Workers use the default local storage; set ``LAMBDAEXEC_*`` variables to run on another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+#: imported by every Python process started with the temp dir on PYTHONPATH (the pytest run, the
+#: scripts some tests start, loky's workers running a nested ``Parallel(backend="lambda")``), so
+#: each registers "lambda" as a user's program would by importing lambdaexec_joblib
+SITECUSTOMIZE = '''
+import lambdaexec_joblib  # noqa: F401
+'''
+
+#: text in joblib's test files -> the same with "lambda" added
+PATCHES = {
+    'PROCESS_BACKENDS = ["multiprocessing", "loky"]': 'PROCESS_BACKENDS = ["multiprocessing", "loky", "lambda"]',
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Copy joblib's test files to a temp dir, add ``"lambda"``, run pytest; return its exit code."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", nargs="+", default=["test_parallel.py"],
+                        help="test files of joblib.test to run (default: test_parallel.py)")
+    parser.add_argument("pytest_args", nargs="*", help="arguments for pytest (after --)")
+    args = parser.parse_args(argv)
+
+    import joblib
+
+    source = os.path.join(os.path.dirname(joblib.__file__), "test")
+    with tempfile.TemporaryDirectory(prefix="joblib-suite-") as tmp:
+        for name in args.files:
+            with open(os.path.join(source, name)) as f:
+                text = f.read()
+            for old, new in PATCHES.items():
+                text = text.replace(old, new)
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        with open(os.path.join(tmp, "sitecustomize.py"), "w") as f:
+            f.write(SITECUSTOMIZE)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [tmp, *filter(None, [os.environ.get("PYTHONPATH")])]))
+        extra = args.pytest_args or ["-k", "lambda"]
+        cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE",
+               "-o", "addopts=", "--rootdir", tmp, *args.files, *extra]
+        print("joblib", joblib.__version__, "tests from", source, file=sys.stderr)
+        return subprocess.call(cmd, cwd=tmp, env=env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
