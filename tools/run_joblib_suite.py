@@ -10,6 +10,7 @@ arguments are given). No joblib code is stored in this repository.
 
     python tools/run_joblib_suite.py                      # test_parallel.py, cases with "lambda"
     python tools/run_joblib_suite.py -- -k "lambda and generator" -x
+    python tools/run_joblib_suite.py --default            # every test, "lambda" the default backend
     python tools/run_joblib_suite.py --files test_parallel.py test_memmapping.py
 
 Workers use the default local storage; set ``LAMBDAEXEC_*`` variables to run on another.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,10 +31,18 @@ import tempfile
 SITECUSTOMIZE = '''
 import lambdaexec_joblib  # noqa: F401
 '''
+DEFAULT = '''
+import joblib
+joblib.register_parallel_backend("lambda", lambdaexec_joblib.LambdaBackend, make_default=True)
+'''
+
+HELPERS = ["testutils.py", "common.py"]
 
 #: text in joblib's test files -> the same with "lambda" added
 PATCHES = {
     'PROCESS_BACKENDS = ["multiprocessing", "loky"]': 'PROCESS_BACKENDS = ["multiprocessing", "loky", "lambda"]',
+    '@parametrize("backend", ["multiprocessing", "loky"])':  # test_memmapping.py
+        '@parametrize("backend", ["multiprocessing", "loky", "lambda"])',
 }
 
 
@@ -41,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", nargs="+", default=["test_parallel.py"],
                         help="test files of joblib.test to run (default: test_parallel.py)")
+    parser.add_argument("--default", action="store_true",
+                        help='also make "lambda" joblib\'s default backend (runs every test that '
+                             "does not name a backend on it; no -k filter then)")
     parser.add_argument("pytest_args", nargs="*", help="arguments for pytest (after --)")
     args = parser.parse_args(argv)
 
@@ -55,11 +68,14 @@ def main(argv: list[str] | None = None) -> int:
                 text = text.replace(old, new)
             with open(os.path.join(tmp, name), "w") as f:
                 f.write(text)
+        for helper in HELPERS:  # modules the scripts some tests start import by name
+            if os.path.exists(os.path.join(source, helper)):
+                shutil.copy(os.path.join(source, helper), tmp)
         with open(os.path.join(tmp, "sitecustomize.py"), "w") as f:
-            f.write(SITECUSTOMIZE)
+            f.write(SITECUSTOMIZE + (DEFAULT if args.default else ""))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [tmp, *filter(None, [os.environ.get("PYTHONPATH")])]))
-        extra = args.pytest_args or ["-k", "lambda"]
+        extra = args.pytest_args or ([] if args.default else ["-k", "lambda"])
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE",
                "-o", "addopts=", "--rootdir", tmp, *args.files, *extra]
         print("joblib", joblib.__version__, "tests from", source, file=sys.stderr)
