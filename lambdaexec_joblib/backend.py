@@ -2,8 +2,10 @@
 
 One executor is created when the backend is first configured, reused by every ``Parallel`` call
 made under the same ``parallel_backend("lambda", ...)`` block (so workers start only once), and
-shut down when that block's backend object is released. Inside a lambdaexec worker the backend
-runs everything sequentially, so a nested ``Parallel`` never fans out again.
+shut down when that block's backend object is released. A ``Parallel`` call made inside a task
+runs in that task's worker, never on other workers: on threads at the first nesting level and
+sequentially deeper (joblib's ``ParallelBackendBase.get_nested_backend``, as loky does), and
+``parallel_backend("lambda")`` entered inside a task runs sequentially.
 """
 
 from __future__ import annotations
@@ -202,7 +204,3 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         # the outer Parallel again, if any; else None (no cycle: the backend is released as soon
         # as its block ends)
         self.parallel = self._parallels[-1] if self._parallels else None
-
-    def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
-        """Parallel calls made inside a task run sequentially in its worker."""
-        return SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None

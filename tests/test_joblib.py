@@ -48,6 +48,17 @@ def inner_pids(explicit_backend):
     return os.getpid(), pids
 
 
+def active_backend_here(_=None):
+    """The backend a Parallel call made here would use, its nesting level, and this pid."""
+    backend, _ = joblib.parallel.get_active_backend()
+    return type(backend).__name__, backend.nesting_level, os.getpid()
+
+
+def nested_backends():
+    """In a task: the backend it runs under, and those of the tasks of a Parallel made in it."""
+    return active_backend_here(), Parallel(n_jobs=2)(delayed(active_backend_here)(i) for i in range(4))
+
+
 class CountingExecutor(LambdaExecutor):
     """A real executor that counts the calls submitted to it."""
 
@@ -114,6 +125,15 @@ def test_nested_parallel_runs_sequentially_in_the_worker(explicit_backend):
     for outer, inner in results:
         assert outer != os.getpid()
         assert inner == [outer] * 6
+
+
+def test_nested_parallel_uses_threads_then_sequential_in_the_worker():
+    # joblib's documented default for nested calls: threads at the first level, sequential deeper
+    with parallel_backend("lambda", max_workers=2):
+        [(task, inner)] = Parallel(n_jobs=-1)(delayed(nested_backends)() for _ in range(1))
+    name, level, worker = task
+    assert (name, level) == ("ThreadingBackend", 1) and worker != os.getpid()
+    assert inner == [("SequentialBackend", 2, worker)] * 4
 
 
 def test_n_jobs_1_runs_in_the_client():

@@ -41,6 +41,11 @@ HELPERS = ["testutils.py", "common.py"]
 #: text in joblib's test files -> the same with "lambda" added
 PATCHES = {
     'PROCESS_BACKENDS = ["multiprocessing", "loky"]': 'PROCESS_BACKENDS = ["multiprocessing", "loky", "lambda"]',
+    # lists written out in single tests
+    '["threading", "loky", "multiprocessing", "back_compat_backend"]':
+        '["threading", "loky", "multiprocessing", "back_compat_backend", "lambda"]',
+    '[None, "loky", "threading"]': '[None, "loky", "threading", "lambda"]',
+    '["loky", "threading"]': '["loky", "threading", "lambda"]',
     '@parametrize("backend", ["multiprocessing", "loky"])':  # test_memmapping.py
         '@parametrize("backend", ["multiprocessing", "loky", "lambda"])',
 }
