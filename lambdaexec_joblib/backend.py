@@ -190,10 +190,24 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         return future.result()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """Cancel every batch that has not started (after a task raised)."""
+        """Stop the batches of a ``Parallel`` call that failed, timed out or was closed early.
+
+        As joblib asks ("abort any running tasks ... to spare computation resources") and loky
+        does, the workers running its batches are stopped and the next call gets new ones, on
+        an executor the backend made, when no other ``Parallel`` call is using it. Otherwise
+        (``executor=`` given, or an outer call's batches in flight) the batches that have not
+        started are cancelled and the running ones finish.
+        """
         inflight, self._inflight = self._inflight, set()
-        for future in list(inflight):
-            future.cancel()
+        with self._lock:
+            executor = self._executor if self._owned and len(self._parallels) <= 1 else None
+            if executor is not None:
+                self._executor = None  # the next use starts a new one
+        if executor is not None:
+            executor._engine.abort()  # kills its workers; their futures fail, none waits forever
+        else:
+            for future in list(inflight):
+                future.cancel()
         self.reset_batch_stats()
 
     def terminate(self) -> None:

@@ -59,6 +59,24 @@ def nested_backends():
     return active_backend_here(), Parallel(n_jobs=2)(delayed(active_backend_here)(i) for i in range(4))
 
 
+def note_pid_then_sleep(folder, i):
+    """Write this worker's pid to a file in ``folder``, then sleep (task 0 raises instead, at once)."""
+    with open(os.path.join(folder, f"{i}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    if i == 0:
+        raise ValueError("task 0 fails")
+    time.sleep(60)
+    return i
+
+
+def process_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
 class CountingExecutor(LambdaExecutor):
     """A real executor that counts the calls submitted to it."""
 
@@ -134,6 +152,25 @@ def test_nested_parallel_uses_threads_then_sequential_in_the_worker():
     name, level, worker = task
     assert (name, level) == ("ThreadingBackend", 1) and worker != os.getpid()
     assert inner == [("SequentialBackend", 2, worker)] * 4
+
+
+@pytest.mark.parametrize("how", ["error", "timeout"])
+def test_aborted_call_stops_its_running_tasks(tmp_path, how):
+    # joblib's abort_everything: after a task raised or the timeout passed, the tasks still
+    # running are stopped (their workers too, as loky does), and the block's next call runs
+    first = 0 if how == "error" else 1
+    with parallel_backend("lambda", max_workers=2):
+        with pytest.raises(ValueError if how == "error" else joblib.parallel.TimeoutError):
+            Parallel(n_jobs=2, batch_size=1, timeout=None if how == "error" else 2)(
+                delayed(note_pid_then_sleep)(str(tmp_path), i) for i in range(first, 3))
+        running = [int((tmp_path / f"{i}.pid").read_text()) for i in range(first, 3)
+                   if (tmp_path / f"{i}.pid").exists() and i != 0]
+        assert running
+        deadline = time.monotonic() + 20
+        while any(map(process_alive, running)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(process_alive, running)), "a task of the aborted call kept running"
+        assert Parallel(n_jobs=2)(delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
 
 
 def test_n_jobs_1_runs_in_the_client():
