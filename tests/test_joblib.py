@@ -77,6 +77,15 @@ def process_alive(pid):
         return False
 
 
+def mark_initialized(folder):
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+
+
+def initialized_pid(folder):
+    assert os.path.exists(os.path.join(folder, str(os.getpid()))), "task ran before the initializer"
+    return os.getpid()
+
+
 class CountingExecutor(LambdaExecutor):
     """A real executor that counts the calls submitted to it."""
 
@@ -171,6 +180,19 @@ def test_aborted_call_stops_its_running_tasks(tmp_path, how):
             time.sleep(0.05)
         assert not any(map(process_alive, running)), "a task of the aborted call kept running"
         assert Parallel(n_jobs=2)(delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("where", ["parallel_config", "parallel_backend", "Parallel"])
+def test_initializer_runs_in_every_worker_before_its_tasks(tmp_path, where):
+    # joblib's initializer/initargs, given to the context or to Parallel as loky takes them
+    init = {"initializer": mark_initialized, "initargs": (str(tmp_path),)}
+    tasks = (delayed(initialized_pid)(str(tmp_path)) for _ in range(40))
+    if where == "Parallel":
+        pids = Parallel(backend="lambda", n_jobs=2, **init)(tasks)
+    else:
+        with getattr(joblib, where)("lambda", n_jobs=2, max_workers=2, **init):
+            pids = Parallel()(tasks)
+    assert os.getpid() not in pids and set(pids) <= {int(p.name) for p in tmp_path.iterdir()}
 
 
 def test_n_jobs_1_runs_in_the_client():

@@ -5,11 +5,11 @@ files from the installed joblib to a temporary directory, adds ``"lambda"`` to t
 they are parametrized over (``PROCESS_BACKENDS``, and so ``PARALLEL_BACKENDS``; ``BACKENDS`` and
 the lists built from it get it by registration), registers the backend in a ``sitecustomize.py``
 (so processes the tests start have it too),
-and runs pytest there on the cases that use ``"lambda"`` (``-k lambda`` unless other pytest
-arguments are given). No joblib code is stored in this repository.
+and runs pytest there on the cases parametrized with ``"lambda"`` or a ``LambdaBackend`` (a
+``conftest.py`` deselects the others). No joblib code is stored in this repository.
 
-    python tools/run_joblib_suite.py                      # test_parallel.py, cases with "lambda"
-    python tools/run_joblib_suite.py -- -k "lambda and generator" -x
+    python tools/run_joblib_suite.py                      # test_parallel.py, cases on "lambda"
+    python tools/run_joblib_suite.py -- -k generator -x   # arguments after -- go to pytest
     python tools/run_joblib_suite.py --default            # every test, "lambda" the default backend
     python tools/run_joblib_suite.py --files test_parallel.py test_memmapping.py
 
@@ -36,6 +36,20 @@ import joblib
 joblib.register_parallel_backend("lambda", lambdaexec_joblib.LambdaBackend, make_default=True)
 '''
 
+#: keeps only the cases run on "lambda": a parameter that is the name or a LambdaBackend instance
+CONFTEST = '''
+from lambdaexec_joblib import LambdaBackend
+
+
+def pytest_collection_modifyitems(config, items):
+    def on_lambda(item):
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return any(v == "lambda" or isinstance(v, LambdaBackend) for v in params.values())
+    kept = [item for item in items if on_lambda(item)]
+    config.hook.pytest_deselected(items=[item for item in items if not on_lambda(item)])
+    items[:] = kept
+'''
+
 HELPERS = ["testutils.py", "common.py"]
 
 #: text in joblib's test files -> the same with "lambda" added
@@ -57,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", nargs="+", default=["test_parallel.py"],
                         help="test files of joblib.test to run (default: test_parallel.py)")
     parser.add_argument("--default", action="store_true",
-                        help='also make "lambda" joblib\'s default backend (runs every test that '
-                             "does not name a backend on it; no -k filter then)")
+                        help='make "lambda" joblib\'s default backend and run every test (the ones that '
+                             "name no backend run on it)")
     parser.add_argument("pytest_args", nargs="*", help="arguments for pytest (after --)")
     args = parser.parse_args(argv)
 
@@ -78,11 +92,13 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy(os.path.join(source, helper), tmp)
         with open(os.path.join(tmp, "sitecustomize.py"), "w") as f:
             f.write(SITECUSTOMIZE + (DEFAULT if args.default else ""))
+        if not args.default:
+            with open(os.path.join(tmp, "conftest.py"), "w") as f:
+                f.write(CONFTEST)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             [tmp, *filter(None, [os.environ.get("PYTHONPATH")])]))
-        extra = args.pytest_args or ([] if args.default else ["-k", "lambda"])
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfE",
-               "-o", "addopts=", "--rootdir", tmp, *args.files, *extra]
+               "-o", "addopts=", "--rootdir", tmp, *args.files, *args.pytest_args]
         print("joblib", joblib.__version__, "tests from", source, file=sys.stderr)
         return subprocess.call(cmd, cwd=tmp, env=env)
 
