@@ -118,7 +118,7 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
             if self._executor is None or (self._owned and self._executor._shutdown):
                 self._executor = LambdaExecutor(initializer=self._init[0], initargs=self._init[1],
                                                 **self._options)
-                weakref.finalize(self, _release, self._executor)
+                self._finalizer = weakref.finalize(self, _release, self._executor)
             return self._executor
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
@@ -204,6 +204,7 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
             if executor is not None:
                 self._executor = None  # the next use starts a new one
         if executor is not None:
+            self._finalizer.detach()  # the old executor is not kept alive until the backend goes
             executor._engine.abort()  # kills its workers; their futures fail, none waits forever
         else:
             for future in list(inflight):
