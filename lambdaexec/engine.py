@@ -31,7 +31,7 @@ from typing import Any
 
 from lambdaexec import handles, serialize
 from lambdaexec.config import Config
-from lambdaexec.errors import StorageError
+from lambdaexec.errors import CallLostError, StorageError
 from lambdaexec.future import LambdaFuture
 from lambdaexec.monitor import Job, Monitor
 from lambdaexec.storage import signed
@@ -215,8 +215,9 @@ class Engine:
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Refuse new calls; cancel those not started if asked; close once the rest are done
-        (here with ``wait``, else in the background). A no-op in a forked child."""
-        if os.getpid() != self._pid:
+        (here with ``wait``, else in the background). A no-op in a forked child, and once
+        closed (after :meth:`abort`)."""
+        if os.getpid() != self._pid or self._closed:
             return
         with self._cond:
             self.closing = True
@@ -231,8 +232,9 @@ class Engine:
             threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
 
     def abort(self) -> None:
-        """Stop now: cancel what has not started, kill the workers running the rest, and clean
-        up (the client was interrupted with Ctrl-C, so nobody waits for those calls)."""
+        """Stop now: cancel what has not started, kill the workers running the rest (their
+        futures fail with :class:`CallLostError`, so none waits forever), and clean up (the
+        client was interrupted with Ctrl-C, or a joblib ``Parallel`` call was aborted)."""
         if os.getpid() != self._pid:
             return
         with self._cond:
@@ -243,7 +245,13 @@ class Engine:
         for f in pending + self.monitor.outstanding():
             f.cancel()
         self._flusher.join(5)
+        running = self.monitor.outstanding()
         self._teardown(kill=True)
+        for f in running:
+            try:
+                f.set_exception(CallLostError("the executor was aborted while this call ran: its worker was stopped"))
+            except concurrent.futures.InvalidStateError:
+                pass  # finished or cancelled meanwhile
 
     def _not_handed_over(self) -> list[LambdaFuture]:
         """Futures of calls pending or being uploaded (lock held)."""

@@ -2,8 +2,10 @@
 
 One executor is created when the backend is first configured, reused by every ``Parallel`` call
 made under the same ``parallel_backend("lambda", ...)`` block (so workers start only once), and
-shut down when that block's backend object is released. Inside a lambdaexec worker the backend
-runs everything sequentially, so a nested ``Parallel`` never fans out again.
+shut down when that block's backend object is released. A ``Parallel`` call made inside a task
+runs in that task's worker, never on other workers: on threads at the first nesting level and
+sequentially deeper (joblib's ``ParallelBackendBase.get_nested_backend``, as loky does), and
+``parallel_backend("lambda")`` entered inside a task runs sequentially.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
             if self._executor is None or (self._owned and self._executor._shutdown):
                 self._executor = LambdaExecutor(initializer=self._init[0], initargs=self._init[1],
                                                 **self._options)
-                weakref.finalize(self, _release, self._executor)
+                self._finalizer = weakref.finalize(self, _release, self._executor)
             return self._executor
 
     def effective_n_jobs(self, n_jobs: int | None) -> int:
@@ -188,10 +190,25 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         return future.result()
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """Cancel every batch that has not started (after a task raised)."""
+        """Stop the batches of a ``Parallel`` call that failed, timed out or was closed early.
+
+        As joblib asks ("abort any running tasks ... to spare computation resources") and loky
+        does, the workers running its batches are stopped and the next call gets new ones, on
+        an executor the backend made, when no other ``Parallel`` call is using it. Otherwise
+        (``executor=`` given, or an outer call's batches in flight) the batches that have not
+        started are cancelled and the running ones finish.
+        """
         inflight, self._inflight = self._inflight, set()
-        for future in list(inflight):
-            future.cancel()
+        with self._lock:
+            executor = self._executor if self._owned and len(self._parallels) <= 1 else None
+            if executor is not None:
+                self._executor = None  # the next use starts a new one
+        if executor is not None:
+            self._finalizer.detach()  # the old executor is not kept alive until the backend goes
+            executor._engine.abort()  # kills its workers; their futures fail, none waits forever
+        else:
+            for future in list(inflight):
+                future.cancel()
         self.reset_batch_stats()
 
     def terminate(self) -> None:
@@ -202,7 +219,3 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         # the outer Parallel again, if any; else None (no cycle: the backend is released as soon
         # as its block ends)
         self.parallel = self._parallels[-1] if self._parallels else None
-
-    def get_nested_backend(self) -> tuple[ParallelBackendBase, int | None]:
-        """Parallel calls made inside a task run sequentially in its worker."""
-        return SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None

@@ -48,6 +48,44 @@ def inner_pids(explicit_backend):
     return os.getpid(), pids
 
 
+def active_backend_here(_=None):
+    """The backend a Parallel call made here would use, its nesting level, and this pid."""
+    backend, _ = joblib.parallel.get_active_backend()
+    return type(backend).__name__, backend.nesting_level, os.getpid()
+
+
+def nested_backends():
+    """In a task: the backend it runs under, and those of the tasks of a Parallel made in it."""
+    return active_backend_here(), Parallel(n_jobs=2)(delayed(active_backend_here)(i) for i in range(4))
+
+
+def note_pid_then_sleep(folder, i):
+    """Write this worker's pid to a file in ``folder``, then sleep (task 0 raises instead, at once)."""
+    with open(os.path.join(folder, f"{i}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+    if i == 0:
+        raise ValueError("task 0 fails")
+    time.sleep(60)
+    return i
+
+
+def process_alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def mark_initialized(folder):
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+
+
+def initialized_pid(folder):
+    assert os.path.exists(os.path.join(folder, str(os.getpid()))), "task ran before the initializer"
+    return os.getpid()
+
+
 class CountingExecutor(LambdaExecutor):
     """A real executor that counts the calls submitted to it."""
 
@@ -114,6 +152,47 @@ def test_nested_parallel_runs_sequentially_in_the_worker(explicit_backend):
     for outer, inner in results:
         assert outer != os.getpid()
         assert inner == [outer] * 6
+
+
+def test_nested_parallel_uses_threads_then_sequential_in_the_worker():
+    # joblib's documented default for nested calls: threads at the first level, sequential deeper
+    with parallel_backend("lambda", max_workers=2):
+        [(task, inner)] = Parallel(n_jobs=-1)(delayed(nested_backends)() for _ in range(1))
+    name, level, worker = task
+    assert (name, level) == ("ThreadingBackend", 1) and worker != os.getpid()
+    assert inner == [("SequentialBackend", 2, worker)] * 4
+
+
+@pytest.mark.parametrize("how", ["error", "timeout"])
+def test_aborted_call_stops_its_running_tasks(tmp_path, how):
+    # joblib's abort_everything: after a task raised or the timeout passed, the tasks still
+    # running are stopped (their workers too, as loky does), and the block's next call runs
+    first = 0 if how == "error" else 1
+    with parallel_backend("lambda", max_workers=2):
+        with pytest.raises(ValueError if how == "error" else joblib.parallel.TimeoutError):
+            Parallel(n_jobs=2, batch_size=1, timeout=None if how == "error" else 2)(
+                delayed(note_pid_then_sleep)(str(tmp_path), i) for i in range(first, 3))
+        running = [int((tmp_path / f"{i}.pid").read_text()) for i in range(first, 3)
+                   if (tmp_path / f"{i}.pid").exists() and i != 0]
+        assert running
+        deadline = time.monotonic() + 20
+        while any(map(process_alive, running)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(process_alive, running)), "a task of the aborted call kept running"
+        assert Parallel(n_jobs=2)(delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("where", ["parallel_config", "parallel_backend", "Parallel"])
+def test_initializer_runs_in_every_worker_before_its_tasks(tmp_path, where):
+    # joblib's initializer/initargs, given to the context or to Parallel as loky takes them
+    init = {"initializer": mark_initialized, "initargs": (str(tmp_path),)}
+    tasks = (delayed(initialized_pid)(str(tmp_path)) for _ in range(40))
+    if where == "Parallel":
+        pids = Parallel(backend="lambda", n_jobs=2, **init)(tasks)
+    else:
+        with getattr(joblib, where)("lambda", n_jobs=2, max_workers=2, **init):
+            pids = Parallel()(tasks)
+    assert os.getpid() not in pids and set(pids) <= {int(p.name) for p in tmp_path.iterdir()}
 
 
 def test_n_jobs_1_runs_in_the_client():
