@@ -83,6 +83,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child, self.storage),
                                 self.config, watchers_for(self.config, unsigned, self.executor_id))
         self._engine = Engine(self.config, self.prefix, self._init_key, self._monitor)
+        self._pickles = serialize.FunctionPickles()  # a function submitted again, unchanged: not pickled again
         # dropped without shutdown: the engine finishes the submitted calls, then stops the workers
         self._finalizer = weakref.finalize(self, self._engine.shutdown, False)
         self._finalizer.atexit = False  # the exit hook below waits for every engine instead
@@ -94,7 +95,10 @@ class LambdaExecutor(concurrent.futures.Executor):
             return memo[1]
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        blob = serialize.dumps_function(fn)
+        blob = self._pickles.get(fn)
+        if blob is None:
+            blob = serialize.dumps_function(fn)
+            self._pickles.put(fn, blob)
         self._engine.memo = (fn, blob)
         self._engine.name(blob, fn)
         return blob

@@ -101,6 +101,56 @@ def test_user_modules_go_by_value_in_our_pickles_only(tmp_path, monkeypatch):
     assert pickle.loads(cloudpickle.dumps(mylab3.triple)) is mylab3.triple
 
 
+def test_a_function_submitted_again_runs_with_its_globals_as_they_are_now(tmp_path, monkeypatch):
+    (tmp_path / "mylab4.py").write_text(textwrap.dedent("""
+        import math
+
+        OFFSET = 1
+        TABLE = {"k": 1}
+
+        def helper(x):
+            return x
+
+        def add_offset(x):
+            return math.floor(x + OFFSET)
+
+        def add_table(x):
+            return x + TABLE["k"]
+
+        def via_helper(x):
+            return helper(x)
+
+        def with_default(x, y=1):
+            return x + y
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import mylab4 as m
+
+    pickled = []
+    real = serialize.dumps_function
+    monkeypatch.setattr(serialize, "dumps_function", lambda fn: pickled.append(fn) or real(fn))
+    with LambdaExecutor(max_workers=1) as ex:
+        def run(fn):
+            return ex.submit(fn, 1).result(timeout=30)
+
+        # a function of constants and modules, submitted again unchanged, is not pickled again
+        assert [run(m.add_offset) for _ in range(3)] == [2, 2, 2] and pickled.count(m.add_offset) == 1
+        m.OFFSET = 10  # ... but a global rebound is seen at the next submit
+        assert run(m.add_offset) == 11
+        m.TABLE["k"] = 5  # a dict changed in place, between two submits
+        assert run(m.add_table) == 6 and run(m.add_table) == 6
+        m.TABLE["k"] = 7
+        assert run(m.add_table) == 8
+        assert run(m.via_helper) == 1
+        m.helper = lambda x: -x  # a function it calls, replaced
+        assert run(m.via_helper) == -1
+        assert run(m.with_default) == 2
+        m.with_default.__defaults__ = (7,)
+        assert run(m.with_default) == 8
+        m.with_default.__code__ = m.add_table.__code__.replace(co_name="with_default")
+        assert run(m.with_default) == 8  # x + TABLE["k"]
+
+
 def test_traceback_shows_source_of_a_file_the_worker_does_not_have(tmp_path):
     """A worker without the user's files (as on Lambda) still shows their lines in tracebacks."""
     (tmp_path / "gone.py").write_text(textwrap.dedent("""
