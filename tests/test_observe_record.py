@@ -121,6 +121,27 @@ def test_one_call_jobs_in_a_burst_leave_one_record_object_each(tmp_path):
     assert all(k.endswith(("/manifest", "/calls")) for k in objects)
 
 
+def test_records_past_retention_expire_after_an_executor_closes(tmp_path):
+    import json
+
+    import lambdaexec
+    from lambdaexec.observe import jobs
+    from lambdaexec.storage import open_storage
+
+    store = open_storage({"kind": "local", "path": str(tmp_path)})
+    old_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(time.time() - 40 * 86400)) + "-0ld0exec-000000"
+    store.put(f"expire/jobs/{old_id}/manifest", json.dumps({"job_id": old_id, "calls": 1}).encode())
+    with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="expire",
+                                   job_retention_days=30, progress=False) as ex:
+        assert ex.submit(abs, -1).result() == 1
+    # expired in the background once the executor closed: its own record, a young one, stays
+    deadline = time.monotonic() + 60
+    while old_id in jobs.job_ids(store, "expire") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ids = jobs.job_ids(store, "expire")
+    assert old_id not in ids and len(ids) == 1
+
+
 def test_job_record_can_be_turned_off(tmp_path):
     import lambdaexec
 

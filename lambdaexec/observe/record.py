@@ -185,12 +185,12 @@ class JobRecorder(Watcher):
             if now - _CLEANED.get(where, -CLEAN_INTERVAL) < CLEAN_INTERVAL:
                 return
             _CLEANED[where] = now
-        from lambdaexec.observe.clean import clean
-
-        try:  # expire old records
-            clean(self.storage, self.config.prefix, self.config.job_retention_days * 86400.0)
-        except Exception:
-            pass
+        # in the background, on a store of its own (this one closes with the executor): listing
+        # a store of many records takes seconds (61,000: 1.7 s on tmpfs), which a shutdown, or
+        # a joblib call aborted after a task raised, must not wait for
+        threading.Thread(target=_expire, args=(self.storage.spec, self.config.prefix,
+                                               self.config.job_retention_days * 86400.0),
+                         name="lambdaexec-expire", daemon=True).start()
 
     def _write(self, fn: Any, *args: Any) -> None:
         with self._lock:
@@ -227,6 +227,22 @@ class JobRecorder(Watcher):
             self.storage.put(key, json.dumps(record, separators=(",", ":")).encode())
         except Exception as err:  # the record must never fail the user's calls
             print(f"lambdaexec: could not write the job record {key}: {err!r}", file=sys.stderr)
+
+
+def _expire(spec: dict[str, Any], prefix: str, older_than: float) -> None:
+    """Delete the records (and left data) of jobs older than ``older_than`` seconds, best
+    effort: another process, or this one an hour later, tries again."""
+    from lambdaexec.observe.clean import clean
+    from lambdaexec.storage import open_storage
+
+    try:
+        storage = open_storage(spec)
+        try:
+            clean(storage, prefix, older_than)
+        finally:
+            storage.close()
+    except Exception:
+        pass
 
 
 class _Pending:
