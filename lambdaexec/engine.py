@@ -98,8 +98,12 @@ class Engine:
         self._names[blob] = f"{getattr(inner, '__module__', None) or '?'}.{name}"
 
     def enqueue(self, calls: list[Call], follow_up: bool = False) -> None:
-        """Queue ``calls`` for the flusher. Raises ``RuntimeError`` after :meth:`shutdown`, unless
-        they are an operator's ``follow_up`` calls while it is held (see :meth:`hold`)."""
+        """Queue ``calls`` for the flusher. Raises the monitor's ``BrokenExecutor`` once it is
+        broken, and ``RuntimeError`` after :meth:`shutdown`, unless they are an operator's
+        ``follow_up`` calls while it is held (see :meth:`hold`)."""
+        broken = self.monitor.broken
+        if broken is not None:  # as ProcessPoolExecutor.submit once its pool is broken
+            raise type(broken)(f"cannot schedule new futures, this executor is broken: {broken}")
         with self._cond:
             if self.closing and not (follow_up and self._holds):
                 raise RuntimeError("cannot schedule new futures after shutdown")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 import threading
 import time
 from typing import Any, Sequence
@@ -31,6 +32,7 @@ from lambdaexec.outcome import decode_result, record_status
 from lambdaexec.storage import Storage
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
+_LOGGER = logging.getLogger("concurrent.futures")  # where the standard library's executors log
 _SWEEP_SECONDS = 0.2  # finished jobs' objects wait at most about this long to be deleted together
 
 @dataclasses.dataclass
@@ -216,8 +218,13 @@ class Monitor:
             raise
 
     def _break(self, err: BaseException) -> None:
-        """Fail every call, now and from now on: nothing is left to finish them."""
-        if self.broken is None:
+        """Fail every call, now and from now on: nothing is left to finish them (the monitor
+        thread failed), or nothing can run them (the initializer failed: logged, as the
+        standard library's executors log it)."""
+        if self.broken is None and isinstance(err, errors.InitializerError):
+            self.broken = err
+            _LOGGER.critical("Exception in initializer:\n%s", getattr(err.__cause__, "tb", err))
+        elif self.broken is None:
             self.broken = concurrent.futures.BrokenExecutor(
                 f"lambdaexec's monitor thread failed with {err!r}, so this executor cannot finish "
                 "its calls; start a new one (and please report this as a bug)")
@@ -336,6 +343,8 @@ class Monitor:
             return
         if exc is not None:
             future.set_exception(exc)
+            if self.broken is None and isinstance(exc, errors.InitializerError):
+                self._break(exc)
         else:
             future.set_result(value)
 

@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -307,6 +308,29 @@ def test_failing_initializer_breaks_calls(storage_settings):
     with LambdaExecutor(max_workers=1, initializer=fail, initargs=("no init",), **storage_settings) as ex:
         with pytest.raises(cf.BrokenExecutor, match="no init"):
             ex.submit(square, 1).result(timeout=30)
+
+
+def test_failing_initializer_breaks_the_executor_as_process_pool_does(tmp_path, caplog):
+    # ProcessPoolExecutor's documented contract: the pending calls and every later submit raise
+    # BrokenProcessPool, and the initializer's traceback is logged on "concurrent.futures"
+    caplog.set_level("CRITICAL", logger="concurrent.futures")
+    with LambdaExecutor(max_workers=1, initializer=fail, initargs=("no init",), storage_path=str(tmp_path)) as ex:
+        futures = [ex.submit(slow, 0.2, i) for i in range(3)]
+        for f in futures:
+            with pytest.raises(BrokenProcessPool, match="no init"):
+                f.result(timeout=60)
+        with pytest.raises(BrokenProcessPool, match="no init"):
+            ex.submit(square, 2)
+        with pytest.raises(BrokenProcessPool):
+            ex.map(square, [1, 2])
+    assert any("Exception in initializer" in r.getMessage() and "ValueError: no init" in r.getMessage()
+               for r in caplog.records)
+
+
+def test_max_workers_below_one_is_a_value_error(tmp_path):
+    for number in (0, -1):  # as ProcessPoolExecutor's; only the max_workers *setting* 0 means "one per core"
+        with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+            LambdaExecutor(max_workers=number, storage_path=str(tmp_path))
 
 
 def test_unpicklable_exception_becomes_remote_error(executor):
