@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import gc
 import os
 import socket
+import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -325,6 +326,18 @@ def test_failing_initializer_breaks_the_executor_as_process_pool_does(tmp_path, 
             ex.map(square, [1, 2])
     assert any("Exception in initializer" in r.getMessage() and "ValueError: no init" in r.getMessage()
                for r in caplog.records)
+
+
+class ExitsWhenUnpickled:
+    def __reduce__(self):
+        return sys.exit, (1,)
+
+
+def test_a_result_that_exits_when_unpickled_fails_only_its_call(tmp_path):
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path)) as ex:
+        with pytest.raises(lambdaexec.LambdaExecError, match="cannot be unpickled here: SystemExit"):
+            ex.submit(ExitsWhenUnpickled).result(timeout=60)
+        assert ex.submit(square, 3).result(timeout=60) == 9  # the executor still runs calls
 
 
 def test_max_workers_below_one_is_a_value_error(tmp_path):
