@@ -70,6 +70,8 @@ class LambdaExecutor(concurrent.futures.Executor):
         if max_workers is not None and max_workers <= 0:  # as ProcessPoolExecutor (the setting's 0: one per core)
             raise ConfigError(f"max_workers must be greater than 0, got {max_workers}: leave it out (or None) "
                               "for one worker per core")
+        if initializer is not None and not callable(initializer):  # as the standard library's executors
+            raise TypeError(f"initializer must be a callable, got {initializer!r}")
         if max_tasks_per_child is not None and max_tasks_per_child < 1:
             raise ValueError("max_tasks_per_child must be >= 1")
         self.config = load_config({"max_workers": max_workers, **settings})

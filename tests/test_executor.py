@@ -340,6 +340,11 @@ def test_a_result_that_exits_when_unpickled_fails_only_its_call(tmp_path):
         assert ex.submit(square, 3).result(timeout=60) == 9  # the executor still runs calls
 
 
+def test_an_initializer_that_is_not_callable_is_refused_at_once(tmp_path):
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        LambdaExecutor(max_workers=1, initializer="setup", storage_path=str(tmp_path))
+
+
 def test_max_workers_below_one_is_a_value_error(tmp_path):
     for number in (0, -1):  # as ProcessPoolExecutor's; only the max_workers *setting* 0 means "one per core"
         with pytest.raises(ValueError, match="max_workers must be greater than 0"):
