@@ -79,6 +79,9 @@ EXPECTED = {
     "test_max_tasks_per_child": "reads _processes (the pid pattern is tests/test_executor.py::"
                                 "test_max_tasks_per_child_replaces_workers)",
     "test_max_tasks_per_child_defaults_to_spawn_context": "reads _mp_context (workers are always fresh interpreters)",
+    "test_multiple_set_result@LambdaFutureTests": "matches '<Future at ...' in the message; ours names "
+                                                   "its class: '<LambdaFuture at ...'",
+    "test_multiple_set_exception@LambdaFutureTests": "same",
     "test_traceback": "the cause is lambdaexec.RemoteTraceback, not the private process._RemoteTraceback "
                       "(same .tb text, printed by excepthook: PortsTest.test_remote_traceback)",
     # worker output is kept per call (future.stdout), not written to the client's terminal
@@ -153,6 +156,8 @@ def build_suite(T) -> unittest.TestSuite:  # noqa: N803 (T: CPython's test modul
              test_map_submits_without_iteration=T.ThreadPoolExecutorTest.test_map_submits_without_iteration,
              test_executor_map_current_future_cancel=T.ThreadPoolExecutorTest.test_executor_map_current_future_cancel),
         case("LambdaDeadlockTest", T.ExecutorDeadlockTest, LambdaMixin),
+        type("LambdaFutureTests", (T.FutureTests,), {"setUp": _use_lambda_future(T, True),
+                                                     "tearDown": _use_lambda_future(T, False)}),
         PortsTest,
     ]
     loader = unittest.TestLoader()
@@ -162,6 +167,19 @@ def build_suite(T) -> unittest.TestSuite:  # noqa: N803 (T: CPython's test modul
             if getattr(cls, name) is not None:
                 suite.addTest(cls(name))
     return suite
+
+
+def _use_lambda_future(T, on: bool):  # noqa: N803
+    """setUp/tearDown that make CPython's FutureTests build LambdaFutures (its module's ``Future``)."""
+    from concurrent.futures import Future
+
+    from lambdaexec.future import LambdaFuture
+
+    def switch(self):
+        (T.BaseTestCase.setUp if on else T.BaseTestCase.tearDown)(self)
+        T.Future = LambdaFuture if on else Future
+
+    return switch
 
 
 def _write(path: str, text: str, delay: float = 0.0) -> None:
