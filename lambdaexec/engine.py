@@ -219,7 +219,9 @@ class Engine:
     # --- closing --------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Refuse new calls; cancel those not started if asked; close once the rest are done
-        (here with ``wait``, else in the background). A no-op in a forked child."""
+        (here with ``wait``, else in the background). A no-op in a forked child. With ``wait``
+        inside a done callback of this executor's futures, it closes in the background and
+        raises ``RuntimeError``, as the standard library's executors do there."""
         if os.getpid() != self._pid:
             return
         with self._cond:
@@ -229,10 +231,13 @@ class Engine:
         if cancel_futures:
             for f in pending + self.monitor.outstanding():
                 f.cancel()
-        if wait:
+        if wait and not self.monitor.in_callback():
             self._finish()
-        else:
-            threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
+            return
+        threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
+        if wait:  # as the standard library's executors: a callback's thread cannot wait for itself
+            raise RuntimeError("shutdown(wait=True) inside a done callback would wait forever for the thread "
+                               "running that callback: call shutdown(wait=False) there (the calls still finish)")
 
     def abort(self) -> None:
         """Stop now: cancel what has not started, kill the workers running the rest, and clean

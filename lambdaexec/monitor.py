@@ -74,6 +74,7 @@ class Monitor:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self._stopping = False
+        self._completing = threading.local()  # see in_callback
         #: futures whose result objects a reduce will read: id -> [future, pins, job prefix and
         #: result key once done]
         self._pins: dict[int, list] = {}
@@ -114,6 +115,11 @@ class Monitor:
         """Fail ``calls`` of ``job`` with ``err``: their inputs could not be stored."""
         for c in calls:
             self._complete(job, c, exc=err)
+
+    def in_callback(self) -> bool:
+        """Whether this thread is completing one of the monitor's futures (running its done
+        callbacks): it cannot wait for the other calls, whose futures it would complete."""
+        return getattr(self._completing, "active", False)
 
     def outstanding(self) -> list[LambdaFuture]:
         """Futures of calls not yet finished."""
@@ -341,12 +347,16 @@ class Monitor:
             w.finished(job, c, future, exc)
         if future.cancelled():
             return
-        if exc is not None:
-            future.set_exception(exc)
-            if self.broken is None and isinstance(exc, errors.InitializerError):
-                self._break(exc)
-        else:
-            future.set_result(value)
+        outer, self._completing.active = self.in_callback(), True  # its done callbacks run on this thread
+        try:
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
+        finally:
+            self._completing.active = outer
+        if exc is not None and self.broken is None and isinstance(exc, errors.InitializerError):
+            self._break(exc)
 
     def _finish(self, job: Job, c: int, key: str = "") -> None:
         """Mark call ``c`` finished (lock held), its result read from ``key``; drop and clean

@@ -211,6 +211,24 @@ def test_executor_dropped_without_shutdown_finishes_and_stops_its_workers(storag
     assert all(p.poll() is not None for p in processes)
 
 
+def test_shutdown_waiting_inside_a_done_callback_raises_instead_of_hanging(tmp_path):
+    ex = LambdaExecutor(max_workers=2, storage_path=str(tmp_path))
+    raised = []
+
+    def shut_down(_):
+        try:
+            ex.shutdown(wait=True)
+        except RuntimeError as err:  # as ThreadPoolExecutor and ProcessPoolExecutor raise there
+            raised.append(err)
+
+    first, second = ex.submit(slow, 0.5, 1), ex.submit(slow, 1.5, 2)
+    first.add_done_callback(shut_down)
+    assert second.result(timeout=30) == 2  # the other call still finishes
+    assert len(raised) == 1 and "shutdown(wait=False)" in str(raised[0])
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(square, 1)
+
+
 def test_context_manager_waits(storage_settings):
     with LambdaExecutor(max_workers=2, **storage_settings) as ex:
         f = ex.submit(slow, 0.3, "done")
