@@ -74,6 +74,21 @@ def test_wait_as_completed_and_callbacks(executor):
     assert late == [1]
 
 
+def test_wait_first_exception_returns_when_futures_are_already_done(tmp_path):
+    # concurrent.futures.wait holds each future's lock while calling its cancelled() and exception()
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path)) as ex:
+        done_ok, done_failed = ex.submit(square, 2), ex.submit(fail, "boom")
+        cf.wait([done_ok, done_failed])
+        never = cf.Future()  # in a thread of its own: before the fix, the wait deadlocked on itself
+        answer = []
+        waiter = threading.Thread(target=lambda: answer.append(cf.wait(
+            [done_ok, done_failed, never], timeout=30, return_when=cf.FIRST_EXCEPTION)), daemon=True)
+        waiter.start()
+        waiter.join(60)
+        assert answer, "concurrent.futures.wait(return_when=FIRST_EXCEPTION) did not return"
+        assert answer[0].done == {done_ok, done_failed} and answer[0].not_done == {never}
+
+
 def test_first_exception_wait(executor):
     futures = [executor.submit(slow, 2.0), executor.submit(fail, "boom")]
     done, _ = cf.wait(futures, timeout=30, return_when=cf.FIRST_EXCEPTION)
