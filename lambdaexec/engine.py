@@ -98,8 +98,12 @@ class Engine:
         self._names[blob] = f"{getattr(inner, '__module__', None) or '?'}.{name}"
 
     def enqueue(self, calls: list[Call], follow_up: bool = False) -> None:
-        """Queue ``calls`` for the flusher. Raises ``RuntimeError`` after :meth:`shutdown`, unless
-        they are an operator's ``follow_up`` calls while it is held (see :meth:`hold`)."""
+        """Queue ``calls`` for the flusher. Raises the monitor's ``BrokenExecutor`` once it is
+        broken, and ``RuntimeError`` after :meth:`shutdown`, unless they are an operator's
+        ``follow_up`` calls while it is held (see :meth:`hold`)."""
+        broken = self.monitor.broken
+        if broken is not None:  # as ProcessPoolExecutor.submit once its pool is broken
+            raise type(broken)(f"cannot schedule new futures, this executor is broken: {broken}")
         with self._cond:
             if self.closing and not (follow_up and self._holds):
                 raise RuntimeError("cannot schedule new futures after shutdown")
@@ -216,7 +220,9 @@ class Engine:
     def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         """Refuse new calls; cancel those not started if asked; close once the rest are done
         (here with ``wait``, else in the background). A no-op in a forked child, and once
-        closed (after :meth:`abort`)."""
+        closed (after :meth:`abort`). With ``wait`` inside a done callback of this executor's
+        futures, it closes in the background and raises ``RuntimeError``, as the standard
+        library's executors do there."""
         if os.getpid() != self._pid or self._closed:
             return
         with self._cond:
@@ -226,10 +232,13 @@ class Engine:
         if cancel_futures:
             for f in pending + self.monitor.outstanding():
                 f.cancel()
-        if wait:
+        if wait and not self.monitor.in_callback():
             self._finish()
-        else:
-            threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
+            return
+        threading.Thread(target=self._finish, name="lambdaexec-shutdown", daemon=True).start()
+        if wait:  # as the standard library's executors: a callback's thread cannot wait for itself
+            raise RuntimeError("shutdown(wait=True) inside a done callback would wait forever for the thread "
+                               "running that callback: call shutdown(wait=False) there (the calls still finish)")
 
     def abort(self) -> None:
         """Stop now: cancel what has not started, kill the workers running the rest (their

@@ -90,8 +90,9 @@ class RemoteError(LambdaExecError):
     """A user exception that could not be sent back as itself (it was not picklable)."""
 
 
-class InitializerError(LambdaExecError, concurrent.futures.BrokenExecutor):
-    """The executor's ``initializer`` raised in a worker, so the worker could not run calls."""
+class InitializerError(LambdaExecError, concurrent.futures.process.BrokenProcessPool):
+    """The executor's ``initializer`` raised in a worker. As with ``ProcessPoolExecutor``, the
+    executor is then broken: every call not finished fails with it, and so does ``submit``."""
 
 
 class BudgetExceededError(LambdaExecError):

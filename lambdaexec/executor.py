@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 from lambdaexec import dataflow, iterative, ledger, serialize
 from lambdaexec.config import Config, load_config
 from lambdaexec.engine import Engine, shutdown_all
+from lambdaexec.errors import ConfigError
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Invoker
 from lambdaexec.monitor import Monitor
@@ -66,6 +67,11 @@ class LambdaExecutor(concurrent.futures.Executor):
     def __init__(self, max_workers: int | None = None, mp_context: Any = None,
                  initializer: Callable | None = None, initargs: tuple = (), *,
                  max_tasks_per_child: int | None = None, **settings: Any):
+        if max_workers is not None and max_workers <= 0:  # as ProcessPoolExecutor (the setting's 0: one per core)
+            raise ConfigError(f"max_workers must be greater than 0, got {max_workers}: leave it out (or None) "
+                              "for one worker per core")
+        if initializer is not None and not callable(initializer):  # as the standard library's executors
+            raise TypeError(f"initializer must be a callable, got {initializer!r}")
         if max_tasks_per_child is not None and max_tasks_per_child < 1:
             raise ValueError("max_tasks_per_child must be >= 1")
         self.config = load_config({"max_workers": max_workers, **settings})
@@ -106,6 +112,13 @@ class LambdaExecutor(concurrent.futures.Executor):
     @property
     def _shutdown(self) -> bool:
         return self._engine.closing
+
+    @property
+    def _broken(self) -> str | bool:
+        """Why this executor can run no more calls (its initializer failed), else False: as the
+        standard library's executors' ``_broken``."""
+        broken = self._monitor.broken
+        return False if broken is None else str(broken)
 
     def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> LambdaFuture:
         """Schedule ``fn(*args, **kwargs)``; return its future.

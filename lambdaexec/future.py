@@ -11,14 +11,14 @@ class _Condition:
     """What ``Future`` needs of ``threading.Condition`` (lock, ``wait``, ``notify_all``) in a few
     dozen bytes. ``threading.Condition`` keeps five bound methods in a per-instance dict, about
     0.8 KB and eight objects for the garbage collector per future: a 100,000-call map holds
-    100,000 futures. The lock is not re-entrant: ``Future`` takes it once per method, except
-    that ``set_result`` on a finished future formats ``repr(self)`` under it, which is why
-    :class:`LambdaFuture` reads its state for ``repr`` without the lock."""
+    100,000 futures. The lock is re-entrant, as ``Condition``'s default: ``concurrent.futures.wait``
+    holds every future's lock while it calls their ``cancelled()`` and ``exception()``, which take
+    it again; ``wait`` releases it however many times it is held, as ``Condition.wait`` does."""
 
     __slots__ = ("_lock", "_waiters")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._waiters: list | None = None
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -40,14 +40,14 @@ class _Condition:
         if self._waiters is None:
             self._waiters = []
         self._waiters.append(waiter)
-        self._lock.release()
+        held = self._lock._release_save()  # type: ignore[attr-defined]  # (what Condition.wait uses)
         got = False
         try:
             got = waiter.acquire() if timeout is None else waiter.acquire(True, timeout) if timeout > 0 \
                 else waiter.acquire(False)
             return got
         finally:
-            self._lock.acquire()
+            self._lock._acquire_restore(held)  # type: ignore[attr-defined]
             if not got:
                 try:
                     self._waiters.remove(waiter)

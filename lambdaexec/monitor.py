@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import logging
 import threading
 import time
 from typing import Any, Sequence
@@ -31,6 +32,7 @@ from lambdaexec.outcome import decode_result, record_status
 from lambdaexec.storage import Storage
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
+_LOGGER = logging.getLogger("concurrent.futures")  # where the standard library's executors log
 _SWEEP_SECONDS = 0.2  # finished jobs' objects wait at most about this long to be deleted together
 
 @dataclasses.dataclass
@@ -72,6 +74,7 @@ class Monitor:
         self.lock = threading.Lock()
         self.idle = threading.Condition(self.lock)
         self._stopping = False
+        self._completing = threading.local()  # see in_callback
         #: futures whose result objects a reduce will read: id -> [future, pins, job prefix and
         #: result key once done]
         self._pins: dict[int, list] = {}
@@ -112,6 +115,11 @@ class Monitor:
         """Fail ``calls`` of ``job`` with ``err``: their inputs could not be stored."""
         for c in calls:
             self._complete(job, c, exc=err)
+
+    def in_callback(self) -> bool:
+        """Whether this thread is completing one of the monitor's futures (running its done
+        callbacks): it cannot wait for the other calls, whose futures it would complete."""
+        return getattr(self._completing, "active", False)
 
     def outstanding(self) -> list[LambdaFuture]:
         """Futures of calls not yet finished."""
@@ -216,8 +224,13 @@ class Monitor:
             raise
 
     def _break(self, err: BaseException) -> None:
-        """Fail every call, now and from now on: nothing is left to finish them."""
-        if self.broken is None:
+        """Fail every call, now and from now on: nothing is left to finish them (the monitor
+        thread failed), or nothing can run them (the initializer failed: logged, as the
+        standard library's executors log it)."""
+        if self.broken is None and isinstance(err, errors.InitializerError):
+            self.broken = err
+            _LOGGER.critical("Exception in initializer:\n%s", getattr(err.__cause__, "tb", err))
+        elif self.broken is None:
             self.broken = concurrent.futures.BrokenExecutor(
                 f"lambdaexec's monitor thread failed with {err!r}, so this executor cannot finish "
                 "its calls; start a new one (and please report this as a bug)")
@@ -334,10 +347,16 @@ class Monitor:
             w.finished(job, c, future, exc)
         if future.cancelled():
             return
-        if exc is not None:
-            future.set_exception(exc)
-        else:
-            future.set_result(value)
+        outer, self._completing.active = self.in_callback(), True  # its done callbacks run on this thread
+        try:
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(value)
+        finally:
+            self._completing.active = outer
+        if exc is not None and self.broken is None and isinstance(exc, errors.InitializerError):
+            self._break(exc)
 
     def _finish(self, job: Job, c: int, key: str = "") -> None:
         """Mark call ``c`` finished (lock held), its result read from ``key``; drop and clean

@@ -46,7 +46,7 @@ def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> 
     if status["ok"]:
         try:
             return True, serialize.loads(payload)
-        except Exception as err:
+        except (Exception, SystemExit) as err:  # a result whose unpickling exits fails this call only
             return False, errors.LambdaExecError(f"the result of call {call_id} cannot be unpickled here: {err!r}")
     if "error_type" in status:
         kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
@@ -55,7 +55,7 @@ def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> 
     else:
         try:
             exc = serialize.loads(payload)
-        except Exception as err:
+        except (Exception, SystemExit) as err:
             exc = errors.RemoteError(f"the call raised an exception that cannot be unpickled here: {err!r}")
     if status.get("traceback"):
         exc.__cause__ = errors.RemoteTraceback(status["traceback"])

@@ -6,8 +6,10 @@ import concurrent.futures as cf
 import gc
 import os
 import socket
+import sys
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pytest
@@ -70,6 +72,21 @@ def test_wait_as_completed_and_callbacks(executor):
     late = []
     futures[1].add_done_callback(lambda f: late.append(f.result()))  # already done: runs now
     assert late == [1]
+
+
+def test_wait_first_exception_returns_when_futures_are_already_done(tmp_path):
+    # concurrent.futures.wait holds each future's lock while calling its cancelled() and exception()
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path)) as ex:
+        done_ok, done_failed = ex.submit(square, 2), ex.submit(fail, "boom")
+        cf.wait([done_ok, done_failed])
+        never = cf.Future()  # in a thread of its own: before the fix, the wait deadlocked on itself
+        answer = []
+        waiter = threading.Thread(target=lambda: answer.append(cf.wait(
+            [done_ok, done_failed, never], timeout=30, return_when=cf.FIRST_EXCEPTION)), daemon=True)
+        waiter.start()
+        waiter.join(60)
+        assert answer, "concurrent.futures.wait(return_when=FIRST_EXCEPTION) did not return"
+        assert answer[0].done == {done_ok, done_failed} and answer[0].not_done == {never}
 
 
 def test_first_exception_wait(executor):
@@ -209,6 +226,24 @@ def test_executor_dropped_without_shutdown_finishes_and_stops_its_workers(storag
     assert all(p.poll() is not None for p in processes)
 
 
+def test_shutdown_waiting_inside_a_done_callback_raises_instead_of_hanging(tmp_path):
+    ex = LambdaExecutor(max_workers=2, storage_path=str(tmp_path))
+    raised = []
+
+    def shut_down(_):
+        try:
+            ex.shutdown(wait=True)
+        except RuntimeError as err:  # as ThreadPoolExecutor and ProcessPoolExecutor raise there
+            raised.append(err)
+
+    first, second = ex.submit(slow, 0.5, 1), ex.submit(slow, 1.5, 2)
+    first.add_done_callback(shut_down)
+    assert second.result(timeout=30) == 2  # the other call still finishes
+    assert len(raised) == 1 and "shutdown(wait=False)" in str(raised[0])
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(square, 1)
+
+
 def test_context_manager_waits(storage_settings):
     with LambdaExecutor(max_workers=2, **storage_settings) as ex:
         f = ex.submit(slow, 0.3, "done")
@@ -307,6 +342,46 @@ def test_failing_initializer_breaks_calls(storage_settings):
     with LambdaExecutor(max_workers=1, initializer=fail, initargs=("no init",), **storage_settings) as ex:
         with pytest.raises(cf.BrokenExecutor, match="no init"):
             ex.submit(square, 1).result(timeout=30)
+
+
+def test_failing_initializer_breaks_the_executor_as_process_pool_does(tmp_path, caplog):
+    # ProcessPoolExecutor's documented contract: the pending calls and every later submit raise
+    # BrokenProcessPool, and the initializer's traceback is logged on "concurrent.futures"
+    caplog.set_level("CRITICAL", logger="concurrent.futures")
+    with LambdaExecutor(max_workers=1, initializer=fail, initargs=("no init",), storage_path=str(tmp_path)) as ex:
+        futures = [ex.submit(slow, 0.2, i) for i in range(3)]
+        for f in futures:
+            with pytest.raises(BrokenProcessPool, match="no init"):
+                f.result(timeout=60)
+        with pytest.raises(BrokenProcessPool, match="no init"):
+            ex.submit(square, 2)
+        with pytest.raises(BrokenProcessPool):
+            ex.map(square, [1, 2])
+    assert any("Exception in initializer" in r.getMessage() and "ValueError: no init" in r.getMessage()
+               for r in caplog.records)
+
+
+class ExitsWhenUnpickled:
+    def __reduce__(self):
+        return sys.exit, (1,)
+
+
+def test_a_result_that_exits_when_unpickled_fails_only_its_call(tmp_path):
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path)) as ex:
+        with pytest.raises(lambdaexec.LambdaExecError, match="cannot be unpickled here: SystemExit"):
+            ex.submit(ExitsWhenUnpickled).result(timeout=60)
+        assert ex.submit(square, 3).result(timeout=60) == 9  # the executor still runs calls
+
+
+def test_an_initializer_that_is_not_callable_is_refused_at_once(tmp_path):
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        LambdaExecutor(max_workers=1, initializer="setup", storage_path=str(tmp_path))
+
+
+def test_max_workers_below_one_is_a_value_error(tmp_path):
+    for number in (0, -1):  # as ProcessPoolExecutor's; only the max_workers *setting* 0 means "one per core"
+        with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+            LambdaExecutor(max_workers=number, storage_path=str(tmp_path))
 
 
 def test_unpicklable_exception_becomes_remote_error(executor):

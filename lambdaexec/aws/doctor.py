@@ -26,7 +26,8 @@ def roundtrip(config: Config, timeout: float = 120) -> str:
     from lambdaexec import LambdaExecutor
 
     settings = {f: getattr(config, f) for f in Config.__dataclass_fields__}
-    settings.update(backend="lambda", retries=0, start_deadline=min(config.start_deadline, timeout))
+    settings.update(backend="lambda", retries=0, start_deadline=min(config.start_deadline, timeout),
+                    max_workers=config.max_workers or None)  # the setting's 0 (the default) is None here
     ex = LambdaExecutor(**settings)
     try:
         return ex.submit(_hello, 42).result(timeout=timeout)
