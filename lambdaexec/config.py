@@ -103,6 +103,9 @@ class Config:
     max_cost: float = 0.0
     #: JSON price table overriding the packaged one (lambdaexec/observe/prices.json)
     price_table: str = ""
+    #: print what each call printed (its ``stdout`` and ``stderr``, also kept on its future) on the
+    #: client's own, as it finishes, as ``ProcessPoolExecutor``'s workers print on the terminal
+    echo_output: bool = True
     #: keep a durable record of every job (manifest, per-call status and output) under
     #: ``<prefix>/jobs/``, read by ``lambdaexec jobs``, ``logs``, ``plot``
     job_record: bool = True

@@ -28,7 +28,7 @@ from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
 from lambdaexec.observe.watcher import Watcher
-from lambdaexec.outcome import decode_result, record_status
+from lambdaexec.outcome import decode_result, echo_output, record_status
 from lambdaexec.storage import Storage
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
@@ -326,6 +326,8 @@ class Monitor:
                 continue
             status, payload = results[c]
             record_status(future, status, key)
+            if self.config.echo_output:
+                echo_output(future)
             ok, outcome = decode_result(status, payload, future.call_id)
             if ok:
                 self._complete(job, c, value=outcome, key=key)

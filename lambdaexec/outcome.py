@@ -7,6 +7,7 @@ The monitor completes futures this way, and so do a pickled future's handle
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -37,6 +38,18 @@ def record_status(future: LambdaFuture, status: dict[str, Any], key: str) -> Non
     future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")
     future.attempts = status.get("attempt", 0) + 1
     future.remote_traceback = status.get("traceback")
+
+
+def echo_output(future: LambdaFuture) -> None:
+    """Print what the call printed on this process's stdout and stderr (the ``echo_output``
+    setting), each in one write, so calls finishing together do not interleave their lines."""
+    for text, stream in ((future.stdout, sys.stdout), (future.stderr, sys.stderr)):
+        if text and stream is not None:
+            try:
+                stream.write(text if text.endswith("\n") else text + "\n")
+                stream.flush()
+            except (OSError, ValueError):  # a closed or broken stream: the output stays on the future
+                pass
 
 
 def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> tuple[bool, Any]:

@@ -162,6 +162,24 @@ def test_stdout_and_stats_are_kept(executor):
     assert f.attempts == 1
 
 
+def chatty(x):
+    print("working on", x)
+    print("warning!", file=sys.stderr)
+    return x
+
+
+def test_what_a_call_prints_is_printed_by_the_client_as_it_finishes(tmp_path, capsys):
+    # as ProcessPoolExecutor's workers print on the terminal (the echo_output setting)
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "s"), progress=False) as ex:
+        assert ex.submit(chatty, 7).result(timeout=30) == 7
+        out, err = capsys.readouterr()  # printed by the time its result is there
+        assert out == "working on 7\n" and err == "warning!\n"
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "s"), progress=False, echo_output=False) as ex:
+        f = ex.submit(chatty, 8)
+        assert f.result(timeout=30) == 8 and f.stdout == "working on 8\n"
+    assert capsys.readouterr() == ("", "")
+
+
 def test_unpicklable_argument_refused_at_submit(executor):
     class Client:
         def __init__(self):

@@ -14,8 +14,7 @@ temporary directory)::
 Tests that construct ``ProcessPoolExecutor``/``ThreadPoolExecutor`` by name, read their private
 attributes (``_processes``, ``_threads``, ``_executor_manager_thread``) or check ``print`` in a
 worker are also run as ports (``PortsTest``, our own code): the same scenario on
-``LambdaExecutor``, observed through public behaviour. Worker output goes to each call's
-``future.stdout`` rather than the client's terminal, so the ports have calls write a file.
+``LambdaExecutor``, observed through public behaviour (the ports have calls write a file).
 
 Every failure CPython's tests report is listed in :data:`EXPECTED` with the reason it does not
 apply; anything else is printed as UNEXPECTED and makes the exit status 1. The table is
@@ -85,9 +84,6 @@ EXPECTED = {
     "test_traceback": "the cause is lambdaexec.RemoteTraceback, not the private process._RemoteTraceback "
                       "(same .tb text, printed by excepthook: PortsTest.test_remote_traceback)",
     # worker output is kept per call (future.stdout), not written to the client's terminal
-    "test_interpreter_shutdown": "checks print() in a worker on the client's stdout; ported",
-    "test_hang_gh83386": "checks print() in a worker on the client's stdout; ported",
-    "test_cancel_futures_wait_false": "checks print() in a worker on the client's stdout; ported",
 }
 
 
