@@ -107,13 +107,18 @@ _pickling = threading.local()
 _registered_by_cloudpickle = cloudpickle.cloudpickle._is_registered_pickle_by_value
 
 
+def _goes_by_value(name: str) -> bool:
+    """Whether module ``name`` (or a package it is in) is one of the user's, shipped by value."""
+    while name:
+        if name in _by_value:
+            return True
+        name = name.rpartition(".")[0]
+    return False
+
+
 def _registered_by_value(module: types.ModuleType) -> bool:
-    if getattr(_pickling, "on", False):
-        name = module.__name__
-        while name:
-            if name in _by_value:
-                return True
-            name = name.rpartition(".")[0]
+    if getattr(_pickling, "on", False) and _goes_by_value(module.__name__):
+        return True
     return _registered_by_cloudpickle(module)
 
 
@@ -398,13 +403,13 @@ def _by_reference(value: Any) -> bool:
     """Whether ``value`` pickles as its importable name: a module, function or class of an
     installed package (not of ``__main__`` or the user's files, which go by value)."""
     if isinstance(value, types.ModuleType):
-        return value.__name__.partition(".")[0] not in _by_value and value.__name__ != "__main__"
+        return value.__name__ != "__main__" and not _goes_by_value(value.__name__)
     if not isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
         return False
     module = getattr(value, "__module__", None) or ""
     if module == "builtins":
         return True
-    return (module != "__main__" and module.partition(".")[0] not in _by_value
+    return (module != "__main__" and not _goes_by_value(module)
             and "<locals>" not in getattr(value, "__qualname__", "<locals>")
             and getattr(sys.modules.get(module), "__file__", None) is not None)
 
