@@ -4,7 +4,9 @@ Functions go through cloudpickle; values that plain pickle writes the same way (
 tuples, lists and dicts of them, NumPy arrays of numbers) go through plain pickle, which is much
 faster for small values; one :func:`loads` reads either. Functions and classes defined in the user's own files (modules
 that are neither in the standard library nor installed in site-packages) travel by value, since
-a Lambda worker does not have those files. Values use pickle protocol 5 with out-of-band buffers,
+a Lambda worker does not have those files: in our pickles only, through a hook on cloudpickle's
+by-value check (``_by_value``), not its process-wide registry, which other libraries share.
+Values use pickle protocol 5 with out-of-band buffers,
 so a large NumPy array is written straight from its memory and read back without another copy.
 
 Wire format of one value: ``u32 n`` | ``n x u64 buffer sizes`` | ``u64 pickle size`` | pickle |
@@ -104,7 +106,8 @@ def _pickle(obj: Any, buffer_callback: Any) -> bytes:
 # _by_value while this thread runs one of our pickles.
 _by_value: set[str] = set()
 _pickling = threading.local()
-_registered_by_cloudpickle = cloudpickle.cloudpickle._is_registered_pickle_by_value
+#: cloudpickle's own answer (a private function: a release without it gets the global registry)
+_registered_by_cloudpickle = getattr(cloudpickle.cloudpickle, "_is_registered_pickle_by_value", None)
 
 
 def _goes_by_value(name: str) -> bool:
@@ -119,10 +122,18 @@ def _goes_by_value(name: str) -> bool:
 def _registered_by_value(module: types.ModuleType) -> bool:
     if getattr(_pickling, "on", False) and _goes_by_value(module.__name__):
         return True
-    return _registered_by_cloudpickle(module)
+    return _registered_by_cloudpickle(module)  # type: ignore[misc]
 
 
-cloudpickle.cloudpickle._is_registered_pickle_by_value = _registered_by_value
+if _registered_by_cloudpickle is not None:
+    cloudpickle.cloudpickle._is_registered_pickle_by_value = _registered_by_value
+
+
+def _ship_by_value(name: str) -> None:
+    """Ship module ``name`` (one of the user's) by value in our pickles."""
+    _by_value.add(name)
+    if _registered_by_cloudpickle is None:  # no hook in this cloudpickle: its global registry
+        cloudpickle.register_pickle_by_value(sys.modules[name])
 
 
 _JOIN_BELOW = 1 << 16
@@ -200,11 +211,11 @@ def register_user_modules() -> None:
         for name, module in list(sys.modules.items()):
             if module is not None and name not in _by_value_checked and _is_user_module(name, module):
                 if "." not in name or sys.modules.get(name.partition(".")[0]) is None:
-                    _by_value.add(name)
+                    _ship_by_value(name)
                 else:
                     top = sys.modules[name.partition(".")[0]]
                     if _is_user_module(top.__name__, top):
-                        _by_value.add(top.__name__)
+                        _ship_by_value(top.__name__)
         _modules_seen = seen  # only now: until here, other threads must wait for the lock
 
 
