@@ -339,7 +339,6 @@ def dumps_call(args: tuple, kwargs: dict) -> list[memoryview]:
 
 
 _ABSENT = object()
-_PLAIN_TYPES = (int, float, complex, bool, str, bytes, type(None))
 
 
 class FunctionPickles:
@@ -348,8 +347,8 @@ class FunctionPickles:
     not per call (cloudpickle takes ~50-70 us for a function of the user's own files).
 
     It is kept only for a plain function without closure, ``__dict__`` or keyword defaults,
-    whose defaults are constants and whose global names (its code's and nested code's) are
-    bound to constants, to modules, or to functions and classes that pickle by reference
+    whose defaults are constants and whose annotations and global names (its code's and nested
+    code's) are bound to constants, to modules, or to functions and classes that pickle by reference
     (installed, importable by name), so that its pickle is a function of objects that cannot
     change in place; and it is reused only while each of those objects, and its code,
     defaults, names and annotations, is still the very same object. A function that reads a
@@ -376,7 +375,8 @@ class FunctionPickles:
             self._last = None
             return
         state = _state_of(fn, names)
-        bound = state[len(state) - len(names):]  # the objects its global names are bound to
+        # the objects its annotations and global names are bound to
+        bound = state[len(state) - len(fn.__annotations__) - len(names):]
         stable = all(_constant(v) or _by_reference(v) for v in bound)
         self._last = (fn, names, state, blob) if stable else None
 
@@ -398,16 +398,16 @@ def _global_names(fn: Any) -> tuple[str, ...] | None:
 
 def _state_of(fn: Any, names: tuple[str, ...]) -> list[Any]:
     """What ``fn``'s pickle is made of, as objects to compare by identity."""
-    g = fn.__globals__
+    g, annotations = fn.__globals__, fn.__annotations__
     return [fn.__code__, fn.__defaults__, fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__,
-            *fn.__annotations__.values(), len(fn.__annotations__), *(g.get(n, _ABSENT) for n in names)]
+            *annotations, *annotations.values(), *(g.get(n, _ABSENT) for n in names)]
 
 
 def _constant(value: Any) -> bool:
     """Whether ``value`` cannot change in place: a constant, or a tuple of them."""
     if type(value) is tuple:
         return all(_constant(v) for v in value)
-    return value is _ABSENT or type(value) in _PLAIN_TYPES
+    return value is _ABSENT or type(value) in _PLAIN_ATOMS
 
 
 def _by_reference(value: Any) -> bool:

@@ -122,6 +122,12 @@ def test_a_function_submitted_again_runs_with_its_globals_as_they_are_now(tmp_pa
 
         def with_default(x, y=1):
             return x + y
+
+        class Unit:
+            scale = 1
+
+        def typed(x: Unit) -> int:
+            return x
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
     import mylab4 as m
@@ -149,6 +155,9 @@ def test_a_function_submitted_again_runs_with_its_globals_as_they_are_now(tmp_pa
         assert run(m.with_default) == 8
         m.with_default.__code__ = m.add_table.__code__.replace(co_name="with_default")
         assert run(m.with_default) == 8  # x + TABLE["k"]
+        # an annotation naming a class of the user's files (it goes by value, and can change in
+        # place): pickled at every submit
+        assert run(m.typed) == 1 and run(m.typed) == 1 and pickled.count(m.typed) == 2
 
 
 def test_traceback_shows_source_of_a_file_the_worker_does_not_have(tmp_path):
