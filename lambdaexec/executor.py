@@ -22,6 +22,7 @@ from lambdaexec import dataflow, iterative, ledger, serialize
 from lambdaexec.config import Config, load_config
 from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.errors import ConfigError
+from lambdaexec.function_pickles import FunctionPickles
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Invoker
 from lambdaexec.monitor import Monitor
@@ -89,7 +90,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child, self.storage),
                                 self.config, watchers_for(self.config, unsigned, self.executor_id))
         self._engine = Engine(self.config, self.prefix, self._init_key, self._monitor)
-        self._pickles = serialize.FunctionPickles()  # a function submitted again, unchanged: not pickled again
+        self._pickles = FunctionPickles()  # a function submitted again, unchanged: not pickled again
         # dropped without shutdown: the engine finishes the submitted calls, then stops the workers
         self._finalizer = weakref.finalize(self, self._engine.shutdown, False)
         self._finalizer.atexit = False  # the exit hook below waits for every engine instead
