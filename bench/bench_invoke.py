@@ -169,13 +169,13 @@ def bench_grouped(n: int, rounds: int) -> None:
             for r in range(rounds):
                 for way in ways[r % 2:] + ways[: r % 2]:
                     list(ex[way].map(tiny, range(8)))  # warm containers
-                    ex[way]._monitor._cleaner.submit(lambda: None).result()
+                    ex[way]._monitor.sweeper.wait()
                     accepted, requests = emu.stats().get("accepted", 0), seaweed.request_counts()
                     t = time.perf_counter()
                     futures = ex[way].map_futures(tiny, range(n))
                     assert [f.result() for f in futures] == list(range(1, n + 1))
                     wall = time.perf_counter() - t
-                    ex[way]._monitor._cleaner.submit(lambda: None).result()  # its clean-up, counted too
+                    ex[way]._monitor.sweeper.wait()  # its clean-up, counted too
                     after = seaweed.request_counts()
                     got = figures[way]
                     for name, value in (("tasks/s", n / wall),

@@ -77,13 +77,13 @@ def w1_on_s3(server: SeaweedS3, rounds: int) -> None:
             for name in NAMES[r % 3:] + NAMES[: r % 3]:
                 list(ex[name].map(tiny, range(50)))  # warm
                 if name == "lambdaexec":
-                    ours._monitor._cleaner.submit(lambda: None).result()  # the warm-up's clean-up
+                    ours._monitor.sweeper.wait()  # the warm-up's clean-up
                     before = server.request_counts()
                 t = time.perf_counter()
                 assert sum(ex[name].map(tiny, range(n))) == n * (n + 1) // 2
                 rates[name].append(n / (time.perf_counter() - t))
                 if name == "lambdaexec":
-                    ours._monitor._cleaner.submit(lambda: None).result()  # its clean-up, counted too
+                    ours._monitor.sweeper.wait()  # its clean-up, counted too
                     after = server.request_counts()
                     requests.append({k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)})
     row("W1 1,000 tiny tasks via map, S3", {k: statistics.median(v) for k, v in rates.items()}, "tasks/s")

@@ -5,10 +5,8 @@ announced (once, in its fetch pool: one object may hold a batch of calls' result
 :mod:`lambdaexec.protocol`), completes each call's future (re-raising user exceptions with the
 remote traceback as their ``__cause__``), re-dispatches calls whose worker died or timed out
 until ``retries`` are spent (and, with ``speculative``, backs up stragglers:
-:mod:`lambdaexec.speculation`), and deletes a job's objects once all of its results are in:
-finished jobs' prefixes are swept together, on a cleanup thread, at most every
-``_SWEEP_SECONDS`` (a thread woken and a delete per job would sit on a warm round trip's path,
-and a burst of one-call jobs from joblib or dask would pay them call by call). Its watchers
+:mod:`lambdaexec.speculation`), and has a job's objects deleted once all of its results are in
+(together with other finished jobs': :mod:`lambdaexec.sweeper`). Its watchers
 (:mod:`lambdaexec.observe.watcher`: progress, budget, job record) hear of each job added, each
 call about to be invoked (and may refuse it) and each call finished.
 """
@@ -30,10 +28,10 @@ from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
 from lambdaexec.observe.watcher import Watcher
 from lambdaexec.outcome import decode_result, echo_output, record_status
 from lambdaexec.storage import Storage
+from lambdaexec.sweeper import SWEEP_SECONDS, Sweeper
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
 _LOGGER = logging.getLogger("concurrent.futures")  # where the standard library's executors log
-_SWEEP_SECONDS = 0.2  # finished jobs' objects wait at most about this long to be deleted together
 
 @dataclasses.dataclass
 class Job:
@@ -87,10 +85,7 @@ class Monitor:
             concurrent.futures.ThreadPoolExecutor(storage.concurrency, "lambdaexec-fetch")
             if storage.concurrency > 1 else None
         )
-        self._cleaner = concurrent.futures.ThreadPoolExecutor(1, "lambdaexec-cleanup")
-        #: prefixes of finished jobs whose objects go at the next sweep, and when the first came
-        self._garbage: list[str] = []
-        self._garbage_since = 0.0
+        self.sweeper = Sweeper(storage)
         self.thread = threading.Thread(target=self._run, name="lambdaexec-monitor", daemon=True)
         self.thread.start()
 
@@ -161,17 +156,16 @@ class Monitor:
                                 if entry[2] not in self.jobs:  # its job is over: nothing else deletes it
                                     free.append(entry[2])
             for p in free if not self.config.keep_data else ():
-                self._discard(p)
+                self.sweeper.discard(p)
 
     def stop(self) -> None:
         """End the thread; calls still in flight are abandoned."""
         self._stopping = True
         self.invoker.wake()
         self.thread.join()
-        self._sweep()
         if self._fetchers:
             self._fetchers.shutdown(wait=True)
-        self._cleaner.shutdown(wait=True)
+        self.sweeper.close()
         for w in self.watchers:
             w.closed()
 
@@ -242,10 +236,9 @@ class Monitor:
 
     def _watch(self) -> None:
         while not self._stopping:
-            self._handle(self.invoker.poll(_SWEEP_SECONDS if self._garbage else 0.5))  # a method: this
-            # frame keeps no job (nor its futures) alive
-            if self._garbage and time.monotonic() - self._garbage_since >= _SWEEP_SECONDS:
-                self._sweep()
+            self._handle(self.invoker.poll(SWEEP_SECONDS if self.sweeper.pending else 0.5))  # a method:
+            # this frame keeps no job (nor its futures) alive
+            self.sweeper.sweep_if_due()
             if self.speculator is not None and self.speculator.due(time.time()):
                 self._speculate()
 
@@ -375,31 +368,5 @@ class Monitor:
             if self.speculator is not None:
                 self.speculator.forget(job)
             if not self.config.keep_data and job.prefix not in handles.PINNED and not self._kept.get(job.prefix):
-                self._discard(job.prefix)
+                self.sweeper.discard(job.prefix)
             self.idle.notify_all()
-
-    def _discard(self, prefix: str) -> None:
-        """Delete a finished job's objects at the next sweep (lock held)."""
-        if not self._garbage:
-            self._garbage_since = time.monotonic()
-        self._garbage.append(prefix)
-
-    def _sweep(self) -> None:
-        """Delete the objects of the jobs discarded since the last sweep, on the cleanup thread."""
-        with self.lock:
-            prefixes, self._garbage = self._garbage, []
-        if prefixes:
-            try:
-                self._cleaner.submit(_delete_all, self.storage, prefixes)
-            except RuntimeError:  # the interpreter is exiting: leave the data, not the future
-                pass
-
-
-def _delete_all(storage: Storage, prefixes: list[str]) -> None:
-    """Delete each job prefix's objects, best effort: a store that is down leaves them (local
-    files are private to the user, S3 data expires: ``lifecycle_days``)."""
-    for p in prefixes:
-        try:
-            storage.delete(p + "/")
-        except Exception:
-            pass
