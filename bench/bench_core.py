@@ -36,7 +36,7 @@ import time  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 from lambdaexec import LambdaExecutor  # noqa: E402
-from lambdaexec.demo import dgemm  # noqa: E402
+from lambdaexec.cli.dgemm import dgemm  # noqa: E402
 
 
 def tiny(x: int) -> int:
@@ -178,9 +178,9 @@ def _per_call_us(side: str, n: int = 20000) -> float:
     """Microseconds of signing work one W1 call costs on ``side`` (median of 5 timings)."""
     import timeit
 
-    from lambdaexec import protocol, serialize
     from lambdaexec.storage import signed
     from lambdaexec.storage.signed import SignedStorage, new_secret
+    from lambdaexec.wire import protocol, serialize
 
     class Memory:  # the store's own cost is not signing's
         spec, concurrency = {"kind": "memory"}, 1

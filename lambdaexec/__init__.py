@@ -15,12 +15,11 @@ on AWS Lambda.
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from lambdaexec.compat import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, get_logs, wait
 from lambdaexec.config import Config, load_config
-from lambdaexec.data import Chunk, chunks
 from lambdaexec.dataflow import ShuffleAbortedError, hash_partition
+from lambdaexec.dataflow.chunks import Chunk, chunks
 from lambdaexec.errors import (
     AttachError,
     BrokenWorkersError,
@@ -44,8 +43,9 @@ from lambdaexec.errors import (
 from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
 from lambdaexec.iterative import Broadcast, BroadcastMissingError
-from lambdaexec.ledger import FailedCall, failed
-from lambdaexec.params import ParameterMismatchError, ParameterServer, ParameterServerUnavailableError
+from lambdaexec.iterative.params import ParameterMismatchError, ParameterServer, ParameterServerUnavailableError
+from lambdaexec.pywren import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, get_logs, wait
+from lambdaexec.runtime.ledger import FailedCall, failed
 
 __all__ = [
     "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "AttachError", "Broadcast", "BroadcastMissingError",
@@ -61,7 +61,7 @@ __all__ = [
 _default: LambdaExecutor | None = None
 
 #: the observe functions, imported on first use (workers import this package and need none of them)
-_LAZY = {"attach": "attach", "cost": "cost", "CostReport": "cost", "estimate": "cost",
+_LAZY = {"attach": "attach", "cost": "cost", "CostReport": "cost",
          "plot_timeline": "timeline", "progress": "progress"}
 
 
@@ -98,3 +98,16 @@ def get_all_results(futures: Iterable[concurrent.futures.Future], timeout: float
     if not_done:
         raise concurrent.futures.TimeoutError(f"{len(not_done)} of {len(futures)} calls not done after {timeout} s")
     return [f.result() for f in futures]
+
+
+def estimate(fn: Callable, items: Iterable, executor: LambdaExecutor | None = None, samples: int = 5,
+             seed: int | None = None) -> Any:
+    """Run ``samples`` calls of ``fn`` on items drawn at random from ``items`` and extrapolate
+    the time and cost of ``executor.map(fn, items)`` (default: :func:`default_executor`), with a
+    95% interval: :func:`lambdaexec.observe.cost.estimate`.
+
+    >>> print(lambdaexec.estimate(work, range(10_000), executor=ex))  # doctest: +SKIP
+    """
+    from lambdaexec.observe.cost import estimate as run_estimate
+
+    return run_estimate(executor if executor is not None else default_executor(), fn, items, samples, seed)

@@ -111,7 +111,7 @@ class Config:
     job_record: bool = True
     #: days after which ``lambdaexec clean`` (and each new executor) deletes old job records
     job_retention_days: int = 30
-    #: back up stragglers near the end of a job (see lambdaexec.speculation): ``auto`` (on for the
+    #: back up stragglers near the end of a job (see lambdaexec.runtime.speculation): ``auto`` (on for the
     #: ``lambda`` backend, off for ``local``), ``true`` or ``false``; resolved to ``true``/``false``
     speculative: str = "auto"
     #: environment variables workers get besides the minimal set of lambdaexec.invokers.environment:

@@ -1,7 +1,7 @@
 """``LambdaExecutor``: a ``concurrent.futures.Executor`` whose calls run on stateless workers.
 
 This module is the public face: it serializes each call at ``submit`` (so a bad argument is
-refused there) and hands it to its :mod:`~lambdaexec.engine`, which uploads calls as jobs and
+refused there) and hands it to its :mod:`~lambdaexec.runtime.engine`, which uploads calls as jobs and
 owns the threads; the monitor and the invoker do the rest.
 """
 
@@ -18,16 +18,18 @@ import uuid
 import weakref
 from typing import Any, Callable, Iterable, Iterator
 
-from lambdaexec import dataflow, iterative, ledger, serialize
+from lambdaexec import dataflow, iterative
 from lambdaexec.config import Config, load_config
-from lambdaexec.engine import Engine, shutdown_all
 from lambdaexec.errors import ConfigError
-from lambdaexec.function_pickles import FunctionPickles
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Invoker
-from lambdaexec.monitor import Monitor
 from lambdaexec.observe import watchers_for
+from lambdaexec.runtime import ledger
+from lambdaexec.runtime.engine import Engine, shutdown_all
+from lambdaexec.runtime.monitor import Monitor
 from lambdaexec.storage import Storage, open_storage, signed
+from lambdaexec.wire import serialize
+from lambdaexec.wire.function_pickles import FunctionPickles
 
 
 def _make_invoker(config: Config, max_tasks_per_child: int | None, storage: Storage) -> Invoker:
@@ -198,7 +200,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         return iterative.iterate(self, step, state, rounds, until=until, resume=resume)
 
     def retry_failed(self, futures: Iterable[concurrent.futures.Future]) -> list[concurrent.futures.Future]:
-        """Run the failed calls among ``futures`` again; see :func:`lambdaexec.ledger.retry_failed`."""
+        """Run the failed calls among ``futures`` again; see :func:`lambdaexec.runtime.ledger.retry_failed`."""
         return ledger.retry_failed(self, futures)
 
     def reduce(self, fn: Callable[[list], Any], futures: Iterable[concurrent.futures.Future]) -> LambdaFuture:

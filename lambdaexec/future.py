@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 from typing import Any
+
+from lambdaexec.errors import RemoteTraceback
+
+_UPLOAD_WAIT = 120.0  # seconds pickling an unfinished future waits for its job's upload
 
 
 class _Condition:
@@ -75,7 +80,7 @@ class LambdaFuture(concurrent.futures.Future):
 
     As PyWren's futures, it also answers :meth:`succeeded` and :meth:`errored`, and it can be
     pickled: it unpickles in another process as a handle on the same call, completed from
-    storage (see :mod:`lambdaexec.handles`)::
+    storage (see :mod:`lambdaexec.runtime.handles`)::
 
         blob = pickle.dumps(ex.submit(pow, 2, 10))
         # in another process with access to the same storage:
@@ -89,9 +94,9 @@ class LambdaFuture(concurrent.futures.Future):
     attempts = 0
     remote_traceback: str | None = None
     _stats: dict[str, Any] | None = None
-    _home: Any = None  # the job's :class:`~lambdaexec.handles.CallHome`, once uploaded
+    _home: Any = None  # the job's :class:`~lambdaexec.runtime.handles.CallHome`, once uploaded
     #: the serialized call (function blob, argument chunks), kept until it succeeds so that
-    #: :func:`lambdaexec.ledger.retry_failed` can run it again
+    #: :func:`lambdaexec.runtime.ledger.retry_failed` can run it again
     _recipe: tuple[bytes, list] | None = None
 
     def __init__(self, submitted: float = 0.0) -> None:
@@ -142,7 +147,38 @@ class LambdaFuture(concurrent.futures.Future):
         return self.done() and not self.cancelled() and self.exception() is not None
 
     def __reduce__(self) -> tuple:
-        """Pickle as the outcome when finished, else as a handle on the call in storage."""
-        from lambdaexec import handles
+        """Pickle as the outcome when finished, else as a handle on the call in storage (its
+        job's ``CallHome``: :mod:`lambdaexec.runtime.handles`)."""
+        end = time.monotonic() + _UPLOAD_WAIT
+        while self._home is None and not self.done() and time.monotonic() < end:
+            time.sleep(0.005)  # its job is being uploaded (a submit returns before that)
+        details = {"call_id": self.call_id, "stdout": self.stdout, "stderr": self.stderr,
+                   "attempts": self.attempts, "remote_traceback": self.remote_traceback,
+                   "_stats": dict(self.stats)}
+        if self.done():
+            if self.cancelled():
+                return _finished, (details, "cancelled", None)
+            exc = self.exception()
+            return _finished, (details, "ok", self.result()) if exc is None else (details, "raised", exc)
+        if self._home is None:
+            raise TypeError(f"cannot pickle call {self.call_id or '(new)'}'s future: its inputs were not uploaded "
+                            f"within {_UPLOAD_WAIT:g} s (is storage reachable?); pickle it once the call has started")
+        return self._home.reduce(self, details)
 
-        return handles.reduce_future(self)
+
+def _finished(details: dict[str, Any], how: str, outcome: Any) -> LambdaFuture:
+    """A finished future, unpickled: its outcome, output and stats as they were."""
+    future = LambdaFuture()
+    for name, value in details.items():
+        setattr(future, name, value)
+    if how == "cancelled":
+        future.cancel()
+        return future
+    future.set_running_or_notify_cancel()
+    if how == "ok":
+        future.set_result(outcome)
+        return future
+    if details.get("remote_traceback") and outcome.__cause__ is None:
+        outcome.__cause__ = RemoteTraceback(details["remote_traceback"])
+    future.set_exception(outcome)
+    return future

@@ -16,8 +16,8 @@ from typing import Any
 
 from dask._task_spec import GraphNode
 
-from lambdaexec import serialize
 from lambdaexec.storage import Storage, shared_storage
+from lambdaexec.wire import serialize
 
 CACHE_BYTES = 128 << 20  # per worker process
 

@@ -25,7 +25,8 @@ from dask.local import nested_get
 from dask.sizeof import sizeof
 
 import lambdaexec
-from lambdaexec import LambdaExecutor, serialize
+from lambdaexec import LambdaExecutor
+from lambdaexec.wire import serialize
 from lambdaexec_dask.graph import Plan, plan
 from lambdaexec_dask.remote import run_task
 

@@ -46,12 +46,13 @@ from test_pywren_compat import test_pickled_future_resolves_in_a_child_process  
 from workloads import die_once, exit_via_kill, hang
 
 import lambdaexec
-from lambdaexec import LambdaExecutor, protocol
+from lambdaexec import LambdaExecutor
 from lambdaexec.aws.invoker import LambdaInvoker
 from lambdaexec.aws.package import build_package
 from lambdaexec.aws.senders import Boto3Sender, HttpSender
-from lambdaexec.aws.signing import SigV4Signer
 from lambdaexec.config import load_config
+from lambdaexec.storage.sigv4 import SigV4Signer
+from lambdaexec.wire import protocol
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Results written in batches (lambdaexec.protocol, worker/results.py): many calls' results in
+"""Results written in batches (lambdaexec.wire.protocol, worker/results.py): many calls' results in
 one object, announced once, and every reader of results still finds each call's own."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from lambdaexec import LambdaExecutor, protocol, serialize
+from lambdaexec import LambdaExecutor
 from lambdaexec.storage import open_storage, signed
+from lambdaexec.wire import protocol, serialize
 from worker.handler import handler
 
 
@@ -121,7 +122,7 @@ def _gated_event(tmp_path, mark_start: bool):
         offset = serialize.pad(chunks, offset + size)
     store.put("p/job/args", chunks)
     event = {"storage": store.spec, "job_prefix": "p/job", "func_key": "p/f", "args_key": "p/job/args",
-             "calls": calls, "attempt": 0, "versions": serialize.versions(), "max_result_size": 1 << 20,
+             "calls": calls, "attempt": 0, "versions": protocol.versions(), "max_result_size": 1 << 20,
              "mark_start": mark_start, "secret": secret.hex(), "args_digests": digests}
     return store, event, gate
 

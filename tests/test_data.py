@@ -9,7 +9,7 @@ import pytest
 
 import lambdaexec
 from lambdaexec import LambdaExecutor
-from lambdaexec.data import parse_size
+from lambdaexec.dataflow.chunks import parse_size
 
 FILES = {
     "crlf.txt": b"first line\r\nsecond\r\n\r\nthird line here\r\n",

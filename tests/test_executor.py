@@ -330,7 +330,7 @@ def test_result_too_large_is_a_clear_error(storage_settings):
 
 
 def test_version_mismatch_names_both_versions(executor, monkeypatch):
-    monkeypatch.setattr(lambdaexec.serialize, "PYTHON_VERSION", "3.99")
+    monkeypatch.setattr(lambdaexec.wire.serialize, "PYTHON_VERSION", "3.99")
     with pytest.raises(lambdaexec.WorkerEnvironmentError) as info:
         executor.submit(square, 2).result(timeout=30)
     ours = "Python {}.{}".format(*os.sys.version_info[:2])
@@ -339,8 +339,8 @@ def test_version_mismatch_names_both_versions(executor, monkeypatch):
 
 def test_protocol_mismatch_names_both_protocols(executor, monkeypatch):
     # a worker deployed from another lambdaexec release writes objects this client cannot read
-    real = lambdaexec.protocol.VERSION
-    monkeypatch.setattr(lambdaexec.protocol, "VERSION", "99")
+    real = lambdaexec.wire.protocol.VERSION
+    monkeypatch.setattr(lambdaexec.wire.protocol, "VERSION", "99")
     with pytest.raises(lambdaexec.WorkerEnvironmentError, match=rf"protocol 99\).*\(protocol {real}\)"):
         executor.submit(square, 2).result(timeout=30)
 

@@ -18,8 +18,9 @@ import time
 import pytest
 
 import lambdaexec
-from lambdaexec import IntegrityError, LambdaExecutor, protocol, serialize
+from lambdaexec import IntegrityError, LambdaExecutor
 from lambdaexec.storage import open_storage
+from lambdaexec.wire import protocol, serialize
 
 
 def _attacker(ex: LambdaExecutor):

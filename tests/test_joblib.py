@@ -12,8 +12,9 @@ import pytest
 from joblib import Parallel, delayed, parallel_backend
 
 import lambdaexec_joblib  # noqa: F401  (registers "lambda")
-from lambdaexec import LambdaExecutor, engine
+from lambdaexec import LambdaExecutor
 from lambdaexec.errors import RemoteTraceback
+from lambdaexec.runtime import engine
 
 
 @pytest.fixture(autouse=True)

@@ -199,7 +199,7 @@ def test_bsp_sgd_through_broadcast_matches_sklearn(ex):
 def test_large_arrays_fold_pending_deltas_early(ps, redis_server, monkeypatch):
     import redis
 
-    from lambdaexec import params
+    from lambdaexec.iterative import params
 
     monkeypatch.setattr(params, "FOLD_BYTES", 4000)  # stands for 64 MB: every 8,000-byte delta is "large"
     ps.init("w", np.zeros(1000))

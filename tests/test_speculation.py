@@ -1,4 +1,4 @@
-"""Straggler mitigation (lambdaexec.speculation): a call far slower than its peers near the end
+"""Straggler mitigation (lambdaexec.runtime.speculation): a call far slower than its peers near the end
 of a job gets a backup copy, and the first copy to finish completes the future."""
 
 from __future__ import annotations

@@ -173,7 +173,7 @@ def test_s3_signature_matches_botocore(token):
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from lambdaexec.aws.signing import EMPTY_SHA256, SigV4Signer
+    from lambdaexec.storage.sigv4 import EMPTY_SHA256, SigV4Signer
 
     creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     path = "/lambdaexec/ab12/000003/calls/17%20x~y"

@@ -9,7 +9,8 @@ import textwrap
 
 import cloudpickle
 
-from lambdaexec import LambdaExecutor, serialize
+from lambdaexec import LambdaExecutor
+from lambdaexec.wire import serialize
 
 
 def test_function_from_a_user_module_travels_by_value(tmp_path, monkeypatch):
@@ -182,7 +183,7 @@ def test_traceback_shows_source_of_a_file_the_worker_does_not_have(tmp_path):
     (tmp_path / "fn.bin").write_bytes(blob)
     script = textwrap.dedent(f"""
         import traceback
-        from lambdaexec import serialize
+        from lambdaexec.wire import serialize
         fn = serialize.loads(open({str(tmp_path / "fn.bin")!r}, "rb").read())
         try:
             fn(0)

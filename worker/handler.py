@@ -3,7 +3,7 @@
 It reads the job's function (cached per container by content hash) and its calls' inputs from
 storage, runs each call with stdout/stderr captured, and hands each call's status and result to
 :class:`worker.results.Writer`, which writes the results of calls finishing close together as
-one batch object (see :mod:`lambdaexec.protocol`). Whatever goes wrong, a status is written
+one batch object (see :mod:`lambdaexec.wire.protocol`). Whatever goes wrong, a status is written
 before the handler returns.
 """
 
@@ -19,10 +19,10 @@ import traceback
 from collections import OrderedDict
 from typing import Any
 
-from lambdaexec import protocol, serialize
 from lambdaexec.errors import RemoteError
 from lambdaexec.storage import Storage, shared_storage, signed
 from lambdaexec.storage.base import set_retry_deadline
+from lambdaexec.wire import protocol, serialize
 from worker import memory
 from worker.probe import probe
 from worker.results import Writer
@@ -155,7 +155,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     signed.enter(signed.owner_of(prefix), secret)
     worker = _worker_id(context)
     try:
-        theirs, ours = event["versions"], serialize.versions()
+        theirs, ours = event["versions"], protocol.versions()
         if theirs != ours:
             _write_all(store, event, _error_status(
                 "WorkerEnvironmentError",

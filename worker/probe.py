@@ -13,7 +13,7 @@ import os
 import uuid
 from typing import Any
 
-from lambdaexec.storage.base import shared_unsigned_storage
+from lambdaexec.storage import shared_unsigned_storage
 
 
 class StorageAccessError(Exception):

@@ -9,12 +9,12 @@
                     call running for MARK_SECONDS? its marker ──┘
 
 The handler hands each finished call to its event's :class:`Writer`, which keeps it until the
-batch is flushed (the rules, and the object layout, are in :mod:`lambdaexec.protocol`): at the
+batch is flushed (the rules, and the object layout, are in :mod:`lambdaexec.wire.protocol`): at the
 end of the event (:meth:`Writer.close`), when the batch is big or numerous enough, or when its
-oldest result has waited :data:`~lambdaexec.protocol.BATCH_SECONDS`, which the process's one
+oldest result has waited :data:`~lambdaexec.wire.protocol.BATCH_SECONDS`, which the process's one
 timer thread sees to while the handler's thread runs the next (long) call. A result too large
 to share an object is written alone at once. The same thread writes the start marker of a call
-that is still running :data:`~lambdaexec.protocol.MARK_SECONDS` after the handler announced it
+that is still running :data:`~lambdaexec.wire.protocol.MARK_SECONDS` after the handler announced it
 (:meth:`Writer.running`; the marker of an event's first call the handler writes itself).
 
 Each flushed object is announced once with ``context.calls_done(calls, key, busy)`` (``busy``:
@@ -35,8 +35,8 @@ import time
 import traceback
 from typing import Any, Callable
 
-from lambdaexec import protocol, serialize
 from lambdaexec.storage import Storage
+from lambdaexec.wire import protocol, serialize
 
 #: ``notify(calls, key, busy)``: the object at ``key`` holds ``calls``, which ran ``busy`` seconds
 Notify = Callable[[list[int], str, float], None]
@@ -88,7 +88,7 @@ class Writer:
 
     def running(self, marker: str) -> None:
         """The handler started a call whose start marker is ``marker``: it is written if the
-        call is still running (no :meth:`add` for it) :data:`~lambdaexec.protocol.MARK_SECONDS`
+        call is still running (no :meth:`add` for it) :data:`~lambdaexec.wire.protocol.MARK_SECONDS`
         from now."""
         with self._lock:
             self._mark = (marker, time.monotonic() + protocol.MARK_SECONDS)

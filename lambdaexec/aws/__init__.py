@@ -1,10 +1,11 @@
-"""Everything AWS-specific, one module per job; nothing here is imported by ``import lambdaexec``.
+"""Everything AWS Lambda-specific, one module per job: the ``lambda`` backend's invoker, and
+deploying, checking and emulating the worker function. ``import lambdaexec`` imports none of it.
 
 ::
 
-    signing      SigV4 signing and keep-alive connections for the requests sent by hand
     clients      boto3 session, region and clients; DeployError
-    senders      one Invoke request (hand-signed HTTP, or boto3 behind a proxy)
+    senders      one Invoke request (hand-signed HTTP, or boto3 behind a proxy; the signing
+                 is shared with S3 storage: lambdaexec.storage.sigv4)
     invoker      the ``lambda`` backend: many invocations in flight, deadlines, retries
     grouping     how many calls of a job one invocation carries, from their measured time
     inflight     the calls in flight, the invocation carrying each, their deadlines
@@ -29,7 +30,7 @@ _EXPORTS = {"deploy": "provision", "teardown": "provision", "doctor": "doctor", 
 
 
 def __getattr__(name: str) -> Any:
-    """Import the entry points on first use, so that ``lambdaexec.aws.signing`` stays light."""
+    """Import the entry points on first use, so that ``lambdaexec.storage.sigv4`` stays light."""
     if name in _EXPORTS:
         import importlib
 

@@ -23,7 +23,7 @@ def _hello(x: int) -> str:
 
 def roundtrip(config: Config, timeout: float = 120) -> str:
     """Run one call on the deployed function through the executor; return its greeting."""
-    from lambdaexec import LambdaExecutor
+    from lambdaexec.executor import LambdaExecutor
 
     settings = {f: getattr(config, f) for f in Config.__dataclass_fields__}
     settings.update(backend="lambda", retries=0, start_deadline=min(config.start_deadline, timeout),

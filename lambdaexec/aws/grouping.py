@@ -4,7 +4,7 @@ An asynchronous invocation costs far more than a tiny call: ~20-30 ms of Invoke 
 Lambda request ($0.20 per million, what 12 ms of a 1 GB function costs), and the event's own
 storage round trips (the job's function, once per container, and the calls' inputs). A worker
 that runs several calls of one event writes their results as one batch object (one PUT, one GET,
-one key listed: :mod:`lambdaexec.protocol`), so grouping short calls saves invocations and
+one key listed: :mod:`lambdaexec.wire.protocol`), so grouping short calls saves invocations and
 storage requests alike. The rule, per invocation a sender thread is about to make::
 
     per-call seconds of the job   unknown, or > SHORT x target  ->  1 call
@@ -39,7 +39,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from lambdaexec import protocol
+from lambdaexec.wire import protocol
 
 #: seconds of work an invocation carries once its job's calls are measured short
 TARGET_SECONDS = 0.5
@@ -84,7 +84,7 @@ def plan(calls: int, per_call: float, cap: int, work: float = TARGET_SECONDS) ->
     """``(invocations, result objects)`` this rule makes of a job of ``calls`` calls that take
     ``per_call`` seconds each, with ``cap`` invocations in flight: what :func:`lambdaexec.estimate`
     prices. The first ``cap`` calls go one each (none is measured yet); a worker writes an
-    invocation's results as one object per :data:`~lambdaexec.protocol.BATCH_SECONDS` of its work.
+    invocation's results as one object per :data:`~lambdaexec.wire.protocol.BATCH_SECONDS` of its work.
 
     >>> plan(10_000, 0.5, 100)  # long calls: one per invocation
     (10000, 10000)

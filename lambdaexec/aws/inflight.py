@@ -14,7 +14,7 @@ its last call is reported Done or Lost. Deadlines are per call, timed by its inv
         crashed it within MARK_SECONDS
 
 A worker writes the marker of an event's first call at once, and that of a later call only once
-it has run :data:`~lambdaexec.protocol.MARK_SECONDS` (a marker per short call would cost more
+it has run :data:`~lambdaexec.wire.protocol.MARK_SECONDS` (a marker per short call would cost more
 than the calls). So a grouped call that crashes its worker sooner than that counts as never
 started: it is invoked again, alone, where its marker goes first. A call reported not started
 :data:`MAX_UNSTARTED` times in a row counts as a failed attempt.

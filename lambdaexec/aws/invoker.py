@@ -16,7 +16,7 @@ How a call travels:
    with a :class:`~lambdaexec.errors.LambdaExecError` naming the fix.
 3. The worker writes ``started/<call>.<attempt>`` when it starts an event's first call (a later
    call's once it has run ``protocol.MARK_SECONDS``) and ``calls/<call>`` when done
-   (or ``calls/<runs>``, a batch holding several calls' results: :mod:`lambdaexec.protocol`).
+   (or ``calls/<runs>``, a batch holding several calls' results: :mod:`lambdaexec.wire.protocol`).
    :meth:`LambdaInvoker.poll` lists those prefixes (one request per 1,000 keys; one listing of
    the executor's prefix when many jobs are active) at an adaptive interval, 0.1 s after news up
    to 2 s when idle, and reports :class:`Done` for every new result.
@@ -46,13 +46,13 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec import protocol
 from lambdaexec.aws import grouping
 from lambdaexec.aws.inflight import Job, grace
 from lambdaexec.aws.senders import MAX_THREADS, InvokeResult, make_sender
 from lambdaexec.config import Config
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost, Notice
 from lambdaexec.storage import Storage, open_storage
+from lambdaexec.wire import protocol
 
 _DEFAULT_INFLIGHT = 1000  # AWS's default account concurrency
 

@@ -1,5 +1,5 @@
 """One Lambda ``Invoke`` request, sent two ways: :class:`HttpSender` signs it by hand
-(:mod:`lambdaexec.aws.signing`) over a keep-alive connection per thread, about four times
+(:mod:`lambdaexec.storage.sigv4`) over a keep-alive connection per thread, about four times
 faster than boto3's client; :class:`Boto3Sender` uses boto3's Lambda client, when an HTTP(S)
 proxy is configured. Neither raises for network or HTTP errors: each returns an
 :class:`InvokeResult` the invoker decides on (retry, back off, or fail the calls)."""
@@ -13,9 +13,9 @@ import urllib.parse
 from typing import Any
 
 from lambdaexec.aws.clients import aws_session, resolve_region
-from lambdaexec.aws.signing import Connections, SigV4Signer, proxied
 from lambdaexec.config import Config
 from lambdaexec.errors import ConfigError
+from lambdaexec.storage.sigv4 import Connections, SigV4Signer, proxied
 
 MAX_THREADS = 96  # sender threads: enough for ~3,000 invocations/s at AWS's ~30 ms latency
 

@@ -1,5 +1,7 @@
 """Jobs beyond one map, each a thin layer of ordinary calls on an executor, one module each:
 
+- :mod:`~lambdaexec.dataflow.chunks`: ``chunks(...)``, inputs read from storage in byte ranges;
+
 - :mod:`~lambdaexec.dataflow.reduce`: ``reduce(ex, fn, futures)``, one call over many results,
   read by its worker from storage;
 - :mod:`~lambdaexec.dataflow.shuffle`: the shuffle through storage (one object per mapper with an
@@ -9,7 +11,7 @@
 - :mod:`~lambdaexec.dataflow.sort`: ``sort(ex, chunks, output, ...)``, Terasort's shape.
 
 Each is also a method of :class:`~lambdaexec.LambdaExecutor` (``ex.reduce``, ``ex.map_reduce``,
-``ex.sort``). Inputs come from :func:`lambdaexec.chunks`.
+``ex.sort``). Inputs come from :func:`lambdaexec.chunks` (:mod:`~lambdaexec.dataflow.chunks`).
 """
 
 from lambdaexec.dataflow.map_reduce import map_reduce

@@ -1,7 +1,7 @@
 """How an operator submits the calls that wait on its earlier calls (a reduce after its inputs,
 reducers after their mappers): like ``map_futures``, but accepted even once ``shutdown`` has
 begun, for as long as the operator's result future is held by the engine
-(:meth:`Engine.hold <lambdaexec.engine.Engine.hold>`). So ``with LambdaExecutor() as ex:
+(:meth:`Engine.hold <lambdaexec.runtime.engine.Engine.hold>`). So ``with LambdaExecutor() as ex:
 r = ex.reduce(...)`` followed by ``r.result()`` after the block works, as it would with any
 pending future of ``ProcessPoolExecutor``.
 """
@@ -9,21 +9,19 @@ pending future of ``ProcessPoolExecutor``.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from concurrent.futures import Executor  # a LambdaExecutor: this layer sits below it
+from typing import Any, Callable, Iterable
 
-from lambdaexec import serialize
 from lambdaexec.future import LambdaFuture
-
-if TYPE_CHECKING:
-    from lambdaexec.executor import LambdaExecutor
+from lambdaexec.wire import serialize
 
 
-def hold(ex: LambdaExecutor, result: LambdaFuture) -> None:
+def hold(ex: Executor, result: LambdaFuture) -> None:
     """Let ``ex`` accept follow-up calls (and ``shutdown`` wait) until ``result`` is done."""
     ex._engine.hold(result)
 
 
-def follow_up(ex: LambdaExecutor, fn: Callable[..., Any], *iterables: Iterable) -> list[LambdaFuture]:
+def follow_up(ex: Executor, fn: Callable[..., Any], *iterables: Iterable) -> list[LambdaFuture]:
     """``fn`` over ``zip(*iterables)`` as calls of ``ex``; one future per call, in order."""
     blob = serialize.dumps_function(fn)
     now = time.time()

@@ -39,6 +39,7 @@ import functools
 import threading
 import time
 import uuid
+from concurrent.futures import Executor  # a LambdaExecutor: this layer sits below it
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from lambdaexec.dataflow import keyed, shuffle
@@ -46,11 +47,10 @@ from lambdaexec.dataflow.follow_up import follow_up, hold
 from lambdaexec.future import LambdaFuture
 
 if TYPE_CHECKING:
-    from lambdaexec.executor import LambdaExecutor
     from lambdaexec.storage import Storage
 
 
-def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Iterable,
+def map_reduce(ex: Executor, map_fn: Callable[[Any], Any], iterable: Iterable,
                reduce_fn: Callable[[Any, list], Any], *, reducers: int = 1,
                combine: Callable[[Any, Any], Any] | None = None,
                partition: Callable[[Any, int], int] | None = None) -> LambdaFuture:
@@ -114,7 +114,7 @@ def map_reduce(ex: LambdaExecutor, map_fn: Callable[[Any], Any], iterable: Itera
 CALLS_PER_WORKER = 2
 
 
-def _workers(ex: LambdaExecutor) -> int:
+def _workers(ex: Executor) -> int:
     """How many calls the executor runs at once."""
     return ex.config.max_workers or (1000 if ex.config.backend == "lambda" else ex.config.resolved_workers())
 
@@ -138,7 +138,7 @@ def _merge_dicts(parts: list[dict]) -> dict:
     return result
 
 
-def shuffle_store(ex: LambdaExecutor) -> tuple[Storage, bool]:
+def shuffle_store(ex: Executor) -> tuple[Storage, bool]:
     """The store a shuffle's intermediates go to, and whether it was opened just for it."""
     spec = ex.config.shuffle_storage_spec()
     if spec == ex.storage.spec:
@@ -160,7 +160,7 @@ class Job:
     so that waiting reducers can never hold all the workers a mapper needs.
     """
 
-    def __init__(self, ex: LambdaExecutor, store: Storage, own_store: bool, prefix: str, map_futures: list,
+    def __init__(self, ex: Executor, store: Storage, own_store: bool, prefix: str, map_futures: list,
                  start_reducers: Callable[[], list], reducers: int, out: LambdaFuture,
                  collect: Callable[[list], Any]):
         self.collect, self.start_reducers = collect, start_reducers

@@ -9,7 +9,7 @@ whose worker reads the inputs' results from storage itself.
     (keys only, never the values)           several calls' results
 
 The monitor normally deletes a job's objects once all of its results are in; :meth:`Monitor.pin
-<lambdaexec.monitor.Monitor.pin>` keeps them until the reduce has run. An input whose objects
+<lambdaexec.runtime.monitor.Monitor.pin>` keeps them until the reduce has run. An input whose objects
 were already cleaned up before ``reduce`` was called (it finished earlier, and ``keep_data`` is
 off) or that did not come from this executor has no object to read: its value travels with
 the reduce's call instead.
@@ -21,18 +21,16 @@ import concurrent.futures
 import functools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from concurrent.futures import Executor  # a LambdaExecutor: this layer sits below it
+from typing import Any, Callable, Iterable
 
-from lambdaexec import protocol, serialize
 from lambdaexec.dataflow.follow_up import follow_up, hold
 from lambdaexec.errors import LambdaExecError
 from lambdaexec.future import LambdaFuture
-
-if TYPE_CHECKING:
-    from lambdaexec.executor import LambdaExecutor
+from lambdaexec.wire import protocol, serialize
 
 
-def reduce(ex: LambdaExecutor, fn: Callable[[list], Any], futures: Iterable[concurrent.futures.Future]) -> LambdaFuture:
+def reduce(ex: Executor, fn: Callable[[list], Any], futures: Iterable[concurrent.futures.Future]) -> LambdaFuture:
     """Run ``fn(list_of_results)`` on one worker once every future in ``futures`` is done.
 
     The list is in the order of ``futures``. If an input fails (or is cancelled), the reduce's

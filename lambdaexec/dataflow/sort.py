@@ -24,23 +24,21 @@ import functools
 import random
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from concurrent.futures import Executor  # a LambdaExecutor: this layer sits below it
+from typing import Any, Callable, Sequence
 
-from lambdaexec.data import Chunk, filesystem, resolve_options
 from lambdaexec.dataflow import shuffle
+from lambdaexec.dataflow.chunks import Chunk, filesystem, resolve_options
 from lambdaexec.dataflow.follow_up import follow_up, hold
 from lambdaexec.dataflow.map_reduce import Job, shuffle_store
 from lambdaexec.future import LambdaFuture
-
-if TYPE_CHECKING:
-    from lambdaexec.executor import LambdaExecutor
 
 KEY_SIZE = 10  # gensort's key length
 _SAMPLES_PER_PARTITION = 100
 _WINDOW = 1 << 16  # bytes read per sampling window (lines)
 
 
-def sort(ex: LambdaExecutor, chunks: Sequence[Chunk], output: str, *, key: Callable[[bytes], Any] | None = None,
+def sort(ex: Executor, chunks: Sequence[Chunk], output: str, *, key: Callable[[bytes], Any] | None = None,
          record_size: int | None = None, partitions: int | None = None) -> list[str]:
     """Sort the records of ``chunks`` into ``partitions`` objects under ``output``; return their
     URLs in key order.

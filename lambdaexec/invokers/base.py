@@ -12,7 +12,7 @@ import abc
 import dataclasses
 from typing import Callable, Union
 
-from lambdaexec.protocol import Event
+from lambdaexec.wire.protocol import Event
 
 
 @dataclasses.dataclass
@@ -49,7 +49,7 @@ class Dispatch:
 @dataclasses.dataclass(frozen=True)
 class Done:
     """The call's result has been written, in the object at ``key`` (a batch's, perhaps:
-    :mod:`lambdaexec.protocol`), or at the call's own key when ``key`` is empty."""
+    :mod:`lambdaexec.wire.protocol`), or at the call's own key when ``key`` is empty."""
 
     job_prefix: str
     call: int

@@ -6,7 +6,7 @@ call back. Like a warm Lambda container, it lives for many invocations.
 
 Frames on the socket are ``u32 length`` + pickle. Pool -> worker: ``(seq, event)`` or ``None``
 (exit). Worker -> pool: ``("ready", pid)``, then ``("done", seq, calls, key, busy)`` per result
-object written (one call's, or a batch's: :mod:`lambdaexec.protocol`; ``busy``: seconds the
+object written (one call's, or a batch's: :mod:`lambdaexec.wire.protocol`; ``busy``: seconds the
 calls' user code ran).
 """
 

@@ -1,7 +1,7 @@
 """See and steer a run: progress bars, timeline plots, cost and budget, the job record, attach.
 
 The executor's monitor calls the watchers :func:`watchers_for` picks from the configuration
-(see :mod:`~lambdaexec.observe.watcher`); the rest are functions of finished futures or of job
+(see :mod:`~lambdaexec.runtime.watcher`); the rest are functions of finished futures or of job
 records. Nothing here imports tqdm or matplotlib until a bar or a plot is asked for.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lambdaexec.observe.watcher import Watcher
+from lambdaexec.runtime.watcher import Watcher
 
 
 def watchers_for(config: Any, storage: Any, executor_id: str) -> list[Watcher]:

@@ -19,9 +19,10 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec import errors, protocol
+from lambdaexec import errors
 from lambdaexec.future import LambdaFuture
 from lambdaexec.observe import jobs as records
+from lambdaexec.wire import protocol
 
 
 def attach(job_id: str, poll_interval: float = 0.5, secret: bytes | str | None = None,
@@ -76,7 +77,7 @@ def _complete(storage: Any, key: str, read: dict[str, Any], future: LambdaFuture
     except errors.IntegrityError as err:  # forged or altered: never unpickled
         future.set_exception(err)
         return True
-    from lambdaexec.outcome import decode_result, record_status
+    from lambdaexec.runtime.outcome import decode_result, record_status
 
     record_status(future, status, key)
     ok, value = decode_result(status, payload, future.call_id)

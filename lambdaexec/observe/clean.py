@@ -29,12 +29,10 @@ from __future__ import annotations
 
 import calendar
 import json
-import os
 import time
 from typing import Any
 
-from lambdaexec.observe.jobs import job_ids
-from lambdaexec.observe.record import jobs_prefix, machine, process_start
+from lambdaexec.observe.clients import client_alive, job_ids, jobs_prefix
 from lambdaexec.storage import Storage
 from lambdaexec.storage.signed import forget, unsigned
 
@@ -47,25 +45,6 @@ def created_at(job_id: str) -> float:
 def executor_of(job_id: str) -> str:
     """The id of the executor that ran ``job_id`` (``<time>-<executor>-<job>``)."""
     return job_id.split("-")[1]
-
-
-def client_alive(client: dict[str, Any] | None) -> bool | None:
-    """Whether the client process a manifest names still runs: True, False, or None when it
-    cannot be told from here (another machine or pid namespace, or an older record)."""
-    if not client or client.get("machine") != machine():
-        return None
-    pid, start = client.get("pid"), client.get("start")
-    if not isinstance(pid, int):
-        return None
-    if start is not None:
-        return process_start(pid) == start  # gone, or its pid now belongs to another process
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _manifest(storage: Storage, root: str, job_id: str) -> dict[str, Any] | None:

@@ -33,9 +33,9 @@ import threading
 from importlib import resources
 from typing import Any, Callable, Iterable, Mapping
 
-from lambdaexec import protocol
 from lambdaexec.errors import BudgetExceededError, ConfigError
-from lambdaexec.observe.watcher import Watcher
+from lambdaexec.runtime.watcher import Watcher
+from lambdaexec.wire import protocol
 
 
 def load_prices(source: str | Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -280,24 +280,21 @@ class Estimate:
                 f"  cost     ${rng(self.dollars, ',.6f')}")
 
 
-def estimate(fn: Callable, items: Iterable, executor: Any = None, samples: int = 5,
-             seed: int | None = None) -> Estimate:
-    """Run ``samples`` calls of ``fn`` on items drawn at random from ``items`` and extrapolate
-    the time and cost of ``executor.map(fn, items)``, with a 95% interval (Student-t on the
+def estimate(executor: Any, fn: Callable, items: Iterable, samples: int = 5, seed: int | None = None) -> Estimate:
+    """Run ``samples`` calls of ``fn`` on ``executor``, on items drawn at random from ``items``, and
+    extrapolate the time and cost of ``executor.map(fn, items)``, with a 95% interval (Student-t on the
     per-call times; one sample gives no interval). The cost counts invocations and result
     objects as the Lambda backend would group such calls (short ones share invocations:
     :func:`lambdaexec.aws.grouping.plan`).
 
     >>> print(lambdaexec.estimate(work, range(10_000), executor=ex))  # doctest: +SKIP
     """
-    from lambdaexec import default_executor
-
     items = list(items)
     if not items:
         raise ValueError("estimate needs at least one item")
     if samples < 1:
         raise ValueError("samples must be >= 1")
-    ex = executor if executor is not None else default_executor()
+    ex = executor
     picked = random.Random(seed).sample(items, min(samples, len(items)))
     futures = ex.map_futures(fn, picked)
     concurrent.futures.wait(futures)

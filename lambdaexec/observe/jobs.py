@@ -11,11 +11,12 @@ import dataclasses
 import json
 from typing import Any
 
-from lambdaexec import protocol
 from lambdaexec.errors import IntegrityError, LambdaExecError
-from lambdaexec.observe.record import STAT_KEYS, decode_calls, jobs_prefix
+from lambdaexec.observe.clients import job_ids, jobs_prefix
+from lambdaexec.observe.record import STAT_KEYS, decode_calls
 from lambdaexec.storage import Storage, signed
 from lambdaexec.storage.signed import unsigned
+from lambdaexec.wire import protocol
 
 
 class JobNotFoundError(LambdaExecError, KeyError):
@@ -94,13 +95,6 @@ class _Recorded:
         return self.state == "cancelled"
 
 
-def job_ids(storage: Storage, root: str) -> list[str]:
-    """Ids of every recorded job, oldest first."""
-    prefix = jobs_prefix(root)
-    ids = {k[len(prefix):].split("/", 1)[0] for k in storage.list(prefix)}
-    return sorted(ids)
-
-
 def resolve(storage: Storage, root: str, job: str) -> str:
     """The full id of the job named ``job`` (a full id, or a unique part of one)."""
     ids = job_ids(storage, root)
@@ -137,7 +131,7 @@ def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
 
 def result_keys(storage: Storage, manifest: dict[str, Any]) -> dict[int, str]:
     """``{call: key of the object holding its result}`` for the calls of a recorded job that
-    have written one (a batch object holds several: :mod:`lambdaexec.protocol`)."""
+    have written one (a batch object holds several: :mod:`lambdaexec.wire.protocol`)."""
     return protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))
 
 

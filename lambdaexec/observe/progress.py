@@ -1,7 +1,7 @@
 """Progress bars (tqdm): one per executor for everything it runs, and :func:`progress` for a
 list of futures.
 
-The executor's bar is a watcher (see :mod:`~lambdaexec.observe.watcher`): its total grows as
+The executor's bar is a watcher (see :mod:`~lambdaexec.runtime.watcher`): its total grows as
 jobs are submitted, it advances as calls finish, and its postfix counts calls running and
 failed. When every submitted call has finished the bar closes; the next submit opens a new one,
 unless it was made before the bar closed (a loop of submits whose first call finished before the
@@ -19,7 +19,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from lambdaexec.errors import ConfigError
-from lambdaexec.observe.watcher import Watcher
+from lambdaexec.runtime.watcher import Watcher
 
 _EXTRA = "pip install 'lambdaexec[progress]'"
 

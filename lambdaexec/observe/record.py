@@ -30,7 +30,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
-import os
 import platform
 import socket
 import sys
@@ -38,7 +37,8 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec.observe.watcher import Watcher
+from lambdaexec.observe.clients import jobs_prefix, this_client
+from lambdaexec.runtime.watcher import Watcher
 from lambdaexec.storage import Storage
 
 #: the timestamps (seconds since the epoch) and other stats a call's record keeps
@@ -50,42 +50,6 @@ STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt", "result_key")
 CLEAN_INTERVAL = 3600.0
 _CLEANED: dict[tuple[str, str], float] = {}  # (storage spec, prefix) -> when this process last expired
 _CLEANED_LOCK = threading.Lock()
-
-
-def jobs_prefix(root: str) -> str:
-    """Where job records live for the configured ``prefix`` ``root``."""
-    return f"{root}/jobs/"
-
-
-def machine() -> str:
-    """Which machine and process-id namespace this process runs in (its boot id and pid
-    namespace on Linux, else its host name): where a recorded pid means this same process."""
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f"{f.read().strip()}:{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return socket.gethostname()
-
-
-def process_start(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, Linux), telling it from a later
-    process given the same pid; None if there is no such process or it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-_CLIENT: dict[int, dict[str, Any]] = {}
-
-
-def this_client() -> dict[str, Any]:
-    """This client process as a manifest names it (looked up once per process)."""
-    pid = os.getpid()
-    if pid not in _CLIENT:
-        _CLIENT[pid] = {"pid": pid, "start": process_start(pid), "machine": machine()}
-    return _CLIENT[pid]
 
 
 @functools.cache

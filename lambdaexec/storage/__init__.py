@@ -1,5 +1,10 @@
-"""Storage backends behind one interface: ``local`` (a directory), ``s3`` and ``redis``."""
+"""One storage interface (:class:`Storage`: flat keys, atomic puts, ranged gets, listing) and its
+implementations, local directory, S3 and Redis, found by :func:`open_storage` through a registry.
 
-from lambdaexec.storage.base import Storage, open_storage, register, shared_storage
+Objects the client and workers exchange are signed (:mod:`~lambdaexec.storage.signed`).
+"""
 
-__all__ = ["Storage", "open_storage", "register", "shared_storage"]
+from lambdaexec.storage.base import Storage
+from lambdaexec.storage.registry import open_storage, register, shared_storage, shared_unsigned_storage
+
+__all__ = ["Storage", "open_storage", "register", "shared_storage", "shared_unsigned_storage"]

@@ -1,4 +1,4 @@
-"""The storage interface every backend implements, and the registry that finds them.
+"""The storage interface every backend implements (:class:`Storage`), and its retries.
 
 Everything between the client and the workers passes through one of these: a flat key space
 with whole-object atomic writes, ranged reads, prefix listing, and deletion by prefix or by
@@ -20,15 +20,12 @@ import contextvars
 import errno
 import functools
 import random
-import threading
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence, Union
 
 from lambdaexec.errors import ConfigError, MissingObjectError, StorageError
 
 Chunks = Union[bytes, bytearray, memoryview, Iterable[Union[bytes, bytearray, memoryview]]]
-
-_REGISTRY: dict[str, Callable[..., Storage]] = {}
 
 
 #: longest time one storage operation is retried through transient failures
@@ -186,60 +183,6 @@ class Storage(abc.ABC):
 
     def close(self) -> None:
         """Release connections. The store's contents are untouched."""
-
-
-def register(kind: str) -> Callable[[Callable[..., Storage]], Callable[..., Storage]]:
-    """Class decorator: make a backend available to :func:`open_storage` under ``kind``."""
-
-    def wrap(factory: Callable[..., Storage]) -> Callable[..., Storage]:
-        _REGISTRY[kind] = factory
-        return factory
-
-    return wrap
-
-
-def open_storage(spec: dict[str, Any]) -> Storage:
-    """Open the store described by ``spec`` (``{"kind": "local", "path": ...}`` and so on).
-
-    >>> store = open_storage({"kind": "local", "path": "/tmp/lambdaexec-doc"})
-    >>> store.put("a/b", b"hi"), bytes(store.get("a/b"))
-    (2, b'hi')
-    """
-    from lambdaexec.storage import local, redis, s3  # noqa: F401  (they register themselves)
-
-    spec = dict(spec)
-    kind = spec.pop("kind")
-    try:
-        factory = _REGISTRY[kind]
-    except KeyError:
-        raise ValueError(
-            f"unknown storage kind {kind!r}; choose one of {sorted(_REGISTRY)}"
-        ) from None
-    return factory(**spec)
-
-
-_shared: dict[str, Storage] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_storage(spec: dict[str, Any], secret: bytes | None = None) -> Storage:
-    """This process's one open store for ``spec``, its objects signed with ``secret`` or, by
-    default, on a worker, with the secret of the call it is running (see
-    :mod:`lambdaexec.storage.signed`). Opened on first use and kept: a warm worker reuses its
-    connections from call to call (never closed; for workers, not clients)."""
-    from lambdaexec.storage.signed import SignedStorage, current
-
-    # the wrapper holds no connection of its own: one per call costs less than a cache of them
-    return SignedStorage(shared_unsigned_storage(spec), current() if secret is None else secret)
-
-
-def shared_unsigned_storage(spec: dict[str, Any]) -> Storage:
-    """:func:`shared_storage` without signatures: for objects nobody unpickles (a probe)."""
-    name = repr(sorted(spec.items()))
-    with _shared_lock:
-        if name not in _shared:
-            _shared[name] = open_storage(spec)
-        return _shared[name]
 
 
 def as_chunks(data: Chunks) -> list[memoryview]:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 
 from lambdaexec.errors import ConfigError
-from lambdaexec.storage.base import Chunks, Storage, as_chunks, read_exactly, register
+from lambdaexec.storage.base import Chunks, Storage, as_chunks, read_exactly
 
 _tmp_names = itertools.count()
 
@@ -61,7 +61,6 @@ def _write_all(fd: int, chunks: list[memoryview]) -> int:
     return size
 
 
-@register("local")
 class LocalStorage(Storage):
     """Keys are paths under ``path``. Works for any processes that share the file system."""
 

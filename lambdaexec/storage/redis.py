@@ -8,10 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lambdaexec.errors import ConfigError
-from lambdaexec.storage.base import Chunks, Storage, as_chunks, register
+from lambdaexec.storage.base import Chunks, Storage, as_chunks
 
 
-@register("redis")
 class RedisStorage(Storage):
     """Keys are Redis string keys; ``url`` is a ``redis://host:port/db`` address."""
 

@@ -13,9 +13,9 @@ import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
-from lambdaexec.aws.signing import EMPTY_SHA256, Connections, SigV4Signer, proxied
 from lambdaexec.errors import ConfigError
-from lambdaexec.storage.base import ChunkReader, Chunks, Storage, as_chunks, read_exactly, register
+from lambdaexec.storage.base import ChunkReader, Chunks, Storage, as_chunks, read_exactly
+from lambdaexec.storage.sigv4 import EMPTY_SHA256, Connections, SigV4Signer, proxied
 
 _SINGLE_PUT_LIMIT = 16 * 2**20
 #: a whole-object read asks for this much first; a bigger object's rest comes in parts this big
@@ -74,7 +74,7 @@ def _explain(err: Exception, bucket: str) -> Exception:
 
 class _SignedRequests:
     """``GetObject`` and single-part ``PutObject`` over one keep-alive HTTP(S) connection per
-    thread, signed with :class:`~lambdaexec.aws.signing.SigV4Signer`: about a seventh of boto3's
+    thread, signed with :class:`~lambdaexec.storage.sigv4.SigV4Signer`: about a seventh of boto3's
     client CPU per request, which is what bounds how fast a client collects many small results
     (and how much CPU a worker spends writing one).
 
@@ -179,7 +179,6 @@ def _object_size(content_range: str | None, got: int) -> int:
     return got
 
 
-@register("s3")
 class S3Storage(Storage):
     """Keys are object keys in ``bucket``. Ranged reads; large objects are uploaded in parts
     (boto3's transfer manager) and read in parts, :data:`_PARTS_IN_FLIGHT` at a time.

@@ -2,65 +2,37 @@
 
 It hands jobs to the invoker, asks the invoker what happened, downloads each result object
 announced (once, in its fetch pool: one object may hold a batch of calls' results, see
-:mod:`lambdaexec.protocol`), completes each call's future (re-raising user exceptions with the
+:mod:`lambdaexec.wire.protocol`), completes each call's future (re-raising user exceptions with the
 remote traceback as their ``__cause__``), re-dispatches calls whose worker died or timed out
 until ``retries`` are spent (and, with ``speculative``, backs up stragglers:
-:mod:`lambdaexec.speculation`), and has a job's objects deleted once all of its results are in
-(together with other finished jobs': :mod:`lambdaexec.sweeper`). Its watchers
-(:mod:`lambdaexec.observe.watcher`: progress, budget, job record) hear of each job added, each
+:mod:`lambdaexec.runtime.speculation`), and has a job's objects deleted once all of its results are in
+(together with other finished jobs': :mod:`lambdaexec.runtime.sweeper`). Its watchers
+(:mod:`lambdaexec.runtime.watcher`: progress, budget, job record) hear of each job added, each
 call about to be invoked (and may refuse it) and each call finished.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import functools
 import logging
 import threading
 import time
 from typing import Any, Sequence
 
-from lambdaexec import errors, handles, protocol, serialize, speculation
+from lambdaexec import errors
 from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
-from lambdaexec.observe.watcher import Watcher
-from lambdaexec.outcome import decode_result, echo_output, record_status
+from lambdaexec.runtime import handles, speculation
+from lambdaexec.runtime.job import FINISHED, PENDING, RUNNING, Job
+from lambdaexec.runtime.outcome import decode_result, echo_output, record_status
+from lambdaexec.runtime.sweeper import SWEEP_SECONDS, Sweeper
+from lambdaexec.runtime.watcher import Watcher
 from lambdaexec.storage import Storage
-from lambdaexec.sweeper import SWEEP_SECONDS, Sweeper
+from lambdaexec.wire import protocol
 
-PENDING, RUNNING, FINISHED = 0, 1, 2
 _LOGGER = logging.getLogger("concurrent.futures")  # where the standard library's executors log
-
-@dataclasses.dataclass
-class Job:
-    """Calls of one function uploaded together: their inputs in one args object or a few
-    (parts, :func:`lambdaexec.engine.parts`), one future per call.
-
-    A call's future is dropped (``None``) once it is finished, so the job never keeps a result
-    alive after its caller has let go of it (a streaming ``map`` holds one result at a time)."""
-
-    prefix: str
-    func_key: str
-    #: the key of each part's args object, as the parts are stored
-    args_keys: list[str]
-    #: per call, ``(part, start, end)``: its inputs' bytes in that part's object
-    ranges: list[tuple[int, int, int]]
-    futures: list[LambdaFuture | None]
-    init_key: str = ""
-    #: the function's ``module.qualname`` (for the job record)
-    name: str = ""
-    #: per call, the SHA-256 (hex) of its slice of the args object (storage/signed.py)
-    digests: list[str] = dataclasses.field(default_factory=list)
-    state: list[int] = dataclasses.field(default_factory=list)
-    lost: list[int] = dataclasses.field(default_factory=list)
-    remaining: int = 0
-
-    def __post_init__(self) -> None:
-        n = len(self.futures)
-        self.state, self.lost, self.remaining = [PENDING] * n, [0] * n, n
-
 
 class Monitor:
     """Owns the futures of every job in flight; see the module docstring."""
@@ -205,7 +177,7 @@ class Monitor:
             "args_key": job.args_keys[part], "init_key": job.init_key,
             "calls": [[c, *job.ranges[c][1:]] for c in keep], "attempt": attempt,
             "secret": self.storage.secret.hex(), "args_digests": [job.digests[c] for c in keep],
-            "versions": serialize.versions(), "max_result_size": self.config.max_result_size,
+            "versions": protocol.versions(), "max_result_size": self.config.max_result_size,
             "mark_start": getattr(self.invoker, "mark_start", False),
         }
 
@@ -243,7 +215,7 @@ class Monitor:
                 self._speculate()
 
     def _speculate(self) -> None:
-        """Start a backup copy of each straggler (see :mod:`lambdaexec.speculation`)."""
+        """Start a backup copy of each straggler (see :mod:`lambdaexec.runtime.speculation`)."""
         with self.lock:
             jobs = [j for j in self.jobs.values() if self.speculator.near_end(j)]
         for job in jobs:

@@ -18,12 +18,10 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Iterable
+from concurrent.futures import Executor  # a LambdaExecutor: this layer sits below it
+from typing import Iterable
 
 from lambdaexec.future import LambdaFuture
-
-if TYPE_CHECKING:
-    from lambdaexec.executor import LambdaExecutor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +50,7 @@ def failed(futures: Iterable[concurrent.futures.Future], timeout: float | None =
     return out
 
 
-def retry_failed(executor: LambdaExecutor, futures: Iterable[concurrent.futures.Future],
+def retry_failed(executor: Executor, futures: Iterable[concurrent.futures.Future],
                  timeout: float | None = None) -> list[concurrent.futures.Future]:
     """Run the failed calls among ``futures`` again on ``executor``; return the list with each
     failed call's future replaced by its new one (the others as they were), in order.

@@ -1,4 +1,4 @@
-"""How a :class:`~lambdaexec.params.ParameterServer` keeps its arrays in Redis: the key and
+"""How a :class:`~lambdaexec.iterative.params.ParameterServer` keeps its arrays in Redis: the key and
 shard layout, and the three Lua scripts that push, pull and fold them atomically.
 
 Keys, for server ``name`` and array ``w`` (``shards`` pieces of at most ``shard_bytes`` each, so

@@ -14,7 +14,7 @@ import sys
 import types
 from typing import Any
 
-from lambdaexec.serialize import PLAIN_ATOMS, goes_by_value
+from lambdaexec.wire.serialize import PLAIN_ATOMS, goes_by_value
 
 _ABSENT = object()
 

@@ -19,7 +19,7 @@ them on S3) so that the other process can still read the result after this one h
 
 In the unpickling process one daemon thread lists each pending job's ``calls/`` prefix (one
 request per job per round, 0.1 s backing off to 2 s) and completes the futures whose result
-appeared (a batch object's key names the calls it holds: :mod:`lambdaexec.protocol`; each
+appeared (a batch object's key names the calls it holds: :mod:`lambdaexec.wire.protocol`; each
 object is read once per round); past the time limit a future fails with :class:`~lambdaexec.errors.CallLostError`.
 """
 
@@ -29,7 +29,7 @@ import threading
 import time
 from typing import Any
 
-_UPLOAD_WAIT = 120.0  # seconds pickling an unfinished future waits for its job's upload
+from lambdaexec.future import LambdaFuture
 
 #: job prefixes whose objects must outlive their executor (a future of theirs was pickled unfinished)
 PINNED: set[str] = set()
@@ -50,57 +50,18 @@ class CallHome:
         #: the storage spec (no credentials), the job's prefix, seconds a call can take at most
         self.storage, self.job_prefix, self.patience = storage, job_prefix, patience
 
-
-def reduce_future(future: Any) -> tuple:
-    """``__reduce__`` of a LambdaFuture: its outcome if finished, else a handle on the call."""
-    details = {"call_id": future.call_id, "stdout": future.stdout, "stderr": future.stderr,
-               "attempts": future.attempts, "remote_traceback": future.remote_traceback,
-               "_stats": dict(future.stats)}
-    end = time.monotonic() + _UPLOAD_WAIT
-    while future._home is None and not future.done() and time.monotonic() < end:
-        time.sleep(0.005)  # its job is being uploaded (a submit returns before that)
-    if future.done():
-        if future.cancelled():
-            return _finished, (details, "cancelled", None)
-        exc = future.exception()
-        return _finished, (details, "ok", future.result()) if exc is None else (details, "raised", exc)
-    home: CallHome | None = future._home
-    if home is None:
-        raise TypeError(f"cannot pickle call {future.call_id or '(new)'}'s future: its inputs were not uploaded "
-                        f"within {_UPLOAD_WAIT:g} s (is storage reachable?); pickle it once the call has started")
-    PINNED.add(home.job_prefix)
-    call = int(future.call_id.rpartition("/")[2])
-    return _pending, (details, home.storage, home.job_prefix, call, time.time() + home.patience)
-
-
-def _new(details: dict[str, Any]) -> Any:
-    from lambdaexec.future import LambdaFuture
-
-    future = LambdaFuture()
-    for name, value in details.items():
-        setattr(future, name, value)
-    return future
-
-
-def _finished(details: dict[str, Any], how: str, outcome: Any) -> Any:
-    from lambdaexec.errors import RemoteTraceback
-
-    future = _new(details)
-    if how == "cancelled":
-        future.cancel()
-        return future
-    future.set_running_or_notify_cancel()
-    if how == "ok":
-        future.set_result(outcome)
-        return future
-    if details.get("remote_traceback") and outcome.__cause__ is None:
-        outcome.__cause__ = RemoteTraceback(details["remote_traceback"])
-    future.set_exception(outcome)
-    return future
+    def reduce(self, future: LambdaFuture, details: dict[str, Any]) -> tuple:
+        """``future.__reduce__`` while its call runs: a handle that another process completes
+        from storage. The job is pinned: its objects outlive this executor."""
+        PINNED.add(self.job_prefix)
+        call = int(future.call_id.rpartition("/")[2])
+        return _pending, (details, self.storage, self.job_prefix, call, time.time() + self.patience)
 
 
 def _pending(details: dict[str, Any], storage: dict[str, Any], job_prefix: str, call: int, give_up: float) -> Any:
-    future = _new(details)
+    future = LambdaFuture()
+    for name, value in details.items():
+        setattr(future, name, value)
     future.set_running_or_notify_cancel()
     _poller().watch(storage, job_prefix, call, give_up, future)
     return future
@@ -127,8 +88,8 @@ class _Poller:
         self.news.set()
 
     def _run(self) -> None:
-        from lambdaexec import protocol
         from lambdaexec.storage import Storage, shared_storage, signed
+        from lambdaexec.wire import protocol
 
         interval = 0.1
         while True:
@@ -171,9 +132,9 @@ class _Poller:
 
 
 def _complete(store: Any, key: str, call: int, future: Any, read: dict[str, Any]) -> None:
-    from lambdaexec import protocol
     from lambdaexec.errors import IntegrityError, LambdaExecError
-    from lambdaexec.outcome import decode_result, record_status
+    from lambdaexec.runtime.outcome import decode_result, record_status
+    from lambdaexec.wire import protocol
 
     try:
         if key not in read:

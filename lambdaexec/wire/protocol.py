@@ -65,11 +65,19 @@ import marshal
 import struct
 from typing import Any, TypedDict
 
-from lambdaexec import serialize
+from lambdaexec.wire import serialize
 
 #: the layout of the objects and events here; a worker of another version refuses the event
 #: with a ``WorkerEnvironmentError`` (2: status headers in marshal's format, not JSON)
 VERSION = "2"
+
+
+def versions() -> dict[str, str]:
+    """The versions a worker must match to unpickle what this client wrote (Python, cloudpickle),
+    and to write objects it can read (this module's layout)."""
+    return {"python": serialize.PYTHON_VERSION, "cloudpickle": serialize.CLOUDPICKLE_VERSION, "protocol": VERSION}
+
+
 #: a result this big (status header included) or bigger gets its own object
 BATCH_BYTES = 1 << 20
 #: the oldest result in a batch waits at most this long before the batch is written

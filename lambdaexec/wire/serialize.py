@@ -32,8 +32,8 @@ from typing import Any, Iterator
 
 import cloudpickle
 
-from lambdaexec import module_globals, source
 from lambdaexec.errors import UnpicklableError
+from lambdaexec.wire import module_globals, source
 
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
 CLOUDPICKLE_VERSION = cloudpickle.__version__
@@ -45,7 +45,7 @@ _RUNTIME_PACKAGES = {"lambdaexec", "worker", "lambdaexec_joblib", "lambdaexec_da
 class Pickler(cloudpickle.Pickler):
     """cloudpickle's pickler, but code shipped by value keeps its file name and source text.
 
-    See :mod:`lambdaexec.source`: remote tracebacks then name the user's file and show the line.
+    See :mod:`lambdaexec.wire.source`: remote tracebacks then name the user's file and show the line.
     """
 
     dispatch_table = collections.ChainMap(
@@ -153,14 +153,6 @@ def pad(chunks: list[memoryview], size: int) -> int:
     if n:
         chunks.append(memoryview(bytes(n)))
     return size + n
-
-
-def versions() -> dict[str, str]:
-    """The versions a worker must match to unpickle what this client wrote, and to write
-    objects it can read (the layout of :mod:`lambdaexec.protocol`)."""
-    from lambdaexec.protocol import VERSION
-
-    return {"python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION, "protocol": VERSION}
 
 
 @functools.cache

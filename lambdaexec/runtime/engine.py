@@ -29,12 +29,14 @@ import sys
 import threading
 from typing import Any
 
-from lambdaexec import handles, serialize
 from lambdaexec.config import Config
 from lambdaexec.errors import CallLostError, StorageError
 from lambdaexec.future import LambdaFuture
-from lambdaexec.monitor import Job, Monitor
+from lambdaexec.runtime import handles
+from lambdaexec.runtime.job import Job
+from lambdaexec.runtime.monitor import Monitor
 from lambdaexec.storage import signed
+from lambdaexec.wire import serialize
 
 #: a submitted call: (its function's blob, its serialized arguments, its future)
 Call = tuple[bytes, list[memoryview], LambdaFuture]

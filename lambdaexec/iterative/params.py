@@ -20,7 +20,7 @@ that a fold based on an outdated read never applies::
 Each process caches, per array, the last sum it pulled and how many deltas it includes, so a
 worker that pulls in a loop reads only the deltas pushed since its last pull.
 
-Where and how arrays sit in Redis (keys, shards, and the scripts): :mod:`lambdaexec.params_redis`.
+Where and how arrays sit in Redis (keys, shards, and the scripts): :mod:`lambdaexec.iterative.params_redis`.
 
 A ``ParameterServer`` pickles to its URL and name, so the same object works on the client and
 in every call; each process keeps one connection pool per URL. If Redis goes away, every
@@ -38,7 +38,14 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from lambdaexec.errors import LambdaExecError
-from lambdaexec.params_redis import FOLD_SCRIPT, PULL_SCRIPT, PUSH_SCRIPT, REDIS_VALUE_LIMIT, SHARD_BYTES, ArrayLayout
+from lambdaexec.iterative.params_redis import (
+    FOLD_SCRIPT,
+    PULL_SCRIPT,
+    PUSH_SCRIPT,
+    REDIS_VALUE_LIMIT,
+    SHARD_BYTES,
+    ArrayLayout,
+)
 
 #: pending deltas of one array from which a pull folds them in (a push folds from 4x as many)
 FOLD_AT = 4

@@ -27,7 +27,7 @@ def _greet(name: str) -> str:
 
 @command("hello", "run one call on the configured backend and print what it returned")
 def hello(args: argparse.Namespace) -> int:
-    from lambdaexec import LambdaExecutor
+    from lambdaexec.executor import LambdaExecutor
 
     with LambdaExecutor() as ex:
         print("function returned:", ex.submit(_greet, "world").result())
@@ -44,13 +44,14 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("demo", "many single-threaded DGEMM calls: aggregate GFLOPS and a call timeline", _demo_arguments)
 def demo(args: argparse.Namespace) -> int:
-    from lambdaexec import LambdaExecutor, demo
+    from lambdaexec.cli import dgemm
+    from lambdaexec.executor import LambdaExecutor
 
     with LambdaExecutor() as ex:
         print(f"backend {ex.config.backend}, storage {ex.config.storage}, "
               f"{ex.config.resolved_workers()} workers")
-        summary = demo.run(ex, args.calls, args.size, args.loops)
-        print(demo.report(summary))
+        summary = dgemm.run(ex, args.calls, args.size, args.loops)
+        print(dgemm.report(summary))
     if args.plot:
         from lambdaexec.observe.timeline import plot_timeline
 
@@ -91,7 +92,7 @@ def _when(t: float | None) -> str:
          lambda p: p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)"))
 def jobs(args: argparse.Namespace) -> int:
     from lambdaexec.observe import jobs as records
-    from lambdaexec.observe.record import jobs_prefix
+    from lambdaexec.observe.clients import jobs_prefix
 
     store, root = _record_store()
     found = records.list_jobs(store, root, args.limit)

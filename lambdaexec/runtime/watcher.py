@@ -6,16 +6,13 @@ The monitor calls every watcher of its executor (none unless a setting asks for 
     Invoker ── Monitor._make_event(calls) ───► invoking(job, calls) about to start: may refuse
     Monitor._complete(job, call) ────────────► finished(job, call, future, exc)  it completes
 
-Progress bars, the budget and the job record are watchers (see :func:`watchers_for`).
+Progress bars, the budget and the job record are watchers (see :func:`lambdaexec.observe.watchers_for`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from lambdaexec.future import LambdaFuture
-    from lambdaexec.monitor import Job
+from lambdaexec.future import LambdaFuture
+from lambdaexec.runtime.job import Job
 
 
 class Watcher:

@@ -1,8 +1,8 @@
-"""A call's outcome as its worker wrote it (a status and a payload: :mod:`lambdaexec.protocol`),
+"""A call's outcome as its worker wrote it (a status and a payload: :mod:`lambdaexec.wire.protocol`),
 turned into what its future shows: stats, output, and a value or an exception.
 
 The monitor completes futures this way, and so do a pickled future's handle
-(:mod:`lambdaexec.handles`) and :func:`lambdaexec.attach`.
+(:mod:`lambdaexec.runtime.handles`) and :func:`lambdaexec.attach`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import sys
 import time
 from typing import Any
 
-from lambdaexec import errors, serialize
+from lambdaexec import errors
 from lambdaexec.future import LambdaFuture
+from lambdaexec.wire import serialize
 
 _INFRA_ERRORS: dict[str, type[Exception]] = {
     "WorkerEnvironmentError": errors.WorkerEnvironmentError,
