@@ -47,6 +47,7 @@ from workloads import die_once, exit_via_kill, hang
 
 import lambdaexec
 from lambdaexec import LambdaExecutor
+from lambdaexec.aws.inflight import MAX_UNSTARTED, grace
 from lambdaexec.aws.invoker import LambdaInvoker
 from lambdaexec.aws.package import build_package
 from lambdaexec.aws.senders import Boto3Sender, HttpSender
@@ -321,10 +322,16 @@ def test_killed_invocation_of_several_calls_is_retried_call_by_call(short_emulat
 
     monkeypatch.setattr(HttpSender, "invoke", spy)
     n, victim, marker = 300, 200, str(tmp_path / "died")
-    with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=3, max_workers=2,
-                        speculative=False, **s3_settings) as ex:
+    timeout, start_deadline, retries = 3, 10, 1
+    # Each wait is bounded by the calls' own deadlines, not by how idle the machine is: a call's
+    # attempt ends within MAX_UNSTARTED start-deadline misses and then its timeout + grace
+    # (lambdaexec.aws.inflight); twice that, as it may first wait for a slot behind others.
+    bound = 2 * (retries + 1) * (MAX_UNSTARTED * start_deadline + timeout + grace(timeout))
+    with LambdaExecutor(backend="lambda", lambda_endpoint_url=short_emulator.url, timeout=timeout,
+                        start_deadline=start_deadline, retries=retries, max_workers=2, speculative=False,
+                        **s3_settings) as ex:
         futures = ex.map_futures(square_or_die_once, range(n), [marker] * n, [victim] * n, [after] * n)
-        assert [f.result(timeout=120) for f in futures] == [x * x for x in range(n)]
+        assert [f.result(timeout=bound) for f in futures] == [x * x for x in range(n)]
     assert short_emulator.stats()["died"] >= 1
     events = [[c[0] for c in e["calls"]] for e in sent if "calls" in e]
     killed = next(calls for calls in events if victim in calls)

@@ -367,16 +367,22 @@ class LambdaInvoker(Invoker):
                 job = self._jobs.get(prefix)
                 if job is None:
                     continue
+                # start markers first: a marker listed together with its call's result still starts
+                # the invocation (the result ends the call's record), or the batch-mates that never
+                # ran (their worker died) would wait for start_deadline instead of timeout + grace
+                results = []
                 for k in keys:
                     head, _, name = k.rpartition("/")
-                    if head.endswith("/calls"):  # one call's result, or a batch's (its key names them)
-                        for c in protocol.calls_of_key(k) if "," in name or "-" in name else (int(name),):
-                            if c in job.inflight:
-                                self._release(job.done(c))
-                                notices.append(Done(prefix, c, k))
-                                progressed = True
-                        continue
-                    progressed |= job.mark_started(*protocol.parse_started(k), now)
+                    if head.endswith("/calls"):
+                        results.append((k, name))
+                    else:
+                        progressed |= job.mark_started(*protocol.parse_started(k), now)
+                for k, name in results:  # one call's result, or a batch's (its key names them)
+                    for c in protocol.calls_of_key(k) if "," in name or "-" in name else (int(name),):
+                        if c in job.inflight:
+                            self._release(job.done(c))
+                            notices.append(Done(prefix, c, k))
+                            progressed = True
                 if sweep:
                     self._release(job.overdue(prefix, now, self.timeout, self.grace, self.start_deadline, notices))
                 if not job.inflight and not job.misses:
