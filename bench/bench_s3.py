@@ -8,6 +8,11 @@ by kind, counted by the server itself (its metrics: the client's and the workers
 the job record's and the clean-up's included). Targets (issue 10): >= 3,000 tasks/s and <= 0.25
 requests per call.
 
+``loop``: W2's loop on S3 (``submit(...).result()`` one call at a time, a job per call, as
+joblib and dask submit), and the S3 requests per call it made, by kind (the job record's
+included: its writes are waited for), medians of ``--rounds``. Prints which ``lambdaexec`` it
+imported, so that two checkouts can be compared with ``PYTHONPATH``.
+
 ``requests``: how fast a client reads small objects, the way the monitor collects results (and
 writes them, as workers store results): our hand-signed requests against boto3's
 ``get_object`` / ``put_object``; for each way and object size, requests per second with
@@ -20,7 +25,7 @@ sends a HEAD, then ranged parts in parallel) and one plain GET, medians of ``--r
 The server shares this machine's cores, so the rates understate what a client gets from AWS,
 where the server's CPU is not ours; client CPU per request and requests per call carry over.
 
-    python bench/bench_s3.py [--only w1,requests,large] [--rounds 3] [--objects 2000] [--threads 32]
+    python bench/bench_s3.py [--only w1,loop,requests,large] [--rounds 3] [--objects 2000] [--threads 32]
 """
 
 from __future__ import annotations
@@ -94,6 +99,51 @@ def w1_on_s3(server: SeaweedS3, rounds: int) -> None:
           + f"  total {total:g} = {total / n:.3f} per call", flush=True)
 
 
+def plus_one(x: int) -> int:
+    """W2's call (``bench_core.tiny``; defined here so that this section runs on older checkouts too)."""
+    return x + 1
+
+
+def where_imported(_: int = 0) -> str:
+    """The ``lambdaexec`` package a process imported (run in a worker: the worker's)."""
+    import lambdaexec
+
+    return os.path.dirname(lambdaexec.__file__)
+
+
+def loop_on_s3(server: SeaweedS3, rounds: int, n: int = 300) -> None:
+    """``n`` submit -> result round trips with S3 storage, and the S3 requests per call."""
+    import statistics
+
+    import lambdaexec
+
+    kinds = ("PUT", "GET", "LIST", "DELETE")
+    requests: list[dict[str, int]] = []
+    rates: list[float] = []
+    with lambdaexec.LambdaExecutor(max_workers=2, progress=False, **server.settings()) as ours:
+        for _ in range(rounds):
+            for i in range(20):  # warm
+                ours.submit(plus_one, i).result()
+            time.sleep(0.6)  # the job record's writer writes at most every 0.25 s
+            ours._monitor.sweeper.wait()
+            before = server.request_counts()
+            t = time.perf_counter()
+            for i in range(n):
+                assert ours.submit(plus_one, i).result() == i + 1
+            rates.append(n / (time.perf_counter() - t))
+            time.sleep(0.6)
+            ours._monitor.sweeper.wait()
+            after = server.request_counts()
+            requests.append({k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)})
+        worker = ours.submit(where_imported).result()
+    med = {k: statistics.median(q.get(k, 0) for q in requests) for k in sorted({k for q in requests for k in q})}
+    total = statistics.median(sum(q.values()) for q in requests)
+    print(f"loop of {n} submit -> result on S3 (client {where_imported()}, workers {worker}), median of {rounds}: "
+          f"{statistics.median(rates):,.0f} calls/s; S3 requests per call: "
+          + "  ".join(f"{k} {med.get(k, 0) / n:.3f}" for k in (*kinds, *sorted(set(med) - set(kinds))))
+          + f"  total {total / n:.3f}", flush=True)
+
+
 def large_object(server: SeaweedS3, rounds: int, mb: int) -> None:
     """Read one large object whole: ours, boto3's transfer manager, one plain GET."""
     import io
@@ -139,7 +189,7 @@ def main() -> None:
     parser.add_argument("--objects", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="w1,requests,large", help="sections to run (default all)")
+    parser.add_argument("--only", default="w1,loop,requests,large", help="sections to run (default all)")
     parser.add_argument("--large-mb", type=int, default=256)
     args = parser.parse_args()
     only = set(args.only.lower().split(","))
@@ -149,6 +199,8 @@ def main() -> None:
             print(f"cores: {os.cpu_count()}; every system uses 2 workers; medians of {max(3, args.rounds)} "
                   "alternating rounds; ratio = ours / theirs", flush=True)
             w1_on_s3(server, max(3, args.rounds))
+        if "loop" in only:
+            loop_on_s3(server, max(3, args.rounds))
         if "large" in only:
             large_object(server, max(3, args.rounds), args.large_mb)
         if "requests" not in only:

@@ -172,6 +172,26 @@ def test_a_tampered_shuffle_output_fails_map_reduce(every_storage, tmp_path):
             out.result(timeout=120)
 
 
+def test_a_shuffle_index_pointed_at_another_partition_is_refused(every_storage, tmp_path):
+    # a mapper's object has no whole-object tag (each partition's tag, in the index, binds the
+    # partition's number and bounds): swapping two index entries must still be refused
+    gate = tmp_path / "gate"
+    with LambdaExecutor(max_workers=2, progress=False, **every_storage) as ex:
+        attacker = _attacker(ex)
+        out = ex.map_reduce(count_words, ["fast", str(gate)], add, reducers=2)
+        end = time.monotonic() + 60
+        while not [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]:
+            assert time.monotonic() < end
+            time.sleep(0.02)
+        (key,) = [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]
+        data = bytearray(attacker.get(key))
+        data[0:96] = data[48:96] + data[0:48]  # entry 0 <-> entry 1
+        attacker.put(key, data)
+        gate.touch()
+        with pytest.raises(IntegrityError, match=key):
+            out.result(timeout=120)
+
+
 def test_the_secret_never_enters_storage_and_stays_private(every_storage):
     with LambdaExecutor(max_workers=1, progress=False, keep_data=True, **every_storage) as ex:
         secret = ex.storage.secret

@@ -101,24 +101,32 @@ def test_record_outlives_job_data(tmp_path):
     assert all("func_start" in c["stats"] for c in job.calls)
 
 
-def test_one_call_jobs_in_a_burst_leave_one_record_object_each(tmp_path):
+def test_one_call_jobs_in_a_burst_share_record_objects(tmp_path):
     # a loop of submit -> result makes a job per call: a job that ends before the record writer's
-    # next round keeps its calls record inside its manifest, one object instead of two
+    # next round keeps its calls record inside its manifest, and the round writes the records of
+    # the jobs created in the same second as one object, not one per call
     import lambdaexec
     from lambdaexec.observe import jobs
+    from lambdaexec.observe.clean import clean
 
+    n = 60
     with lambdaexec.LambdaExecutor(max_workers=1, storage_path=str(tmp_path), prefix="burst",
                                    progress=False) as ex:
-        assert [ex.submit(abs, -i).result() for i in range(30)] == list(range(30))
+        assert [ex.submit(abs, -i).result() for i in range(n)] == list(range(n))
         store = ex.storage
     ids = jobs.job_ids(store, "burst")
-    assert len(ids) == 30
+    assert len(ids) == n
     records = [jobs.read_job(store, "burst", i) for i in ids]
-    assert [r.calls[0]["state"] for r in records] == ["done"] * 30
+    assert [r.job_id for r in records] == ids
+    assert [r.calls[0]["state"] for r in records] == ["done"] * n
+    assert [r.calls[0]["stats"]["result_key"].rsplit("/", 3)[1] for r in records] == [i[-6:] for i in ids]
     assert all(r.manifest["calls"] == 1 and "calls_record" not in r.manifest for r in records)
+    assert [r.job_id for r in jobs.list_jobs(store, "burst", limit=5)] == ids[::-1][:5]
     objects = store.list("burst/jobs/")
-    assert len(objects) < 2 * len(ids)  # most of them written once, as one object
+    assert len(objects) <= n // 2  # the records of many jobs per object
     assert all(k.endswith(("/manifest", "/calls")) for k in objects)
+    assert clean(store, "burst", older_than=-1) == ids  # expired together, object by object
+    assert store.list("burst/jobs/") == []
 
 
 def test_records_past_retention_expire_after_an_executor_closes(tmp_path):

@@ -281,8 +281,7 @@ def _map_task(spec: dict[str, Any], prefix: str, map_fn: Callable, reducers: int
 
     blobs = keyed.map_side((map_fn(item) for item in items), reducers, partition, combine)
     store, key = shared_storage(spec), f"{prefix}/map/{index:06d}"
-    chunks = shuffle.encode(blobs, store, key)
-    store.put(key, chunks)
+    chunks = shuffle.write(store, key, blobs)
     return [len(c) for c in chunks[1:]]
 
 

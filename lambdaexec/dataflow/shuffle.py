@@ -13,9 +13,14 @@ Storage layout of one shuffle (M mappers, R reducers; M + 1 objects at most, nev
 Reducer ``r`` reads bytes ``[48r, 48r+48)`` of a mapper's object (where its partition starts
 and ends, and its tag), then that byte range, and checks the bytes against the tag before
 unpickling them (see :mod:`lambdaexec.storage.signed`): two ranged reads per mapper, on local
-files, S3 or Redis alike. Reducers are started right behind the mappers and poll the ``map/`` prefix (one
-``list`` per round), so they fetch map output as it appears; an ``abort`` object ends their
-wait at once. A partition's bytes are what the operator makes of them: encoded keys and
+files, S3 or Redis alike. Nothing reads a mapper's object whole, so it carries no
+whole-object tag (:meth:`~lambdaexec.storage.signed.SignedStorage.put_ranged`): each byte is
+hashed once, by its partition's tag, which binds the object's key, the partition's number and
+its bounds, so an index entry cannot be altered, swapped or pointed elsewhere either.
+
+Reducers are started right behind the mappers and poll the ``map/`` prefix (one ``list`` per
+round), so they fetch map output as it appears; an ``abort`` object ends their wait at once.
+A partition's bytes are what the operator makes of them: encoded keys and
 values for map_reduce (see :mod:`lambdaexec.dataflow.keyed`), raw records for sort.
 
 Keys are routed by :func:`hash_partition`, a hash that is the same in every process (Python's
@@ -93,6 +98,14 @@ def encode(blobs: list[bytes], store: Any, key: str) -> list[bytes]:
         entries.append(struct.pack("<2Q", pos, end) + store.range_tag(f"{key}#{r}", pos, end, blob))
         pos = end
     return [b"".join(entries), *blobs]
+
+
+def write(store: Any, key: str, blobs: list[bytes]) -> list[bytes]:
+    """Store one mapper's object (:func:`encode`) at ``key`` in ``store`` (a signed store),
+    tagged per partition only; return what was stored."""
+    chunks = encode(blobs, store, key)
+    store.put_ranged(key, chunks)
+    return chunks
 
 
 def read_partition(store: Any, key: str, r: int) -> tuple[bytes, int]:

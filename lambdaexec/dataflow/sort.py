@@ -201,7 +201,7 @@ def _sort_map(spec: dict, prefix: str, boundaries: list, key: Callable | None, r
             routed_lists[bisect.bisect_right(boundaries, kf(rec))].append(rec)
         blobs = [sep.join(rs) + sep if rs and sep else b"".join(rs) for rs in routed_lists]
     store, out = shared_storage(spec), f"{prefix}/map/{index:06d}"
-    store.put(out, shuffle.encode(blobs, store, out))
+    shuffle.write(store, out, blobs)
     return len(data)
 
 

@@ -6,7 +6,8 @@ An executor keeps its objects under ``<prefix>/<executor-id>/``: the functions i
 deletes them (unless ``keep_data``); a client that is killed cannot, and leaves them::
 
     <prefix>/jobs/<time>-<executor>-<job>/manifest   the record: when, which client (pid, start,
-                                                     machine), keep_data, where the data is
+                                                     machine), keep_data, where the data is (one
+                                                     object may hold several jobs': observe/clients.py)
     <prefix>/<executor>/funcs/..., init, <job>/...   the data a killed client left
 
 Who still needs an executor's objects is read from its job records:
@@ -28,11 +29,10 @@ objects (an S3 bucket made by ``lambdaexec deploy`` expires them after ``lifecyc
 from __future__ import annotations
 
 import calendar
-import json
 import time
 from typing import Any
 
-from lambdaexec.observe.clients import client_alive, job_ids, jobs_prefix
+from lambdaexec.observe.clients import client_alive, read_record, record_index
 from lambdaexec.storage import Storage
 from lambdaexec.storage.signed import forget, unsigned
 
@@ -47,16 +47,28 @@ def executor_of(job_id: str) -> str:
     return job_id.split("-")[1]
 
 
-def _manifest(storage: Storage, root: str, job_id: str) -> dict[str, Any] | None:
+def _manifest(storage: Storage, index: dict[str, dict[str, str]], job_id: str,
+              cache: dict[str, Any]) -> dict[str, Any] | None:
     try:
-        return json.loads(bytes(unsigned(storage).get(f"{jobs_prefix(root)}{job_id}/manifest")))
+        return read_record(unsigned(storage), index[job_id]["manifest"], job_id, cache)
     except (KeyError, ValueError):
         return None
 
 
+def _job_prefix(root: str, manifest: dict[str, Any] | None) -> str | None:
+    """The job's data prefix a manifest names, if it lies under ``root``'s executors: records
+    are not signed (docs/security.md), so a forged one must not make clean delete elsewhere."""
+    prefix = (manifest or {}).get("job_prefix")
+    if not isinstance(prefix, str) or not prefix.startswith(f"{root}/") or prefix.count("/") < root.count("/") + 2 \
+            or prefix.startswith(f"{root}/jobs/"):
+        return None
+    return prefix
+
+
 def _executor_prefix(root: str, manifest: dict[str, Any] | None, executor: str) -> str:
-    if manifest and manifest.get("job_prefix"):
-        return manifest["job_prefix"].rsplit("/", 1)[0] + "/"
+    prefix = _job_prefix(root, manifest)
+    if prefix:
+        return prefix.rsplit("/", 1)[0] + "/"
     return f"{root}/{executor}/"
 
 
@@ -66,18 +78,22 @@ def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False)
     records are all that old; never the data of a client known to be alive. Return the records'
     ids."""
     now = time.time()
-    ids = job_ids(storage, root)
+    index, cache = record_index(storage, root), {}
+    ids = sorted(index)
     old = [i for i in ids if now - created_at(i) > older_than]
     if dry_run:
         return old
     young = {executor_of(i) for i in ids if now - created_at(i) <= older_than}
     newest: dict[str, dict[str, Any] | None] = {}  # executor -> the manifest of its newest old record
+    deleted: set[str] = set()  # record objects (one may hold several jobs' records, all as old)
     for job_id in old:  # oldest first
-        manifest = _manifest(storage, root, job_id)
+        manifest = _manifest(storage, index, job_id, cache)
         alive = client_alive((manifest or {}).get("client")) is True
-        if manifest is not None and manifest.get("job_prefix") and not alive:  # a live client deletes its own
-            storage.delete(manifest["job_prefix"] + "/")
-        storage.delete(f"{jobs_prefix(root)}{job_id}/")
+        if _job_prefix(root, manifest) and not alive:  # a live client deletes its own
+            storage.delete(_job_prefix(root, manifest) + "/")
+        for name in {k.rsplit("/", 1)[0] + "/" for k in index[job_id].values()} - deleted:
+            storage.delete(name)
+            deleted.add(name)
         newest[executor_of(job_id)] = None if alive else manifest
     for executor, manifest in newest.items():
         if executor not in young and manifest is not None:
@@ -91,11 +107,12 @@ def clean_gone_clients(storage: Storage, root: str, dry_run: bool = False) -> li
     deleting them (killed), unless they ran with ``keep_data``; return those executors' ids.
     Their job records stay (``lambdaexec jobs`` still lists them) until they expire by age."""
     newest: dict[str, str] = {}
-    for job_id in job_ids(storage, root):  # oldest first: the last one per executor is its newest
+    index, cache = record_index(storage, root), {}
+    for job_id in sorted(index):  # oldest first: the last one per executor is its newest
         newest[executor_of(job_id)] = job_id
     gone = []
     for executor, job_id in newest.items():
-        manifest = _manifest(storage, root, job_id)
+        manifest = _manifest(storage, index, job_id, cache)
         if manifest is None or manifest.get("keep_data") or client_alive(manifest.get("client")) is not False:
             continue
         prefix = _executor_prefix(root, manifest, executor)

@@ -8,11 +8,10 @@ is not written yet (still running, or its client was killed) is read from its re
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from lambdaexec.errors import IntegrityError, LambdaExecError
-from lambdaexec.observe.clients import job_ids, jobs_prefix
+from lambdaexec.observe.clients import job_ids, jobs_prefix, read_record, record_index
 from lambdaexec.observe.record import STAT_KEYS, decode_calls
 from lambdaexec.storage import Storage, signed
 from lambdaexec.storage.signed import unsigned
@@ -108,16 +107,19 @@ def resolve(storage: Storage, root: str, job: str) -> str:
     raise JobNotFoundError(f"{job!r} matches {len(hits)} jobs ({', '.join(hits[:3])}, ...): give more of the id")
 
 
-def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> JobRecord:
-    """The record of ``job_id``; with ``look``, count the results of a job still running."""
-    base = f"{jobs_prefix(root)}{job_id}/"
+def read_job(storage: Storage, root: str, job_id: str, look: bool = True,
+             index: dict[str, dict[str, str]] | None = None, cache: dict[str, Any] | None = None) -> JobRecord:
+    """The record of ``job_id``; with ``look``, count the results of a job still running.
+    ``index`` (:func:`~lambdaexec.observe.clients.record_index`) and ``cache`` spare listings
+    and reads when reading many jobs."""
     storage = unsigned(storage)  # records are JSON, never unpickled: not signed (docs/security.md)
+    keys = (record_index(storage, root, job_id) if index is None else index).get(job_id, {})
     try:
-        manifest = json.loads(bytes(storage.get(base + "manifest")))
+        manifest = read_record(storage, keys["manifest"], job_id, cache)
     except KeyError:
-        raise JobNotFoundError(f"job {job_id} has no manifest under {base}") from None
+        raise JobNotFoundError(f"job {job_id} has no manifest under {jobs_prefix(root)}") from None
     try:  # a job that ended before its manifest was written has its calls inside (record.py)
-        done = manifest.pop("calls_record", None) or json.loads(bytes(storage.get(base + "calls")))
+        done = manifest.pop("calls_record", None) or read_record(storage, keys["calls"], job_id, cache)
         return JobRecord(manifest, decode_calls(done, manifest["job_prefix"]), done["finished"])
     except KeyError:
         present = len(protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))) if look else -1
@@ -126,7 +128,8 @@ def read_job(storage: Storage, root: str, job_id: str, look: bool = True) -> Job
 
 def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
     """The ``limit`` most recent jobs, newest first."""
-    return [read_job(storage, root, i) for i in reversed(job_ids(storage, root)[-limit:])]
+    index, cache = record_index(unsigned(storage), root), {}
+    return [read_job(storage, root, i, index=index, cache=cache) for i in reversed(sorted(index)[-limit:])]
 
 
 def result_keys(storage: Storage, manifest: dict[str, Any]) -> dict[int, str]:

@@ -3,7 +3,7 @@
 Every job (the calls of one function uploaded together) leaves two small JSON objects under
 the configured prefix, beside (not inside) the job's bulk data, so they outlive its deletion::
 
-    <prefix>/jobs/<job-id>/manifest   written when the job is submitted: job id, created,
+    <prefix>/jobs/<job-id>/manifest   written soon after the job is submitted: job id, created,
                                       function name and code hash, calls, Python and package
                                       versions, host, backend, storage, memory, where its data is,
                                       the client process (``client``: pid, when it started,
@@ -13,13 +13,18 @@ the configured prefix, beside (not inside) the job's bulk data, so they outlive 
                                       error, stats (timestamps, worker, result object), attempts,
                                       stdout, stderr, by column (see :func:`encode_calls`)
 
-A job that finishes before its manifest is written (the writer writes every
-``WRITE_INTERVAL``; a one-call job from joblib or dask usually does) leaves ONE object: its
-manifest with the calls record inside, under ``"calls_record"``: half the writes, and half the
-objects kept for ``job_retention_days``.
+The writer writes every ``WRITE_INTERVAL``, a job's manifest once the job has finished or has
+run ``WRITE_INTERVAL``. A job that finishes by then (a one-call job from joblib or dask, a
+loop's ``submit(...).result()``) leaves ONE record: its manifest with the calls record inside,
+under ``"calls_record"``. And the manifests one round of the writer has go in one object
+(``<time>-<executor>-<first>-<last>/manifest`` holding ``{"jobs": {job id: manifest}}``:
+:mod:`lambdaexec.observe.clients`), as do its calls records of jobs whose ids share a second,
+so a loop of ``submit(...).result()``, a job per call, costs a PUT per round, not one per call.
 
-A job id is ``<UTC time>-<executor id>-<job number>``, so age is read from the key alone and
-``clean`` needs one listing. While a job runs, its done count is the number of result objects
+A job id is ``<UTC time>-<executor id>-<job number>``, the time being the second in which its
+manifest was written (``created``, in the manifest, is when the job was submitted, at most
+about ``2 * WRITE_INTERVAL`` earlier), so age is read from the key alone and ``clean`` needs
+one listing. While a job runs, its done count is the number of result objects
 in its data prefix. :class:`JobRecorder` writes records (a watcher of the monitor);
 :mod:`~lambdaexec.observe.jobs` reads them for ``lambdaexec jobs``, ``logs``, ``plot`` and
 :func:`attach`, and :mod:`~lambdaexec.observe.clean` expires them for ``lambdaexec clean``.
@@ -37,7 +42,7 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec.observe.clients import jobs_prefix, this_client
+from lambdaexec.observe.clients import jobs_prefix, record_names, this_client
 from lambdaexec.runtime.watcher import Watcher
 from lambdaexec.storage import Storage
 
@@ -68,10 +73,11 @@ def _environment() -> dict[str, Any]:
 
 
 class JobRecorder(Watcher):
-    """Writes each job's manifest when it is added and its calls record when it completes, on a
-    thread of its own that wakes every ``WRITE_INTERVAL`` seconds and writes what has queued up:
-    no call and no future waits for a record, and a burst of small jobs (joblib and dask submit
-    one call at a time) is not interleaved with record writes call by call."""
+    """Writes each job's manifest once it has finished or run ``WRITE_INTERVAL``, and its calls
+    record when it completes (inside the manifest if by then), on a thread of its own that wakes
+    every ``WRITE_INTERVAL`` seconds and writes what has queued up, one object per kind (see the
+    module docstring): no call and no future waits for a record, and a burst of small jobs
+    (joblib and dask submit one call at a time) costs a write per round, not per call."""
 
     WRITE_INTERVAL = 0.25
 
@@ -80,19 +86,16 @@ class JobRecorder(Watcher):
         self.root = jobs_prefix(config.prefix)
         self._lock = threading.Lock()
         self._pending: dict[str, _Pending] = {}  # job prefix -> its calls finished so far
-        self._queue: list[tuple[Any, tuple]] = []
+        self._queue: list[tuple[str, _Pending]] = []  # (kind of record, its job)
         self._wake = threading.Condition(self._lock)
         self._closing = False
         self._writer: threading.Thread | None = None
-        self._written = 0.0  # time.monotonic() of the writer's last round
 
     def added(self, job: Any) -> None:
         created = time.time()
-        job_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(created))}-{self.executor_id}-" \
-                 f"{job.prefix.rsplit('/', 1)[1]}"
         cfg = self.config
-        manifest = {
-            "job_id": job_id, "created": created, "function": getattr(job, "name", "") or "?",
+        manifest = {  # its "job_id" is given when it is written (_manifest)
+            "created": created, "function": getattr(job, "name", "") or "?",
             "code_hash": job.func_key.rsplit("/", 1)[1], "calls": len(job.futures),
             **_environment(), "executor_id": self.executor_id, "backend": cfg.backend,
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
@@ -101,18 +104,13 @@ class JobRecorder(Watcher):
             "timeout": cfg.timeout, "retries": cfg.retries, "start_deadline": cfg.start_deadline,
             "keep_data": cfg.keep_data, "client": this_client(),
         }
-        pending = _Pending(job_id, len(job.futures), manifest)
+        pending = _Pending(job.prefix.rsplit("/", 1)[1], len(job.futures), manifest)
         with self._lock:
             self._pending[job.prefix] = pending
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="lambdaexec-record", daemon=True)
                 self._writer.start()
-        self._write(self._put_manifest, pending)
-        with self._lock:  # the manifest goes out now, not a WRITE_INTERVAL later: with workers
-            # forked in ms, `lambdaexec jobs` may look right after a first result; but within a
-            # burst of jobs (one call each, from joblib or dask), at most every WRITE_INTERVAL
-            if time.monotonic() - self._written >= self.WRITE_INTERVAL:
-                self._wake.notify()
+        self._write("manifest", pending)
 
     def finished(self, job: Any, call: int, future: Any, exc: BaseException | None) -> None:
         # the hot path (once per call, on the monitor's threads): one tuple and a copy of the
@@ -135,7 +133,7 @@ class JobRecorder(Watcher):
             del self._pending[job.prefix]
             if pending.manifest is not None:  # not written yet: the calls go inside it
                 return
-        self._write(self._put_calls, pending)
+        self._write("calls", pending)
 
     def closed(self) -> None:
         if self._writer is None:
@@ -156,35 +154,53 @@ class JobRecorder(Watcher):
                                                self.config.job_retention_days * 86400.0),
                          name="lambdaexec-expire", daemon=True).start()
 
-    def _write(self, fn: Any, *args: Any) -> None:
+    def _write(self, kind: str, pending: _Pending) -> None:
         with self._lock:
             if not self._closing:
-                self._queue.append((fn, args))
+                self._queue.append((kind, pending))
                 return
-        fn(*args)  # after close (a straggler): write it here and now
+        self._write_round([(kind, pending)])  # after close (a straggler): write it here and now
 
     def _write_loop(self) -> None:
         while True:
             with self._lock:
                 if not self._closing:
                     self._wake.wait(self.WRITE_INTERVAL)
-                batch, self._queue, closing = self._queue, [], self._closing
-                self._written = time.monotonic()
-            for fn, args in batch:
-                fn(*args)
+                queued, self._queue, closing = self._queue, [], self._closing
+                now, batch = time.monotonic(), []
+                for kind, pending in queued:  # a job just added and still running: its manifest
+                    # waits a round, so that one of a short job carries its calls (one object, not two)
+                    young = kind == "manifest" and pending.left and now - pending.added < self.WRITE_INTERVAL
+                    (self._queue if young and not closing else batch).append((kind, pending))
+            self._write_round(batch)
             if closing:
                 return
 
-    def _put_manifest(self, pending: _Pending) -> None:
+    def _write_round(self, batch: list[tuple[str, _Pending]]) -> None:
+        """Write the records queued: one object per kind for the jobs whose ids have the same
+        second (:func:`~lambdaexec.observe.clients.record_names`), its records by job id if
+        several. A job's id takes the time of the round that writes its manifest, so the
+        manifests of one round share one object."""
+        groups: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        for kind, pending in batch:
+            record = self._manifest(pending, stamp) if kind == "manifest" else encode_calls(pending.rows)
+            groups.setdefault((kind, pending.job_id.rsplit("-", 1)[0]), {})[pending.job_id] = record
+        for (kind, _), records in groups.items():
+            for name, ids in record_names(list(records)):
+                body = records[ids[0]] if len(ids) == 1 else {"jobs": {i: records[i] for i in ids}}
+                self._put(f"{self.root}{name}/{kind}", body)
+
+    def _manifest(self, pending: _Pending, stamp: str) -> dict[str, Any]:
+        """``pending``'s manifest, taken, with its job id (``<stamp>-<executor>-<job number>``);
+        the calls record of a job finished by now goes inside."""
         with self._lock:
-            manifest, pending.manifest = pending.manifest, None
+            pending.job_id = f"{stamp}-{self.executor_id}-{pending.number}"
+            manifest, pending.manifest = {"job_id": pending.job_id, **pending.manifest}, None
             done = pending.left == 0
         if done:
-            manifest = {**manifest, "calls_record": encode_calls(pending.rows)}
-        self._put(f"{self.root}{pending.job_id}/manifest", manifest)
-
-    def _put_calls(self, pending: _Pending) -> None:
-        self._put(f"{self.root}{pending.job_id}/calls", encode_calls(pending.rows))
+            manifest["calls_record"] = encode_calls(pending.rows)
+        return manifest
 
     def _put(self, key: str, record: dict[str, Any]) -> None:
         try:
@@ -212,10 +228,12 @@ def _expire(spec: dict[str, Any], prefix: str, older_than: float) -> None:
 class _Pending:
     """One job's calls while it runs: a row per finished call (see :func:`encode_calls`)."""
 
-    __slots__ = ("job_id", "rows", "left", "manifest")
+    __slots__ = ("number", "job_id", "rows", "left", "manifest", "added")
 
-    def __init__(self, job_id: str, calls: int, manifest: dict[str, Any]):
-        self.job_id, self.rows, self.left = job_id, [None] * calls, calls
+    def __init__(self, number: str, calls: int, manifest: dict[str, Any]):
+        self.number, self.rows, self.left = number, [None] * calls, calls
+        self.added = time.monotonic()
+        self.job_id = ""  # given when its manifest is written
         self.manifest: dict[str, Any] | None = manifest  # None once the writer has written it
 
 

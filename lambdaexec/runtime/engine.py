@@ -166,7 +166,7 @@ class Engine:
             f.call_id = f"{job_id}/{i}"
         job = Job(prefix, "", [], [(0, 0, 0)] * len(calls), futures, init_key=self.init_key,
                   name=self._names.get(blob, ""), digests=[""] * len(calls))
-        home = handles.CallHome(storage.spec, prefix, handles.patience(self.config))
+        home = handles.CallHome(storage.spec, prefix, handles.patience(self.config), self.monitor.pins)
         for part, (lo, hi) in enumerate(parts(len(calls))):
             try:
                 if part == 0:
@@ -293,7 +293,7 @@ class Engine:
         (getattr(invoker, "abort", invoker.close) if kill else invoker.close)()
         _live.discard(self)
         try:
-            if not self.config.keep_data and not any(p.startswith(self.prefix + "/") for p in handles.PINNED):
+            if not self.config.keep_data and not self.monitor.pins.holds_any():  # else a pickled future needs them
                 storage.delete(self.prefix + "/")
                 signed.forget(self.prefix.rsplit("/", 1)[1])  # its data is gone: so goes its secret
         except StorageError:

@@ -13,9 +13,11 @@ process that can open the same storage, as a handle on the same call (PyWren's f
 A future already finished when pickled carries its outcome (value or exception, its output
 and stats) and needs no storage. An unfinished one carries its :class:`CallHome`: the storage
 spec (never credentials), its job's prefix, its call index and a wall-clock time after which
-waiting is pointless (every retry and deadline of the call spent). Pickling it pins the job:
-the executor then leaves that job's objects in storage (the bucket's lifecycle rule expires
-them on S3) so that the other process can still read the result after this one has.
+waiting is pointless (every retry and deadline of the call spent). Pickling it pins the job
+(:meth:`Pins.hold <lambdaexec.runtime.pins.Pins.hold>`, the monitor's pins, which also keep a
+reduce's inputs): the executor then leaves that job's objects in storage (the bucket's
+lifecycle rule expires them on S3) so that the other process can still read the result after
+this one has.
 
 In the unpickling process one daemon thread lists each pending job's ``calls/`` prefix (one
 request per job per round, 0.1 s backing off to 2 s) and completes the futures whose result
@@ -30,9 +32,7 @@ import time
 from typing import Any
 
 from lambdaexec.future import LambdaFuture
-
-#: job prefixes whose objects must outlive their executor (a future of theirs was pickled unfinished)
-PINNED: set[str] = set()
+from lambdaexec.runtime.pins import Pins
 
 
 def patience(config: Any) -> float:
@@ -44,16 +44,17 @@ def patience(config: Any) -> float:
 class CallHome:
     """Where a job's calls write their results, shared by the job's futures."""
 
-    __slots__ = ("storage", "job_prefix", "patience")
+    __slots__ = ("storage", "job_prefix", "patience", "pins")
 
-    def __init__(self, storage: dict[str, Any], job_prefix: str, patience: float):
+    def __init__(self, storage: dict[str, Any], job_prefix: str, patience: float, pins: Pins):
         #: the storage spec (no credentials), the job's prefix, seconds a call can take at most
         self.storage, self.job_prefix, self.patience = storage, job_prefix, patience
+        self.pins = pins  # the executor's monitor's: a job pickled unfinished is held there
 
     def reduce(self, future: LambdaFuture, details: dict[str, Any]) -> tuple:
         """``future.__reduce__`` while its call runs: a handle that another process completes
         from storage. The job is pinned: its objects outlive this executor."""
-        PINNED.add(self.job_prefix)
+        self.pins.hold(self.job_prefix)
         call = int(future.call_id.rpartition("/")[2])
         return _pending, (details, self.storage, self.job_prefix, call, time.time() + self.patience)
 

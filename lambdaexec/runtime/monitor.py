@@ -24,9 +24,10 @@ from lambdaexec import errors
 from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
-from lambdaexec.runtime import handles, speculation
+from lambdaexec.runtime import speculation
 from lambdaexec.runtime.job import FINISHED, PENDING, RUNNING, Job
 from lambdaexec.runtime.outcome import decode_result, echo_output, record_status
+from lambdaexec.runtime.pins import Pins
 from lambdaexec.runtime.sweeper import SWEEP_SECONDS, Sweeper
 from lambdaexec.runtime.watcher import Watcher
 from lambdaexec.storage import Storage
@@ -45,11 +46,8 @@ class Monitor:
         self.idle = threading.Condition(self.lock)
         self._stopping = False
         self._completing = threading.local()  # see in_callback
-        #: futures whose result objects a reduce will read: id -> [future, pins, job prefix and
-        #: result key once done]
-        self._pins: dict[int, list] = {}
-        #: job prefix -> ids of its finished, pinned futures: the job's objects stay until unpinned
-        self._kept: dict[str, set[int]] = {}
+        #: finished jobs whose objects stay (a reduce reads them, a future of theirs travelled)
+        self.pins = Pins()
         #: set when the monitor thread has failed: every call fails with it
         self.broken: concurrent.futures.BrokenExecutor | None = None
         self.speculator = speculation.Speculator() if config.speculative == "true" else None
@@ -95,40 +93,24 @@ class Monitor:
 
     def pin(self, futures: list) -> None:
         """Keep the result objects of ``futures`` in storage (for a reduce's worker to read)
-        until :meth:`unpin`; a job already cleaned up is not restored."""
-        with self.lock:
-            for f in futures:
-                self._pins.setdefault(id(f), [f, 0, None, ""])[1] += 1
+        until :meth:`unpin`; a job already cleaned up is not restored (:mod:`~lambdaexec.runtime.pins`)."""
+        self.pins.pin(futures)
 
     def pinned_key(self, future: Any) -> tuple[str, int] | None:
         """``(key, call)``: the object holding a pinned, finished future's result (perhaps a
         batch of several calls') and its call's index, or ``None`` if it has none."""
-        with self.lock:
-            entry = self._pins.get(id(future))
-            if not entry or not entry[2]:
-                return None
-            call = int(future.call_id.rsplit("/", 1)[1])
-            return entry[3] or protocol.result_key(entry[2], call), call
+        where = self.pins.result_key(future)
+        if where is None:
+            return None
+        call = int(future.call_id.rsplit("/", 1)[1])
+        return where[1] or protocol.result_key(where[0], call), call
 
     def unpin(self, futures: list) -> None:
         """Release :meth:`pin`; jobs no longer pinned are cleaned up as usual."""
-        with self.lock:
-            free = []
-            for f in futures:
-                entry = self._pins.get(id(f))
-                if entry is not None:
-                    entry[1] -= 1
-                    if entry[1] <= 0:
-                        del self._pins[id(f)]
-                        kept = self._kept.get(entry[2])
-                        if kept is not None:
-                            kept.discard(id(f))
-                            if not kept:
-                                del self._kept[entry[2]]
-                                if entry[2] not in self.jobs:  # its job is over: nothing else deletes it
-                                    free.append(entry[2])
-            for p in free if not self.config.keep_data else ():
-                self.sweeper.discard(p)
+        with self.lock:  # a job still running is deleted when it ends (_finish)
+            free = [p for p in self.pins.unpin(futures) if p not in self.jobs]
+        for p in free if not self.config.keep_data else ():
+            self.sweeper.discard(p)
 
     def stop(self) -> None:
         """End the thread; calls still in flight are abandoned."""
@@ -329,16 +311,13 @@ class Monitor:
         """Mark call ``c`` finished (lock held), its result read from ``key``; drop and clean
         up the job after its last call."""
         job.state[c] = FINISHED
-        pin = self._pins.get(id(job.futures[c])) if self._pins else None
-        if pin is not None:  # a reduce will read this result object: keep the job's objects
-            pin[2], pin[3] = job.prefix, key
-            self._kept.setdefault(job.prefix, set()).add(id(job.futures[c]))
+        self.pins.finished(job.futures[c], job.prefix, key)  # a reduce may read this result object
         job.futures[c] = None  # the caller holds it as long as it wants the result; we do not
         job.remaining -= 1
         if job.remaining == 0:
             del self.jobs[job.prefix]
             if self.speculator is not None:
                 self.speculator.forget(job)
-            if not self.config.keep_data and job.prefix not in handles.PINNED and not self._kept.get(job.prefix):
+            if not self.config.keep_data and not self.pins.keeps(job.prefix):
                 self.sweeper.discard(job.prefix)
             self.idle.notify_all()

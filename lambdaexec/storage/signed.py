@@ -19,7 +19,9 @@ they can only make a call or a future fail with :class:`~lambdaexec.errors.Integ
   event (:func:`digest`; the event is trusted, so a hash suffices) and the worker checks it
   (:meth:`SignedStorage.check_digest`); a shuffle mapper puts each partition's HMAC in its
   object's index (:meth:`SignedStorage.range_tag`, in storage, so keyed), which reducers check
-  (:meth:`SignedStorage.check_range`).
+  (:meth:`SignedStorage.check_range`). Such an object is read only by its slices, so it is
+  stored without the whole-object tag (:meth:`SignedStorage.put_ranged`): its bytes are hashed
+  once, not twice, and a whole ``get`` of it is refused.
 * The secret (:func:`new_secret`, 32 random bytes) is made per executor and travels to workers
   in the invocation event, never in storage, in a storage spec or in a job record. This
   process's secrets are kept by executor id (:func:`remember`, :func:`secret_for`); the client
@@ -27,8 +29,10 @@ they can only make a call or a future fail with :class:`~lambdaexec.errors.Integ
   another process of the same user on this machine can read the executor's results
   (:func:`lambdaexec.attach`, futures unpickled elsewhere).
 
-JSON job records (read by ``lambdaexec jobs`` / ``logs``, never unpickled) and the user's own
-input data (read by :func:`lambdaexec.chunks`) are not signed. See docs/security.md.
+JSON job records (read by ``lambdaexec jobs`` / ``logs``, never unpickled), ``ParameterServer``
+arrays in Redis (raw numbers) and the user's own input data (read by :func:`lambdaexec.chunks`)
+are not signed, and ``started/`` markers are written signed but only listed: docs/security.md
+says, kind by kind, why that is sound and what a writer of the store can do with each.
 """
 
 from __future__ import annotations
@@ -104,6 +108,17 @@ class SignedStorage(Storage):
     def put(self, key: str, data: Chunks) -> int:
         chunks = as_chunks(data)
         self.inner.put(key, [*chunks, memoryview(self._mac(key, chunks))])
+        return sum(len(c) for c in chunks)
+
+    @_unretried
+    def put_ranged(self, key: str, data: Chunks) -> int:
+        """Store ``data`` at ``key`` without the whole-object tag: for an object read only by
+        slices, each tagged on its own (:meth:`range_tag`, e.g. a shuffle output's partitions,
+        whose tags its index holds), so that its bytes are hashed once, not twice. A slice
+        whose tag fails is refused as ever (:meth:`check_range`), and so is any whole-object
+        :meth:`get` of it: nothing unpickles its bytes unchecked."""
+        chunks = as_chunks(data)
+        self.inner.put(key, chunks)
         return sum(len(c) for c in chunks)
 
     @_unretried
