@@ -147,6 +147,26 @@ class LambdaInvoker(Invoker):
             t.join(timeout=35)
         self.sender.close()
 
+    #: a Lambda call cannot be stopped from outside: terminate() abandons the calls running
+    can_stop_calls = False
+
+    def terminate(self, kill: bool) -> None:
+        """Stop sending now, calls in flight abandoned (``terminate_workers``, ``kill_workers``,
+        Ctrl-C; ``kill`` changes nothing here): calls not yet sent are dropped, sender threads
+        get a second to finish the request they are in, and no call is invoked any more. The
+        calls already running on Lambda cannot be stopped from outside: they run on (``timeout``
+        at most) and what they write goes unread."""
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+            self._waiting.clear()
+            self._work.notify_all()
+        self._news.set()
+        end = time.monotonic() + 1.0
+        for t in self._threads:
+            t.join(timeout=max(0.0, end - time.monotonic()))
+        self.sender.close()
+
     # --- sending ------------------------------------------------------------------------------
     def _take(self) -> tuple[Dispatch, list[int]] | None:
         """Wait for calls to send and a free slot; reserve the slot and take the calls of one
