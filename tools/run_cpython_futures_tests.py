@@ -52,20 +52,14 @@ import unittest
 
 #: CPython test -> why it fails here on purpose (see docs/errors.md)
 EXPECTED = {
-    # the executor stays usable when one worker dies: the call is retried, then fails alone
-    "test_crash_at_task_unpickle": "a worker that dies is replaced and its call retried, then the call "
-                                   "fails with WorkerDiedError; the executor is not broken (by design)",
-    "test_crash_during_func_exec_on_worker": "same: WorkerDiedError, not a broken pool",
-    "test_crash_during_result_pickle_on_worker": "same: WorkerDiedError, not a broken pool",
-    "test_exit_during_result_pickle_on_worker": "same: WorkerDiedError, not a broken pool",
-    "test_shutdown_deadlock": "same: WorkerDiedError, not a broken pool",
+    # the executor stays usable when one worker dies: the call is retried, then fails alone with
+    # WorkerDiedError, a BrokenProcessPool (so test_crash_* and test_shutdown_deadlock pass)
+    "test_exit_during_result_pickle_on_worker": "expects the SystemExit raised while pickling the result; the "
+                                                "worker exits on it: WorkerDiedError (a BrokenProcessPool)",
     "test_killed_child": "reads _processes; a killed worker is replaced (by design)",
     # inputs and results are unpickled as part of the call: the call fails, the executor does not
     "test_error_at_task_unpickle": "the call raises the UnpicklingError itself (remote traceback attached)",
     "test_exit_at_task_unpickle": "the call raises the SystemExit itself",
-    "test_error_during_result_unpickle_in_result_handler": "the call fails with LambdaExecError naming the "
-                                                          "unpickling error; the executor stays usable",
-    "test_exit_during_result_unpickle_in_result_handler": "same, for SystemExit",
     # arguments are serialized at submit, so the error comes from submit, naming the object
     "test_error_at_task_pickle": "submit raises UnpicklableError (a PicklingError) at once, not result()",
     "test_shutdown_deadlock_pickle": "same, and reads _executor_manager_thread",
@@ -109,11 +103,7 @@ EXPECTED = {
     "test_gc_during_max_tasks_worker_exit_gh152967": "same",
     "test_force_shutdown_during_max_tasks_worker_exit": "same; _force_shutting_down",
     "test_failed_worker_replacement_breaks_pool": "same; patches process._spawn_worker",
-    "test_map_exception": "CPython's main branch (3.15): map's iterator goes on after an exception; in "
-                          "3.14, as here, the exception ends it (tests/test_buffersize.py)",
-    "test_swallows_falsey_exceptions": "",  # passes; listed so the main-branch file's extra test is known
 }
-EXPECTED = {k: v for k, v in EXPECTED.items() if v}
 
 
 def fetch_test_file(dest: str) -> str:
