@@ -147,15 +147,11 @@ class LambdaInvoker(Invoker):
             t.join(timeout=35)
         self.sender.close()
 
-    #: a Lambda call cannot be stopped from outside: terminate() abandons the calls running
-    can_stop_calls = False
+    can_stop_calls = False  # a Lambda call cannot be stopped from outside: terminate() abandons them
 
     def terminate(self, kill: bool) -> None:
-        """Stop sending now, calls in flight abandoned (``terminate_workers``, ``kill_workers``,
-        Ctrl-C; ``kill`` changes nothing here): calls not yet sent are dropped, sender threads
-        get a second to finish the request they are in, and no call is invoked any more. The
-        calls already running on Lambda cannot be stopped from outside: they run on (``timeout``
-        at most) and what they write goes unread."""
+        """Stop sending now (``kill`` changes nothing): calls not sent are dropped, senders get a
+        second to end their request; calls running on Lambda run on, what they write goes unread."""
         with self._lock:
             self._closed = True
             self._pending.clear()

@@ -263,8 +263,9 @@ class Engine:
             pending = self._not_handed_over()
             self._pending = []
             self._cond.notify()
-        waiting = {id(f): f for f in pending + self.monitor.outstanding() if not f.done()}
-        cancelled = sum(f.cancel() for f in waiting.values())
+        # not finished, or cancelled before their call started (by the map whose iteration Ctrl-C ended)
+        waiting = {id(f): f for f in pending + self.monitor.outstanding() if f.cancelled() or not f.done()}
+        cancelled = sum(f.cancelled() or f.cancel() for f in waiting.values())
         self._flusher.join(5)
         running = [f for f in self.monitor.outstanding() if not f.done()]
         invoker = self.monitor.invoker
