@@ -27,8 +27,10 @@ class CallLostError(LambdaExecError):
         self.attempts = attempts
 
 
-class WorkerDiedError(CallLostError):
-    """The worker running the call exited (crash, ``os._exit``, out of memory, killed)."""
+class WorkerDiedError(CallLostError, concurrent.futures.process.BrokenProcessPool):
+    """The worker running the call exited (crash, ``os._exit``, out of memory, killed), after
+    ``retries``. A ``BrokenProcessPool`` too, as ``ProcessPoolExecutor`` raises when a worker
+    dies, so code that catches that keeps working; the executor itself stays usable."""
 
 
 class OutOfMemoryError(WorkerDiedError, MemoryError):
@@ -41,6 +43,18 @@ class BrokenWorkersError(WorkerDiedError, concurrent.futures.process.BrokenProce
     """Workers cannot start at all (the runtime fails to import), so the executor cannot run
     calls: a ``BrokenProcessPool``, as code written for ``ProcessPoolExecutor`` expects. A
     worker that died and was replaced is a plain :class:`WorkerDiedError`, not this."""
+
+
+class CallStoppedError(CallLostError, concurrent.futures.process.BrokenProcessPool):
+    """The call was running when ``terminate_workers()``, ``kill_workers()`` or Ctrl-C stopped
+    the executor: its local worker got SIGTERM or SIGKILL. A ``BrokenProcessPool``, as the
+    futures of ``ProcessPoolExecutor``'s running calls are then."""
+
+
+class CallAbandonedError(CallStoppedError):
+    """The call was running on AWS Lambda when the executor was terminated (``terminate_workers``,
+    ``kill_workers``, Ctrl-C). A Lambda call cannot be stopped from outside: it may run on to its
+    end (``timeout`` at most, billed); its result is discarded and the job's data deleted."""
 
 
 class CallTimeoutError(CallLostError):
@@ -84,6 +98,12 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+class ResultUnpicklingError(LambdaExecError, concurrent.futures.process.BrokenProcessPool):
+    """A call's result (or the exception it raised) was stored but cannot be unpickled on the
+    client (its unpickling raised or exited). Only that call fails; a ``BrokenProcessPool`` as
+    ``ProcessPoolExecutor`` raises there."""
 
 
 class RemoteError(LambdaExecError):

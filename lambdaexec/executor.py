@@ -8,15 +8,16 @@ owns the threads; the monitor and the invoker do the rest.
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
+import concurrent.futures.process
 import concurrent.futures.thread  # noqa: F401  (registers its exit hook before ours: see the end)
 import functools
-import itertools
 import threading
 import time
 import uuid
 import weakref
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from lambdaexec import dataflow, iterative
 from lambdaexec.config import Config, load_config
@@ -24,12 +25,16 @@ from lambdaexec.errors import ConfigError
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Invoker
 from lambdaexec.observe import watchers_for
-from lambdaexec.runtime import ledger
+from lambdaexec.runtime import buffered_map, ledger
 from lambdaexec.runtime.engine import Engine, shutdown_all
 from lambdaexec.runtime.monitor import Monitor
 from lambdaexec.storage import Storage, open_storage, signed
 from lambdaexec.wire import serialize
 from lambdaexec.wire.function_pickles import FunctionPickles
+
+#: the operations of :meth:`LambdaExecutor._force_shutdown`, named as CPython 3.14's ``concurrent.futures.process``
+_TERMINATE = getattr(concurrent.futures.process, "_TERMINATE", "terminate")
+_KILL = getattr(concurrent.futures.process, "_KILL", "kill")
 
 
 def _make_invoker(config: Config, max_tasks_per_child: int | None, storage: Storage) -> Invoker:
@@ -140,8 +145,26 @@ class LambdaExecutor(concurrent.futures.Executor):
         """``fn(data)``'s future: PyWren's ``call_async``, one-argument :meth:`submit`."""
         return self.submit(fn, data)
 
-    def map_futures(self, fn: Callable, *iterables: Iterable, chunksize: int = 1) -> list[LambdaFuture]:
-        """Like :meth:`map`, but return every item's future at once, in order.
+    def _submit_many(self, fn: Callable, items: Sequence[tuple]) -> list[LambdaFuture]:
+        """Submit ``fn(*args)`` for each ``args`` of ``items`` at once (one job); their futures."""
+        if not items:
+            return []
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        blob = self._function_blob(fn)
+        now = time.time()
+        futures = [LambdaFuture(now) for _ in items]
+        self._engine.enqueue([(blob, serialize.dumps_call(args, {}), f) for args, f in zip(items, futures)])
+        return futures
+
+    def map_futures(self, fn: Callable, *iterables: Iterable, chunksize: int = 1,
+                    buffersize: int | None = None) -> list[LambdaFuture] | Iterator[LambdaFuture]:
+        """Like :meth:`map`, but give each item's future, in order.
+
+        Without ``buffersize``: every call is submitted now and the list of futures returned.
+        With ``buffersize`` (an int > 0): an iterator that submits the first ``buffersize`` calls
+        now and one more each time it yields a future, as :meth:`map` does with results;
+        closing it cancels the calls it submitted and has not yielded.
 
         >>> with LambdaExecutor() as ex:  # doctest: +SKIP
         ...     futures = ex.map_futures(abs, [-1, -2])
@@ -150,44 +173,44 @@ class LambdaExecutor(concurrent.futures.Executor):
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        buffered_map.check_buffersize(buffersize)
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        items = list(zip(*iterables))
-        now = time.time()
         if chunksize == 1:
-            blob = self._function_blob(fn)
-            futures = [LambdaFuture(now) for _ in items]
-            batch = []
-            for args, f in zip(items, futures):
-                batch.append((blob, serialize.dumps_call(args, {}), f))
-            self._engine.enqueue(batch)
-            return futures
-        chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
-        outer = self.map_futures(functools.partial(_run_chunk, fn), chunks)
-        futures = []
-        for chunk_future, chunk in zip(outer, chunks):
-            inner = [LambdaFuture(now) for _ in chunk]
-            chunk_future.add_done_callback(functools.partial(_spread, inner))
-            futures.extend(inner)
-        return futures
+            window = buffered_map.Window(self, fn, iter(zip(*iterables)), buffersize, self._submit_many)
+            return list(window.fs) if buffersize is None else buffered_map.Lazy(
+                buffered_map.futures_in_order(window), window)
+        sizes: collections.deque[int] = collections.deque()  # each chunk's length, in submit order
+        chunks = (sizes.append(len(c)) or (list(c),) for c in buffered_map.batched(zip(*iterables), chunksize))
+        window = buffered_map.Window(self, functools.partial(_run_chunk, fn), chunks, buffersize, self._submit_many)
+        spread = _spread_chunks(buffered_map.futures_in_order(window), sizes)
+        return list(spread) if buffersize is None else buffered_map.Lazy(spread, window)
 
     def map(self, fn: Callable, *iterables: Iterable, timeout: float | None = None,
-            chunksize: int = 1) -> Iterator:
+            chunksize: int = 1, buffersize: int | None = None) -> Iterator:
         """``fn`` over ``zip(*iterables)``, results in order, as ``Executor.map`` defines it.
 
-        ``timeout`` counts from this call; ``chunksize`` items run in one worker call.
+        ``timeout`` counts from this call; ``chunksize`` items run in one worker call. Without
+        ``buffersize`` every call is submitted before ``map`` returns. With ``buffersize`` (an
+        int > 0, Python 3.14's argument, on every Python), inputs are taken lazily: at most
+        ``buffersize`` calls (of ``chunksize`` items) are submitted beyond the results yielded,
+        so an endless or huge iterable maps in bounded memory; closing the iterator cancels the
+        calls it submitted and has not yielded (:mod:`lambdaexec.runtime.buffered_map`).
         """
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        buffered_map.check_buffersize(buffersize)
         end_time = None if timeout is None else timeout + time.monotonic()
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         if chunksize == 1:
-            futures = self.map_futures(fn, *iterables)
-        else:
-            items = list(zip(*iterables))
-            chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
-            futures = self.map_futures(functools.partial(_run_chunk, fn), chunks)
-        results = _results_in_order(futures, end_time)
-        return results if chunksize == 1 else itertools.chain.from_iterable(results)
+            window = buffered_map.Window(self, fn, iter(zip(*iterables)), buffersize, self._submit_many)
+            results = buffered_map.results_in_order(window, end_time)
+            return results if buffersize is None else buffered_map.Lazy(results, window)
+        chunks = ((list(c),) for c in buffered_map.batched(zip(*iterables), chunksize))
+        window = buffered_map.Window(self, functools.partial(_run_chunk, fn), chunks, buffersize, self._submit_many)
+        flat = _flatten(buffered_map.results_in_order(window, end_time))
+        return flat if buffersize is None else buffered_map.Lazy(flat, window)
 
     # --- operators (each a function of the executor, in its own module) -------------------
     def broadcast(self, obj: Any) -> iterative.Broadcast:
@@ -228,6 +251,39 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._finalizer.detach()
         self._engine.shutdown(wait, cancel_futures)
 
+    def terminate_workers(self) -> None:
+        """Stop everything now, as Python 3.14's ``ProcessPoolExecutor.terminate_workers``: the
+        executor shuts down (no more ``submit``), queued calls are cancelled, and running calls
+        are stopped: local workers (and what their calls started) get SIGTERM, then SIGKILL after
+        2 s if still alive. On AWS Lambda a call cannot be stopped from outside: running calls'
+        futures fail at once with :class:`~lambdaexec.errors.CallAbandonedError`, their results
+        are discarded, and the job's data is deleted. When it returns, no future of this
+        executor is pending (running ones fail with :class:`~lambdaexec.errors.CallStoppedError`,
+        a ``BrokenProcessPool``). Harmless on an idle or shut-down executor."""
+        self._force_shutdown(operation=_TERMINATE)
+
+    def kill_workers(self) -> None:
+        """As :meth:`terminate_workers`, with SIGKILL instead of SIGTERM (3.14's ``kill_workers``)."""
+        self._force_shutdown(operation=_KILL)
+
+    def _force_shutdown(self, operation: str) -> None:
+        """terminate_workers / kill_workers, by ``operation`` (as CPython 3.14's private method)."""
+        if operation not in (_TERMINATE, _KILL):
+            raise ValueError(f"Unsupported operation: {operation!r}")
+        self._finalizer.detach()
+        self._engine.terminate(kill=operation == _KILL, why=f"{operation}_workers()")
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
+        """Leave ``with``: :meth:`shutdown` (waiting for the calls), except on Ctrl-C
+        (``KeyboardInterrupt``), which cancels what is queued, kills the running calls' workers,
+        deletes the data and says so on stderr, so that the program ends at once."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._finalizer.detach()
+            self._engine.interrupted()
+            return False
+        self.shutdown(wait=True)
+        return False
+
 
 def _spread(inner: list[LambdaFuture], chunk_future: concurrent.futures.Future) -> None:
     """Complete each item's future from its chunk's future."""
@@ -246,27 +302,35 @@ def _spread(inner: list[LambdaFuture], chunk_future: concurrent.futures.Future) 
             f.set_result(values[i])
 
 
-def _results_in_order(futures: list, end_time: float | None) -> Iterator:
-    """Yield results in order; on a timeout or when closed early, cancel what is left.
-
-    As the standard library's, it keeps no reference to a result it has yielded."""
+def _spread_chunks(chunk_futures: Iterator[LambdaFuture], sizes: collections.deque) -> Iterator[LambdaFuture]:
+    """One future per item of each chunk's future, completed from it (see :func:`_spread`);
+    closing this cancels the chunks not yielded and the items of the chunk being yielded."""
+    inner: list[LambdaFuture] = []
     try:
-        futures.reverse()
-        while futures:
-            yield _result_or_cancel(futures.pop(), None if end_time is None else end_time - time.monotonic())
+        for chunk_future in chunk_futures:
+            now = time.time()
+            items = [LambdaFuture(now) for _ in range(sizes.popleft())]
+            chunk_future.add_done_callback(functools.partial(_spread, items))
+            del chunk_future
+            inner = items[::-1]  # a copy: _spread completes ``items`` in order
+            while inner:
+                yield inner.pop()
     finally:
-        for f in futures:
+        for f in inner:
             f.cancel()
+        chunk_futures.close()
 
 
-def _result_or_cancel(future: concurrent.futures.Future, timeout: float | None) -> Any:
+def _flatten(chunk_results: Iterator[list]) -> Iterator:
+    """The items of each chunk's results, in order; closing this closes ``chunk_results``
+    (which cancels the chunks not yielded)."""
     try:
-        try:
-            return future.result(timeout)
-        finally:
-            future.cancel()
+        for values in chunk_results:
+            values.reverse()
+            while values:
+                yield values.pop()
     finally:
-        del future  # the frame of a raised exception must not hold the future (and its result)
+        chunk_results.close()
 
 
 # As the stdlib executors do, finish before the interpreter refuses new threads: a plain

@@ -245,7 +245,9 @@ def test_one_dead_worker_that_was_replaced_is_not_broken(tmp_path):
     with LambdaExecutor(max_workers=1, retries=0, storage_path=str(tmp_path / "store")) as ex:
         with pytest.raises(lambdaexec.WorkerDiedError) as info:
             ex.submit(exit_via_kill).result(timeout=60)
-        assert not isinstance(info.value, cf.BrokenExecutor)
+        # a BrokenProcessPool, as ProcessPoolExecutor raises when a worker dies (issue 23), so
+        # code that catches that keeps working; but the executor is not broken: it goes on
+        assert isinstance(info.value, BrokenProcessPool)
         assert ex.submit(pow, 2, 2).result(timeout=60) == 4
 
 

@@ -20,10 +20,19 @@ Every failure CPython's tests report is listed in :data:`EXPECTED` with the reas
 apply; anything else is printed as UNEXPECTED and makes the exit status 1. The table is
 summarised in docs/errors.md ("CPython's concurrent.futures tests").
 
+From Python 3.12 the tests are a package (``Lib/test/test_concurrent_futures/``: ``util.py``,
+``executor.py``, ``test_*.py``); ``--test-dir`` takes that directory, imports it as the package
+``cpython_cf`` and runs the same mixins from its modules. A newer version's files (3.14's
+``buffersize`` tests of ``executor.py``, ``terminate_workers``/``kill_workers`` of
+``test_process_pool.py``) run under an older interpreter: :func:`shim_newer_tests` supplies the
+few names they import that the older standard library lacks (none of them used by a test that
+runs against ``LambdaExecutor``).
+
 Usage::
 
     python tools/run_cpython_futures_tests.py            # needs apt-get (Debian/Ubuntu)
     python tools/run_cpython_futures_tests.py --test-file /path/to/test_concurrent_futures.py
+    python tools/run_cpython_futures_tests.py --test-dir /path/to/Lib/test/test_concurrent_futures
 """
 
 from __future__ import annotations
@@ -43,20 +52,14 @@ import unittest
 
 #: CPython test -> why it fails here on purpose (see docs/errors.md)
 EXPECTED = {
-    # the executor stays usable when one worker dies: the call is retried, then fails alone
-    "test_crash_at_task_unpickle": "a worker that dies is replaced and its call retried, then the call "
-                                   "fails with WorkerDiedError; the executor is not broken (by design)",
-    "test_crash_during_func_exec_on_worker": "same: WorkerDiedError, not a broken pool",
-    "test_crash_during_result_pickle_on_worker": "same: WorkerDiedError, not a broken pool",
-    "test_exit_during_result_pickle_on_worker": "same: WorkerDiedError, not a broken pool",
-    "test_shutdown_deadlock": "same: WorkerDiedError, not a broken pool",
+    # the executor stays usable when one worker dies: the call is retried, then fails alone with
+    # WorkerDiedError, a BrokenProcessPool (so test_crash_* and test_shutdown_deadlock pass)
+    "test_exit_during_result_pickle_on_worker": "expects the SystemExit raised while pickling the result; the "
+                                                "worker exits on it: WorkerDiedError (a BrokenProcessPool)",
     "test_killed_child": "reads _processes; a killed worker is replaced (by design)",
     # inputs and results are unpickled as part of the call: the call fails, the executor does not
     "test_error_at_task_unpickle": "the call raises the UnpicklingError itself (remote traceback attached)",
     "test_exit_at_task_unpickle": "the call raises the SystemExit itself",
-    "test_error_during_result_unpickle_in_result_handler": "the call fails with LambdaExecError naming the "
-                                                          "unpickling error; the executor stays usable",
-    "test_exit_during_result_unpickle_in_result_handler": "same, for SystemExit",
     # arguments are serialized at submit, so the error comes from submit, naming the object
     "test_error_at_task_pickle": "submit raises UnpicklableError (a PicklingError) at once, not result()",
     "test_shutdown_deadlock_pickle": "same, and reads _executor_manager_thread",
@@ -84,6 +87,22 @@ EXPECTED = {
     "test_traceback": "the cause is lambdaexec.RemoteTraceback, not the private process._RemoteTraceback "
                       "(same .tb text, printed by excepthook: PortsTest.test_remote_traceback)",
     # worker output is kept per call (future.stdout), not written to the client's terminal
+    # 3.12+ (package layout) and 3.14: ProcessPoolExecutor internals, multiprocessing objects
+    "test_force_shutdown_workers": "passes multiprocessing Manager proxies and reads _processes (the same "
+                                   "scenario: tests/test_terminate.py::test_running_and_queued_calls_all_end_"
+                                   "and_no_process_is_left)",
+    "test_force_shutdown_workers_stops_pool": "reads _processes (ported: tests/test_terminate.py)",
+    "test_broken_process_pool_traceback": "closes over a multiprocessing Event and reads _processes",
+    "test_traceback_when_child_process_terminates_abruptly": "the cause is lambdaexec.RemoteTraceback, not "
+                                                             "process._RemoteTraceback",
+    "test_sysconf_permission_error": "patches os.sysconf for ProcessPoolExecutor's own semaphore check",
+    "test_python_finalization_error": "patches threading._start_joinable_thread (3.13+) for "
+                                      "ProcessPoolExecutor's manager thread",
+    "test_max_tasks_per_child_pending_tasks_gh115634": "reads _max_workers semantics of the fork check",
+    "test_shutdown_no_wait_max_tasks_gh119592": "multiprocessing Manager proxies; _executor_manager_thread",
+    "test_gc_during_max_tasks_worker_exit_gh152967": "same",
+    "test_force_shutdown_during_max_tasks_worker_exit": "same; _force_shutting_down",
+    "test_failed_worker_replacement_breaks_pool": "same; patches process._spawn_worker",
 }
 
 
@@ -108,6 +127,90 @@ def load_cpython_tests(path: str, workdir: str):
     return cpython_cf
 
 
+def _parameterize(*args_set):
+    """``test.test_importlib.metadata.fixtures.parameterize`` (3.14's test files import it): run
+    the test once per keyword set, each as a subtest."""
+    import functools
+
+    def wrapper(func):
+        @functools.wraps(func)
+        def inner(self):
+            for kwargs in args_set:
+                with self.subTest(**kwargs):
+                    func(self, **kwargs)
+        return inner
+    return wrapper
+
+
+def shim_newer_tests() -> None:
+    """Give an older interpreter the names a newer version's test files import at module level
+    (3.14's: ``ProcessPoolExecutor.terminate_workers.__name__``, ``process._TERMINATE``, a
+    warnings helper, ``parameterize``). Only the runner's process is changed."""
+    import concurrent.futures.process as process
+    import types
+
+    from test import support
+    from test.support import warnings_helper
+
+    from lambdaexec import LambdaExecutor
+
+    for name in ("terminate_workers", "kill_workers"):
+        if not hasattr(process.ProcessPoolExecutor, name):
+            setattr(process.ProcessPoolExecutor, name, getattr(LambdaExecutor, name))
+    for name, value in (("_TERMINATE", "terminate"), ("_KILL", "kill")):
+        if not hasattr(process, name):
+            setattr(process, name, value)
+    if not hasattr(warnings_helper, "ignore_fork_in_thread_deprecation_warnings"):
+        warnings_helper.ignore_fork_in_thread_deprecation_warnings = lambda: (lambda f: f)
+    if not hasattr(support, "Py_GIL_DISABLED"):
+        support.Py_GIL_DISABLED = False
+    if not hasattr(support, "requires_gil_enabled"):  # 3.13
+        support.requires_gil_enabled = lambda msg="": (lambda f: f)
+    original_skip, original_check = support.skip_if_sanitizer, support.check_sanitizer
+    try:
+        original_check(thread=True)
+    except TypeError:  # 3.13 added thread=: only a thread-sanitizer build would set it
+        support.check_sanitizer = lambda *a, thread=False, **k: any(k.values()) and original_check(*a, **k)
+        support.skip_if_sanitizer = lambda *a, thread=False, **k: (
+            original_skip(*a, **k) if any(k.values()) else (lambda f: f))
+    try:
+        import test.test_importlib.metadata.fixtures  # noqa: F401
+    except ImportError:
+        for mod in ("test.test_importlib", "test.test_importlib.metadata"):
+            sys.modules.setdefault(mod, types.ModuleType(mod))
+        fixtures = types.ModuleType("test.test_importlib.metadata.fixtures")
+        fixtures.parameterize = _parameterize
+        sys.modules["test.test_importlib.metadata.fixtures"] = fixtures
+
+
+#: the modules of the package layout (3.12+) whose mixins the suite runs
+_PACKAGE_MODULES = ("util", "executor", "test_init", "test_shutdown", "test_wait", "test_as_completed",
+                    "test_process_pool", "test_thread_pool", "test_deadlock", "test_future")
+
+
+def load_cpython_package(path: str, workdir: str):
+    """Import CPython's test package (3.12+) as ``cpython_cf``; return a namespace of the names
+    :func:`build_suite` uses, with ``modules`` (for patching) and ``setUpModule``."""
+    import importlib
+    import types
+
+    mod_dir = os.path.join(workdir, "mod")
+    os.makedirs(mod_dir, exist_ok=True)
+    shutil.copytree(path, os.path.join(mod_dir, "cpython_cf"), ignore=shutil.ignore_patterns("__pycache__"))
+    sys.path.insert(0, mod_dir)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (mod_dir, os.environ.get("PYTHONPATH")) if p)
+    shim_newer_tests()
+    modules = [importlib.import_module(f"cpython_cf.{name}") for name in _PACKAGE_MODULES]
+    T = types.SimpleNamespace()  # noqa: N806
+    for module in modules:
+        for name, value in vars(module).items():
+            if not name.startswith("__"):
+                setattr(T, name, value)
+    T.modules = modules
+    T.setUpModule = modules[0].setup_module
+    return T
+
+
 def build_suite(T) -> unittest.TestSuite:  # noqa: N803 (T: CPython's test module)
     """CPython's mixins with LambdaExecutor as the executor, plus :class:`PortsTest`."""
     from lambdaexec import LambdaExecutor
@@ -124,6 +227,9 @@ def build_suite(T) -> unittest.TestSuite:  # noqa: N803 (T: CPython's test modul
         return original(*args, **env)
 
     T.assert_python_ok = assert_python_ok
+    for module in getattr(T, "modules", ()):  # the package layout: each module imported its own
+        if hasattr(module, "assert_python_ok"):
+            module.assert_python_ok = assert_python_ok
 
     class LambdaMixin(T.ExecutorMixin):  # as ProcessPoolSpawnMixin: mp_context is accepted and ignored
         executor_type = LambdaExecutor
@@ -174,6 +280,9 @@ def _use_lambda_future(T, on: bool):  # noqa: N803
     def switch(self):
         (T.BaseTestCase.setUp if on else T.BaseTestCase.tearDown)(self)
         T.Future = LambdaFuture if on else Future
+        for module in getattr(T, "modules", ()):
+            if hasattr(module, "Future"):
+                module.Future = LambdaFuture if on else Future
 
     return switch
 
@@ -294,6 +403,7 @@ def _raise_runtime_error():
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--test-file", help="CPython's Lib/test/test_concurrent_futures.py (default: from Debian)")
+    parser.add_argument("--test-dir", help="CPython's Lib/test/test_concurrent_futures/ (3.12+: a package)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args()
     workdir = tempfile.mkdtemp(prefix="cpython-cf-")
@@ -301,8 +411,11 @@ def main() -> int:
     os.environ["LAMBDAEXEC_STORAGE"] = "local"
     os.environ["LAMBDAEXEC_STORAGE_PATH"] = os.path.join(workdir, "store")
     try:
-        path = args.test_file or fetch_test_file(workdir)
-        T = load_cpython_tests(path, workdir)  # noqa: N806
+        path = args.test_dir or args.test_file or fetch_test_file(workdir)
+        if os.path.isdir(path.removesuffix(".py")):  # 3.12+: a package
+            T = load_cpython_package(path.removesuffix(".py"), workdir)  # noqa: N806
+        else:
+            T = load_cpython_tests(path, workdir)  # noqa: N806
         suite = build_suite(T)
         tests = list(_all_tests(suite))  # the suite forgets its tests as they run
         T.setUpModule()

@@ -147,6 +147,22 @@ class LambdaInvoker(Invoker):
             t.join(timeout=35)
         self.sender.close()
 
+    can_stop_calls = False  # a Lambda call cannot be stopped from outside: terminate() abandons them
+
+    def terminate(self, kill: bool) -> None:
+        """Stop sending now (``kill`` changes nothing): calls not sent are dropped, senders get a
+        second to end their request; calls running on Lambda run on, what they write goes unread."""
+        with self._lock:
+            self._closed = True
+            self._pending.clear()
+            self._waiting.clear()
+            self._work.notify_all()
+        self._news.set()
+        end = time.monotonic() + 1.0
+        for t in self._threads:
+            t.join(timeout=max(0.0, end - time.monotonic()))
+        self.sender.close()
+
     # --- sending ------------------------------------------------------------------------------
     def _take(self) -> tuple[Dispatch, list[int]] | None:
         """Wait for calls to send and a free slot; reserve the slot and take the calls of one

@@ -88,5 +88,14 @@ class Invoker(abc.ABC):
     def close(self) -> None:
         """Stop every worker and thread this invoker started; in-flight calls are abandoned."""
 
+    #: whether :meth:`terminate` stops the calls running (local processes) or can only abandon
+    #: them (AWS Lambda, where a call cannot be stopped from outside)
+    can_stop_calls = True
+
+    def terminate(self, kill: bool) -> None:
+        """Stop now, calls in flight included (``terminate_workers``, ``kill_workers``, Ctrl-C):
+        SIGTERM, or SIGKILL with ``kill``, where the invoker owns the processes. By default, :meth:`close`."""
+        self.close()
+
     def wake(self) -> None:
         """Make a blocked :meth:`poll` return early."""

@@ -54,6 +54,7 @@ from lambdaexec.invokers.local_runtime import send
 _START_FAILURES = 3  # processes in a row that exit before they are ready: the runtime is broken
 _MAX_GROUP = 128  # calls of one job sent in one event when many are waiting
 _GROUP_SECONDS = 0.02  # at most about this much work per event (so none waits long behind another)
+_TERM_GRACE = 2.0  # seconds terminate_workers() gives workers to exit on SIGTERM before SIGKILL
 
 _BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                      "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -132,10 +133,10 @@ class _Worker:
         self.kill_group()  # children its calls started (Popen, fork) end with it
         self.log.close()
 
-    def kill_group(self) -> None:
-        """SIGKILL the process and whatever its calls started (its session's process group)."""
+    def kill_group(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the process and whatever its calls started (its session's process group)."""
         try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
+            os.killpg(self.popen.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -345,3 +346,23 @@ class LocalInvoker(Invoker):
     def abort(self) -> None:
         """Kill every worker now, calls in flight included (the client was interrupted)."""
         self.close(kill=True)
+
+    def terminate(self, kill: bool) -> None:
+        """Stop every worker now, calls in flight included: SIGTERM (or SIGKILL with ``kill``) to
+        each worker's process group (the worker and what its calls started), as
+        ``ProcessPoolExecutor.terminate_workers`` / ``kill_workers`` signal their workers; what
+        is still alive ``_TERM_GRACE`` seconds after a SIGTERM gets SIGKILL. Returns once every
+        worker has exited."""
+        self._closed = True
+        with self._lock:
+            workers = list(self._workers)
+        for w in workers:
+            w.kill_group(signal.SIGKILL if kill else signal.SIGTERM)
+        end = time.monotonic() + _TERM_GRACE
+        for w in workers:
+            w.sock.close()
+            zygote.wait_or_kill(w.popen, max(0.0, end - time.monotonic()))
+            w.kill_group()  # children that ignored SIGTERM, or outlived their worker
+            w.log.close()
+        self._wake_r.close()
+        self._wake_w.close()

@@ -22,15 +22,16 @@ parent's job data nor stops the parent's workers.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import hashlib
 import itertools
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from lambdaexec.config import Config
-from lambdaexec.errors import CallLostError, StorageError
+from lambdaexec.errors import CallAbandonedError, CallStoppedError, StorageError
 from lambdaexec.future import LambdaFuture
 from lambdaexec.runtime import handles
 from lambdaexec.runtime.job import Job
@@ -243,26 +244,69 @@ class Engine:
                                "running that callback: call shutdown(wait=False) there (the calls still finish)")
 
     def abort(self) -> None:
-        """Stop now: cancel what has not started, kill the workers running the rest (their
-        futures fail with :class:`CallLostError`, so none waits forever), and clean up (the
-        client was interrupted with Ctrl-C, or a joblib ``Parallel`` call was aborted)."""
-        if os.getpid() != self._pid:
-            return
+        """Stop now, killing the workers (a joblib ``Parallel`` call was aborted): :meth:`terminate`."""
+        self.terminate(kill=True, why="an abort")
+
+    def terminate(self, kill: bool, why: str) -> tuple[int, int] | None:
+        """Stop now (``terminate_workers``, ``kill_workers``, Ctrl-C): refuse new calls, cancel
+        those not started, stop the workers running the rest (local: SIGTERM, or SIGKILL with
+        ``kill``, to each worker's process group; Lambda: abandoned, as a Lambda call cannot be
+        stopped from outside), fail their futures at once with
+        :class:`~lambdaexec.errors.CallStoppedError` (:class:`~lambdaexec.errors.CallAbandonedError`
+        on Lambda), so none is left pending, and delete the data. ``why`` names the cause in
+        their messages. Returns ``(cancelled, stopped)`` call counts, or None when there was
+        nothing to stop (already closed, or a forked child's copy)."""
+        if os.getpid() != self._pid or self._closed:
+            return None
         with self._cond:
             self.closing = True
             pending = self._not_handed_over()
             self._pending = []
             self._cond.notify()
-        for f in pending + self.monitor.outstanding():
-            f.cancel()
+        # not finished, or cancelled before their call started (by the map whose iteration Ctrl-C ended)
+        waiting = {id(f): f for f in pending + self.monitor.outstanding() if f.cancelled() or not f.done()}
+        cancelled = sum(f.cancelled() or f.cancel() for f in waiting.values())
         self._flusher.join(5)
-        running = self.monitor.outstanding()
-        self._teardown(kill=True)
+        running = [f for f in self.monitor.outstanding() if not f.done()]
+        invoker = self.monitor.invoker
+        can_stop = getattr(invoker, "can_stop_calls", True)
+        self._teardown(functools.partial(invoker.terminate, kill) if hasattr(invoker, "terminate") else None)
+        signal_name = "SIGKILL" if kill else "SIGTERM"
+        stopped = 0
         for f in running:
+            if can_stop:
+                err: CallStoppedError = CallStoppedError(
+                    f"call {f.call_id} was running when {why} stopped the executor: its worker process "
+                    f"got {signal_name}", attempts=f.attempts)
+            else:
+                err = CallAbandonedError(
+                    f"call {f.call_id} was running on AWS Lambda when {why} stopped the executor: a Lambda "
+                    f"call cannot be stopped from outside, so it may run on to its end (timeout "
+                    f"{self.config.timeout:g} s at most); its result is discarded and the job's data deleted",
+                    attempts=f.attempts)
             try:
-                f.set_exception(CallLostError("the executor was aborted while this call ran: its worker was stopped"))
+                f.set_exception(err)
+                stopped += 1
             except concurrent.futures.InvalidStateError:
                 pass  # finished or cancelled meanwhile
+        return cancelled, stopped
+
+    def interrupted(self) -> None:
+        """Ctrl-C reached the program (KeyboardInterrupt): :meth:`terminate` with SIGKILL, then
+        say on stderr what was cancelled and stopped (the user should know what did not run)."""
+        counts = self.terminate(kill=True, why="Ctrl-C (KeyboardInterrupt)")
+        if counts is None or not any(counts):
+            return
+        lambda_ = not getattr(self.monitor.invoker, "can_stop_calls", True)
+        stopped = (f"{counts[1]} running call(s) abandoned on AWS Lambda (a Lambda call cannot be stopped from "
+                   "outside: their results will be discarded)" if lambda_
+                   else f"{counts[1]} running call(s) stopped (their workers killed)")
+        try:
+            sys.stderr.write(f"lambdaexec: interrupted: {counts[0]} queued call(s) cancelled, {stopped}; "
+                             f"the job data of executor {self.prefix.rsplit('/', 1)[-1]} is deleted\n")
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def _not_handed_over(self) -> list[LambdaFuture]:
         """Futures of calls pending or being uploaded (lock held)."""
@@ -275,13 +319,14 @@ class Engine:
                 self._cond.wait()
         while True:
             outstanding = self.monitor.outstanding()
-            if not outstanding:
+            if not outstanding or self._closed:  # closed: terminate() failed these futures itself
                 break
             concurrent.futures.wait(outstanding)
-        self._teardown(kill=False)
+        self._teardown()
 
-    def _teardown(self, kill: bool) -> None:
-        """Once: stop the monitor and the workers (``kill``: at once), then delete the
+    def _teardown(self, stop: Callable[[], None] | None = None) -> None:
+        """Once: stop the monitor and the workers (with ``stop``, else the invoker's orderly
+        ``close``), then delete the
         executor's data (unless ``keep_data``) and close the store. The data goes best effort:
         the calls are over, and a store that is down must not fail the shutdown."""
         with self._cond:
@@ -290,7 +335,7 @@ class Engine:
             self._closed = True
         storage, invoker = self.monitor.storage, self.monitor.invoker
         self.monitor.stop()
-        (getattr(invoker, "abort", invoker.close) if kill else invoker.close)()
+        (stop or invoker.close)()
         _live.discard(self)
         try:
             if not self.config.keep_data and not self.monitor.pins.holds_any():  # else a pickled future needs them
@@ -308,7 +353,7 @@ def shutdown_all() -> None:
     interrupted = isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
     for engine in list(_live):
         if interrupted:
-            engine.abort()
+            engine.interrupted()
         else:
             engine.shutdown(wait=True)
 

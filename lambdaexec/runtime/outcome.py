@@ -61,7 +61,8 @@ def decode_result(status: dict[str, Any], payload: memoryview, call_id: str) -> 
         try:
             return True, serialize.loads(payload)
         except (Exception, SystemExit) as err:  # a result whose unpickling exits fails this call only
-            return False, errors.LambdaExecError(f"the result of call {call_id} cannot be unpickled here: {err!r}")
+            return False, errors.ResultUnpicklingError(
+                f"the result of call {call_id} cannot be unpickled here: {err!r}")
     if "error_type" in status:
         kind = _INFRA_ERRORS.get(status["error_type"], errors.LambdaExecError)
         exc = kind(status["message"] if kind is not errors.LambdaExecError
