@@ -238,3 +238,66 @@ def test_a_killed_clients_job_is_lost_and_queued_is_told_from_running(tmp_path):
     out = cli("clean", env=env)
     assert out.returncode == 0, out.stderr
     assert jobs_rows(env)[0]["STATE"] == "lost"  # still lost once clean deleted its objects
+
+
+# --- item 7: the plot and the terminal ----------------------------------------------------------
+def nap_or_fail(i):
+    import time
+
+    time.sleep(0.05)
+    if i == 2:
+        raise ValueError("call 2 fails")
+    return i
+
+
+def test_plot_draws_failed_calls_apart_and_no_flat_panel(tmp_path):
+    from matplotlib.collections import LineCollection
+
+    with LambdaExecutor(max_workers=2, storage_path=str(tmp_path / "s"), progress=False, retries=0) as ex:
+        futures = ex.map_futures(nap_or_fail, range(5))
+        concurrent.futures.wait(futures)
+    fig = lambdaexec.plot_timeline(futures, str(tmp_path / "t.png"))
+    top, bottom = fig.axes[:2]
+    lines = {c.get_label(): c for c in top.collections if isinstance(c, LineCollection)}
+    assert "running, then failed (1)" in lines and len(lines["running, then failed (1)"].get_segments()) == 1
+    assert len(lines["running"].get_segments()) == 4
+    assert lines["running, then failed (1)"].get_colors()[0].tolist() != lines["running"].get_colors()[0].tolist()
+    assert "running, then failed (1)" in [t.get_text() for t in top.get_legend().get_texts()]
+    assert max(bottom.lines[0].get_ydata()) == 2  # 5 calls on 2 workers: the panel shows them running
+
+
+def test_call_output_never_shares_the_progress_bars_line(tmp_path):
+    import pty
+
+    script = textwrap.dedent(f"""
+        import lambdaexec, time
+        def talk(i):
+            time.sleep(0.2)
+            print(f"call {{i}} says hi")
+            return i
+        with lambdaexec.LambdaExecutor(max_workers=2, storage_path={str(tmp_path / 's')!r}, progress=True) as ex:
+            assert list(ex.map(talk, range(6))) == list(range(6))
+    """)
+    import fcntl
+    import struct
+    import termios
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a client on a terminal (stdout and stderr both the pty), 120 columns
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.execv(sys.executable, [sys.executable, "-c", script])
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    os.waitpid(pid, 0)
+    text = out.decode(errors="replace")
+    assert "lambdaexec:" in text and text.count("says hi") == 6, text
+    for line in text.replace("\r\n", "\n").split("\n"):
+        shown = line.split("\r")[-1]  # what the terminal shows of the line once it is written
+        assert not ("says hi" in shown and "lambdaexec:" in shown), repr(line)
