@@ -301,3 +301,29 @@ def test_call_output_never_shares_the_progress_bars_line(tmp_path):
     for line in text.replace("\r\n", "\n").split("\n"):
         shown = line.split("\r")[-1]  # what the terminal shows of the line once it is written
         assert not ("says hi" in shown and "lambdaexec:" in shown), repr(line)
+
+
+# --- item 5: deploy/teardown/doctor failures, one line each -------------------------------------
+def aws_env(**extra: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LAMBDAEXEC_"))}
+    return {**env, "LAMBDAEXEC_STORAGE": "s3", "LAMBDAEXEC_BUCKET": "first-contact", "LAMBDAEXEC_REGION": "us-east-1",
+            "LAMBDAEXEC_CONFIG": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def test_doctor_tells_a_network_failure_from_missing_credentials():
+    port = free_port()
+    out = cli("doctor", env=aws_env(AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b",
+                                    AWS_ENDPOINT_URL_STS=f"http://127.0.0.1:{port}"))
+    assert out.returncode == 1 and "Traceback" not in out.stdout + out.stderr
+    assert "FAIL  network: cannot reach AWS" in out.stdout and str(port) in out.stdout
+    assert "aws configure" not in out.stdout
+    out = cli("doctor", env=aws_env())
+    assert "FAIL  credentials" in out.stdout and "aws configure" in out.stdout
+
+
+def test_teardown_without_credentials_is_one_line():
+    out = cli("teardown", env=aws_env())
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("lambdaexec teardown: no usable AWS credentials") and "aws configure" in line
