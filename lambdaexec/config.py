@@ -228,7 +228,7 @@ def _validate(cfg: Config) -> Config:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{1,254}")
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
@@ -245,7 +245,7 @@ def _check_shapes(cfg: Config) -> None:
             name, _, rest = bucket.partition("/")
             raise ConfigError(f"bucket must be a bucket name without '/', got {cfg.bucket!r}: use bucket={name!r} "
                               f"and prefix={rest.strip('/')!r} (the key prefix)")
-        raise ConfigError(f"bucket {cfg.bucket!r} is not a bucket name (3-63 letters, digits, '.' and '-')")
+        raise ConfigError(f"bucket {cfg.bucket!r} is not a bucket name (letters, digits, '.' and '-')")
     if not cfg.redis_url.startswith(_REDIS_SCHEMES):
         raise ConfigError(f"redis_url must start with redis://, rediss:// (TLS) or unix://, got {cfg.redis_url!r}: "
                           "for example redis://127.0.0.1:6379/0")

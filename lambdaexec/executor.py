@@ -83,7 +83,7 @@ class LambdaExecutor(concurrent.futures.Executor):
         if max_tasks_per_child is not None and (
                 isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int)
                 or max_tasks_per_child < 1):
-            raise ConfigError(f"keyword argument: max_tasks_per_child must be an int >= 1 (or None: never "
+            raise ConfigError(f"keyword argument: max_tasks_per_child must be >= 1 (an int; or None: never "
                               f"replace workers), got {max_tasks_per_child!r}")
         if isinstance(max_workers, (int, float)) and not isinstance(max_workers, bool) and max_workers <= 0:
             _no_workers(max_workers)  # as ProcessPoolExecutor (the setting's 0 means one per core)
