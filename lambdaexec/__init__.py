@@ -8,13 +8,15 @@ The public API, all in one place::
         futures = [ex.submit(pow, 2, n) for n in range(10)]
         print(lambdaexec.get_all_results(futures))    # [1, 2, 4, ..., 512]
 
+PyWren's API (``map`` returning futures, ``call_async``, ``get_all_results``) is in
+:mod:`lambdaexec.pywren`: ``import lambdaexec.pywren as pywren``.
+
 Set ``backend="lambda"`` (or ``LAMBDAEXEC_BACKEND=lambda``) and an S3 bucket to run the same code
 on AWS Lambda.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 from typing import Any, Callable, Iterable
 
 from lambdaexec.config import Config, load_config
@@ -31,6 +33,7 @@ from lambdaexec.errors import (
     ConfigError,
     InitializerError,
     IntegrityError,
+    InvokeEndpointError,
     LambdaExecError,
     MissingObjectError,
     OutOfMemoryError,
@@ -47,20 +50,20 @@ from lambdaexec.executor import LambdaExecutor
 from lambdaexec.future import LambdaFuture
 from lambdaexec.iterative import Broadcast, BroadcastMissingError
 from lambdaexec.iterative.params import ParameterMismatchError, ParameterServer, ParameterServerUnavailableError
-from lambdaexec.pywren import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, get_logs, wait
+from lambdaexec.pywren import ALL_COMPLETED, ALWAYS, ANY_COMPLETED, get_all_results, get_logs, wait
 from lambdaexec.runtime.ledger import FailedCall, failed
+from lambdaexec.version import __version__ as __version__  # the one source: lambdaexec/version.py
 
 __all__ = [
     "ALL_COMPLETED", "ALWAYS", "ANY_COMPLETED", "AttachError", "Broadcast", "BroadcastMissingError",
     "BrokenWorkersError", "BudgetExceededError", "CallAbandonedError", "CallLostError", "CallStoppedError",
-    "CallTimeoutError", "Chunk", "Config",
-    "ConfigError", "CostReport", "FailedCall", "InitializerError", "IntegrityError", "LambdaExecError",
-    "LambdaExecutor", "LambdaFuture", "MissingObjectError", "OutOfMemoryError", "ParameterMismatchError",
-    "ParameterServer", "ParameterServerUnavailableError", "RemoteError", "ResultTooLargeError",
-    "ResultUnpicklingError", "ShuffleAbortedError",
-    "StorageError", "UnpicklableError", "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError",
-    "attach", "chunks", "cost", "default_executor", "estimate", "failed", "get_all_results", "get_logs",
-    "hash_partition", "load_config", "plot_timeline", "progress", "wait",
+    "CallTimeoutError", "Chunk", "Config", "ConfigError", "CostReport", "FailedCall", "InitializerError",
+    "IntegrityError", "InvokeEndpointError", "LambdaExecError", "LambdaExecutor", "LambdaFuture", "MissingObjectError",
+    "OutOfMemoryError", "ParameterMismatchError", "ParameterServer", "ParameterServerUnavailableError", "RemoteError",
+    "ResultTooLargeError", "ResultUnpicklingError", "ShuffleAbortedError", "StorageError", "UnpicklableError",
+    "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError", "attach", "chunks", "cost", "default_executor",
+    "estimate", "failed", "get_all_results", "get_logs", "hash_partition", "load_config", "plot_timeline", "progress",
+    "wait",
 ]
 
 _default: LambdaExecutor | None = None
@@ -81,7 +84,9 @@ def __getattr__(name: str) -> Any:
 
 
 def default_executor(**settings: Any) -> LambdaExecutor:
-    """The executor that the configuration describes (PyWren's ``default_executor``).
+    """The executor that the configuration describes: a plain :class:`LambdaExecutor`, whose
+    ``map`` yields results (``concurrent.futures``). PyWren's, whose ``map`` returns futures, is
+    :func:`lambdaexec.pywren.default_executor`.
 
     With no arguments it is created once and shared; with settings, a new one is made.
     """
@@ -91,18 +96,6 @@ def default_executor(**settings: Any) -> LambdaExecutor:
     if _default is None or _default._shutdown:
         _default = LambdaExecutor()
     return _default
-
-
-def get_all_results(futures: Iterable[concurrent.futures.Future], timeout: float | None = None) -> list:
-    """Wait for ``futures`` and return their results in the order given (PyWren's helper).
-
-    The first call that raised re-raises here; ``timeout`` bounds the whole wait.
-    """
-    futures = list(futures)
-    done, not_done = concurrent.futures.wait(futures, timeout=timeout)
-    if not_done:
-        raise concurrent.futures.TimeoutError(f"{len(not_done)} of {len(futures)} calls not done after {timeout} s")
-    return [f.result() for f in futures]
 
 
 def estimate(fn: Callable, items: Iterable, executor: LambdaExecutor | None = None, samples: int = 5,

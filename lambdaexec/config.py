@@ -216,6 +216,7 @@ def _validate(cfg: Config) -> Config:
         raise ConfigError(f"speculative must be 'auto', true or false, got {cfg.speculative!r}")
     if speculative == "auto":
         speculative = "true" if cfg.backend == "lambda" else "false"
+    _check_shapes(cfg)
     for item in cfg.worker_env.split(","):
         name = item.partition("=")[0].strip()
         if item.strip() and not _ENV_NAME.fullmatch(name):
@@ -227,6 +228,32 @@ def _validate(cfg: Config) -> Config:
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _check_shapes(cfg: Config) -> None:
+    """Refuse a bucket, Redis URL or endpoint of the wrong shape here, naming the fix, rather than
+    as a botocore or redis-py error at the first request."""
+    bucket = cfg.bucket.strip()
+    if bucket and not bucket.startswith("arn:") and not _BUCKET.fullmatch(bucket):
+        if "://" in bucket or bucket.lower().startswith("s3:"):
+            name, _, rest = bucket.split("://", 1)[-1].partition("/")
+            fix = f"bucket={name!r}" + (f" and prefix={rest.strip('/')!r} (the key prefix)" if rest.strip("/") else "")
+            raise ConfigError(f"bucket must be a bucket name, not a URL, got {cfg.bucket!r}: use {fix}")
+        if "/" in bucket:
+            name, _, rest = bucket.partition("/")
+            raise ConfigError(f"bucket must be a bucket name without '/', got {cfg.bucket!r}: use bucket={name!r} "
+                              f"and prefix={rest.strip('/')!r} (the key prefix)")
+        raise ConfigError(f"bucket {cfg.bucket!r} is not a bucket name (letters, digits, '.' and '-')")
+    if not cfg.redis_url.startswith(_REDIS_SCHEMES):
+        raise ConfigError(f"redis_url must start with redis://, rediss:// (TLS) or unix://, got {cfg.redis_url!r}: "
+                          "for example redis://127.0.0.1:6379/0")
+    for key in ("endpoint_url", "lambda_endpoint_url"):
+        url = getattr(cfg, key)
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key} must be an http:// or https:// URL, got {url!r}: for example "
+                              f"http://{url.split('://')[-1] or '127.0.0.1:9000'}")
 _PROGRESS = {"auto": "auto", **{v: "true" for v in ("1", "true", "yes", "on")},
              **{v: "false" for v in ("0", "false", "no", "off")}}
 

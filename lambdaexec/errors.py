@@ -72,6 +72,12 @@ class WorkerStorageError(LambdaExecError):
     seconds, not at the call deadline; the message names the step that failed and the fix."""
 
 
+class InvokeEndpointError(LambdaExecError, ConnectionError):
+    """No connection can be made to the Lambda Invoke endpoint (connection refused, a host name
+    that does not resolve, a TLS failure): the calls fail within seconds, the message naming the
+    URL and the network error, instead of waiting for their start deadline."""
+
+
 class ResultTooLargeError(LambdaExecError):
     """A call's result is larger than ``max_result_size``."""
 

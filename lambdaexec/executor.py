@@ -49,8 +49,16 @@ def _make_invoker(config: Config, max_tasks_per_child: int | None, storage: Stor
     return LocalInvoker(config.resolved_workers(), config.timeout, max_tasks_per_child, config.memory, env)
 
 
+def _no_workers(max_workers: Any) -> None:
+    raise ConfigError(f"max_workers must be greater than 0, got {max_workers!r}: leave it out (or None) "
+                      "for one worker per core")
+
+
 def _run_chunk(fn: Callable, chunk: list[tuple]) -> list:
     return [fn(*args) for args in chunk]
+
+
+_run_chunk.lambdaexec_wraps = 0  # type: ignore[attr-defined]  # the job record names ``fn``, not this
 
 
 class LambdaExecutor(concurrent.futures.Executor):
@@ -75,14 +83,19 @@ class LambdaExecutor(concurrent.futures.Executor):
     def __init__(self, max_workers: int | None = None, mp_context: Any = None,
                  initializer: Callable | None = None, initargs: tuple = (), *,
                  max_tasks_per_child: int | None = None, **settings: Any):
-        if max_workers is not None and max_workers <= 0:  # as ProcessPoolExecutor (the setting's 0: one per core)
-            raise ConfigError(f"max_workers must be greater than 0, got {max_workers}: leave it out (or None) "
-                              "for one worker per core")
         if initializer is not None and not callable(initializer):  # as the standard library's executors
             raise TypeError(f"initializer must be a callable, got {initializer!r}")
-        if max_tasks_per_child is not None and max_tasks_per_child < 1:
-            raise ValueError("max_tasks_per_child must be >= 1")
+        if max_tasks_per_child is not None and (
+                isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int)
+                or max_tasks_per_child < 1):
+            raise ConfigError(f"keyword argument: max_tasks_per_child must be >= 1 (an int; or None: never "
+                              f"replace workers), got {max_tasks_per_child!r}")
+        if isinstance(max_workers, (int, float)) and not isinstance(max_workers, bool) and max_workers <= 0:
+            _no_workers(max_workers)  # as ProcessPoolExecutor (the setting's 0 means one per core)
+        # keywords are checked as the same settings from the environment are (ConfigError naming the key)
         self.config = load_config({"max_workers": max_workers, **settings})
+        if max_workers is not None and self.config.max_workers <= 0:
+            _no_workers(max_workers)
         unsigned = open_storage(self.config.storage_spec())
         unsigned.check()
         self.executor_id = uuid.uuid4().hex[:12]

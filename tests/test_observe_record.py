@@ -183,7 +183,8 @@ def test_a_running_job_from_another_terminal(tmp_path):
                 break
             time.sleep(0.5)
         cols = listing[1].split()
-        assert cols[4:9] == ["running", "4", "2", "0", "2"], listing  # state, calls, done, failed, running
+        # state, calls, done, failed, queued, running (one worker)
+        assert cols[4:10] == ["running", "4", "2", "0", "1", "1"], listing
         assert "call 1 says hi" in run(env, "logs", cols[0], "1").stdout
         assert "call 3 has not finished" in run(env, "logs", cols[0], "3").stdout
         ex.shutdown(cancel_futures=True)

@@ -111,10 +111,39 @@ class _Capture:
             value, ok = fn(*args, **kwargs), True
         except BaseException as exc:  # user code may raise anything, SystemExit included
             value, ok = exc, False
+            _note_missing_variable(exc)
             status["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         status["func_end"] = time.time()
         status["stdout"], status["stderr"] = _take(self.out), _take(self.err)
         return ok, value
+
+
+def _retiring(context: Any) -> None:
+    """Tell the local pool, before the results are announced, that this worker exits after
+    them (its context has ``retiring``; Lambda's does not), so it sends this worker no more."""
+    retiring = getattr(context, "retiring", None)
+    if retiring is not None:
+        retiring()
+
+
+def _note_missing_variable(exc: BaseException) -> None:
+    """A ``KeyError`` raised by ``os.environ[name]`` gets a note: the worker's environment is
+    minimal by design (:mod:`lambdaexec.invokers.environment`), and ``worker_env`` adds to it."""
+    if not isinstance(exc, KeyError) or not exc.args:
+        return
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_globals.get("__name__") != "os" or tb.tb_frame.f_code.co_name != "__getitem__":
+        return
+    name = exc.args[0]
+    note = (f"lambdaexec: the environment variable {name!r} is not set in the worker: workers get a minimal "
+            f"environment, not the client's. Pass it with the worker_env setting (worker_env={name!r}, or "
+            f"{name}=value; LAMBDAEXEC_WORKER_ENV), then for Lambda `lambdaexec deploy`")
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10: no notes; the message says it
+        exc.args = (f"{name!r} ({note})", *exc.args[1:])
 
 
 def _take(stream: io.StringIO) -> str:
@@ -129,7 +158,11 @@ def _take(stream: io.StringIO) -> str:
 def _serialize_value(ok: bool, value: Any, status: dict[str, Any]) -> list[memoryview]:
     try:
         return serialize.dumps(value)
+    except MemoryError:
+        raise  # not the value's fault: the handler reports it as out of memory
     except Exception as err:
+        if memory.memory_error(err):
+            raise
         what = "result" if ok else "exception"
         status["ok"] = False
         if ok:
@@ -183,9 +216,15 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         for (_, start, end), digest in zip(calls, event["args_digests"], strict=True):
             store.check_digest(event["args_key"], start, end, blob[start - lo : end - lo], digest)
     except Exception as exc:
-        _write_all(store, event, _error_status(
+        size = sum(c[2] - c[1] for c in event["calls"])
+        oom = memory.out_of_memory_loading(exc, f"the calls' arguments ({size:,} bytes) and function")
+        if oom:
+            _retiring(context)  # before the failure is announced
+        _write_all(store, event, {**oom, "worker": worker} if oom else _error_status(
             type(exc).__name__, f"the worker could not load the job: {exc}",
             traceback=traceback.format_exc(), worker=worker), context)
+        if oom:
+            memory.exit_if_out_of_memory(oom)
         return {"calls": len(event["calls"]), "error": str(exc)}
 
     writer = Writer(store, prefix, getattr(context, "calls_done", None))
@@ -221,10 +260,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
                     status["bytes_out"] = size if chunks else 0
                     status["result_written"] = time.time()
                 except Exception as exc:
-                    status.update(ok=False, error_type=type(exc).__name__,
-                                  message=f"the worker failed to store the result: {exc}",
-                                  traceback=traceback.format_exc(), result_written=time.time())
+                    value = None  # noqa: F841  (freed first: the failure's status must still be written)
+                    status.update(memory.out_of_memory_loading(exc, "the call's result") or dict(
+                        ok=False, error_type=type(exc).__name__, traceback=traceback.format_exc(),
+                        message=f"the worker failed to store the result: {exc}"), result_written=time.time())
                     chunks = []
+                if status.get("error_type") == "OutOfMemoryError":
+                    _retiring(context)  # before its result is announced
                 writer.add(call, status, chunks, last=i == len(calls))
                 del chunks
                 if status.get("error_type") == "OutOfMemoryError":

@@ -53,6 +53,27 @@ def out_of_memory(ok: bool, value: Any) -> dict[str, Any] | None:
         "memory per call (smaller chunks)")}
 
 
+def memory_error(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from or during, is a ``MemoryError``."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, MemoryError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def out_of_memory_loading(exc: BaseException, what: str) -> dict[str, Any] | None:
+    """The status fields of a call whose ``what`` (its arguments, its result) did not fit under
+    the cap, else ``None``: an ``OutOfMemoryError`` naming the ``memory`` setting."""
+    if _limited is None or not memory_error(exc):
+        return None
+    return {"ok": False, "error_type": "OutOfMemoryError", "message": (
+        f"{what} did not fit in the worker's memory, the memory setting of {_limited} MB: raise memory (memory= or "
+        "LAMBDAEXEC_MEMORY; on Lambda, then `lambdaexec deploy`), or move less data per call (put large data in "
+        "storage yourself and pass its key, or read it in parts with lambdaexec.chunks)")}
+
+
 def exit_if_out_of_memory(status: dict[str, Any]) -> None:
     """End the environment after an out-of-memory call, as Lambda does (its memory may be in a
     bad state); the status has been written."""

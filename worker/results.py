@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from lambdaexec.storage import Storage
 from lambdaexec.wire import protocol, serialize
+from worker import memory
 
 #: ``notify(calls, key, busy)``: the object at ``key`` holds ``calls``, which ran ``busy`` seconds
 Notify = Callable[[list[int], str, float], None]
@@ -148,9 +149,9 @@ class Writer:
         try:
             key = self._put(entries)
         except Exception as exc:
-            failed = {"ok": False, "error_type": type(exc).__name__,
-                      "message": f"the worker failed to store the result: {exc}",
-                      "traceback": traceback.format_exc(), "result_written": time.time()}
+            failed = {**(memory.out_of_memory_loading(exc, "the call's result") or {
+                "ok": False, "error_type": type(exc).__name__, "traceback": traceback.format_exc(),
+                "message": f"the worker failed to store the result: {exc}"}), "result_written": time.time()}
             key = self._put([(c, protocol.pack_result(failed, [])) for c in calls])
         if self.notify is not None:
             self.notify(calls, key, busy)

@@ -73,3 +73,30 @@ class AwsClients:
 def error_code(err: Exception) -> str:
     """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
     return getattr(err, "response", {}).get("Error", {}).get("Code", "")
+
+
+#: AWS error codes that mean the credentials themselves were refused
+_BAD_CREDENTIALS = ("InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException",
+                    "UnrecognizedClientException", "InvalidAccessKeyId", "AuthFailure", "RequestExpired")
+
+
+def aws_failure(err: BaseException) -> tuple[str, str] | None:
+    """``(kind, one-line message with the fix)`` for a network or credential failure talking to
+    AWS (kind ``network`` or ``credentials``), else None. What ``deploy``, ``teardown`` and
+    ``doctor`` print instead of botocore's traceback."""
+    try:
+        from botocore import exceptions as bx
+    except ImportError:
+        return None
+    if isinstance(err, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        return "credentials", (f"no usable AWS credentials ({type(err).__name__}: {err}): run `aws configure` (or "
+                               "`aws sso login`), or set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    if isinstance(err, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.SSLError, bx.ProxyConnectionError,
+                        bx.ReadTimeoutError, bx.ConnectionClosedError)):
+        return "network", (f"cannot reach AWS ({type(err).__name__}: {err}): check the network (and any proxy), "
+                           "the region, and endpoint_url / lambda_endpoint_url if set")
+    if error_code(err) in _BAD_CREDENTIALS:
+        return "credentials", (f"AWS refused the credentials ({error_code(err)}: "
+                               f"{getattr(err, 'response', {}).get('Error', {}).get('Message', err)}): check "
+                               "AWS_PROFILE / AWS_ACCESS_KEY_ID, or renew them (`aws sso login`, `aws configure`)")
+    return None

@@ -12,12 +12,32 @@ from typing import Callable
 from lambdaexec.config import load_config
 
 
+def _one_line(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run``, with a network or credential failure talking to AWS raised as one
+    :class:`~lambdaexec.aws.clients.DeployError` line (the CLI prints it) instead of a traceback."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except Exception as err:
+            from lambdaexec.aws.clients import DeployError, aws_failure
+
+            failure = aws_failure(err)
+            if failure is None:
+                raise
+            raise DeployError(failure[1]) from None
+
+    wrapped.__doc__ = run.__doc__
+    return wrapped
+
+
 def _deploy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--package-only", metavar="PATH", help="only write the deployment zip to PATH")
     p.add_argument("--build-image", action="store_true",
                    help="build worker/Dockerfile (numpy, scipy) with docker, push it to ECR and deploy it")
 
 
+@_one_line
 def deploy_command(args: argparse.Namespace) -> int:
     """``lambdaexec deploy``."""
     from lambdaexec.aws.package import build_image, build_package
@@ -34,6 +54,7 @@ def deploy_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@_one_line
 def teardown_command(args: argparse.Namespace) -> int:
     """``lambdaexec teardown``."""
     from lambdaexec.aws.provision import teardown
@@ -42,6 +63,7 @@ def teardown_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@_one_line
 def doctor_command(args: argparse.Namespace) -> int:
     """``lambdaexec doctor``."""
     from lambdaexec.aws.doctor import doctor

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Callable
 
-from lambdaexec.aws.clients import AwsClients
+from lambdaexec.aws.clients import AwsClients, aws_failure
 from lambdaexec.aws.clients import error_code as _code
 from lambdaexec.aws.package import code_sha256, lambda_runtime, package_bytes
 from lambdaexec.aws.provision import LIFECYCLE_ID, POLICY_NAME, check_deployable, lifecycle_rules, role_name
@@ -57,7 +57,13 @@ def doctor(config: Config | None = None, roundtrip_check: bool = True, out: Call
     try:
         line(True, "credentials", aws.identity()["Arn"])
     except Exception as err:
-        line(False, "credentials", str(err), "aws configure  (or aws sso login, or set AWS_PROFILE)")
+        failure = aws_failure(err)
+        if failure is not None and failure[0] == "network":  # not the credentials' fault: say so
+            line(False, "network", failure[1].split(": check", 1)[0],
+                 "check the network (and any proxy), the region, and AWS_ENDPOINT_URL_STS if you use a local STS")
+        else:
+            line(False, "credentials", failure[1].split(": run", 1)[0] if failure else str(err),
+                 "aws configure  (or aws sso login, or set AWS_PROFILE)")
         return False
     try:
         check_deployable(config)

@@ -61,6 +61,7 @@ _BACKOFF_BASE, _BACKOFF_MAX = 0.05, 20.0  # exponential backoff bounds, seconds
 _MAX_ERROR_RETRIES = 12  # 5xx / connection errors in a row before an invocation fails
 _SWEEP_INTERVAL = 1.0  # seconds between deadline sweeps over every call in flight
 _SHARED_LISTING_JOBS = 3  # active jobs of one executor from which one listing serves all
+_UNREACHABLE_SECONDS = 8.0  # an Invoke endpoint nothing can connect to for this long fails the calls
 
 
 class LambdaInvoker(Invoker):
@@ -275,13 +276,23 @@ class LambdaInvoker(Invoker):
             self._fail(prefix, calls, *broken)
 
     def _send(self, payload: bytes) -> InvokeResult | None:
-        """Invoke until accepted or refused for good; back off on throttling and errors."""
+        """Invoke until accepted or refused for good; back off on throttling and errors. An
+        endpoint no connection can be made to (refused, no such host, TLS) fails the invocation
+        once that has lasted ``_UNREACHABLE_SECONDS``, not after the whole error budget."""
         throttles = errors = 0
+        unreachable_since = None
         while not self._closed:
             result = self.sender.invoke(payload)
             self.stats["invoked"] += 1
             if not result.retriable:
                 return result
+            if result.unreachable:
+                now = time.monotonic()
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since >= _UNREACHABLE_SECONDS:
+                    return result
+            else:
+                unreachable_since = None
             if result.status == 429:
                 throttles += 1
                 self.stats["throttled"] += 1
@@ -298,6 +309,9 @@ class LambdaInvoker(Invoker):
 
     def _refused(self, job_prefix: str, calls: list[int], result: InvokeResult) -> None:
         """Fail calls whose invocation Lambda refused, with a status object naming the fix."""
+        if result.unreachable:
+            self._fail(job_prefix, calls, "InvokeEndpointError", result.message)
+            return
         hint = {
             "ResourceNotFoundException": "run `lambdaexec deploy` (or set function_name / LAMBDAEXEC_FUNCTION_NAME)",
             "AccessDeniedException": "give your AWS identity lambda:InvokeFunction on the function",

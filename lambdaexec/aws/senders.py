@@ -6,9 +6,12 @@ proxy is configured. Neither raises for network or HTTP errors: each returns an
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
+import socket
+import ssl
 import urllib.parse
 from typing import Any
 
@@ -25,12 +28,15 @@ class InvokeResult:
     for a synchronous call also the function's answer (``payload``), ``function_error``
     (``Unhandled`` when the handler raised) and the end of its log (``log``, asked with Tail)."""
 
-    __slots__ = ("status", "error", "message", "retry_after", "payload", "function_error", "log")
+    __slots__ = ("status", "error", "message", "retry_after", "payload", "function_error", "log", "unreachable")
 
     def __init__(self, status: int, error: str = "", message: str = "", retry_after: float = 0.0,
-                 payload: bytes = b"", function_error: str = "", log: str = ""):
+                 payload: bytes = b"", function_error: str = "", log: str = "", unreachable: bool = False):
         self.status, self.error, self.message, self.retry_after = status, error, message, retry_after
         self.payload, self.function_error, self.log = payload, function_error, log
+        #: no connection could be made at all (refused, no such host, TLS failure, no route): the
+        #: endpoint is wrong or down, not busy; ``message`` then names the URL and the error
+        self.unreachable = unreachable
 
     @property
     def retriable(self) -> bool:
@@ -39,6 +45,31 @@ class InvokeResult:
 
     def __repr__(self) -> str:
         return f"InvokeResult({self.status}, {self.error!r}, {self.message!r})"
+
+
+#: errno values of a connection that could not be made (the endpoint is not there)
+_UNREACHABLE_ERRNOS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL}
+
+
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` means no connection to the endpoint could be made: refused, a name that
+    does not resolve, a TLS handshake or certificate failure, no route to the host."""
+    if isinstance(err, (ConnectionRefusedError, socket.gaierror, ssl.SSLError, ssl.CertificateError)):
+        return True
+    return isinstance(err, OSError) and err.errno in _UNREACHABLE_ERRNOS
+
+
+def unreachable_result(url: str, err: BaseException) -> InvokeResult:
+    """The :class:`InvokeResult` of an Invoke request to ``url`` that could not connect."""
+    text = str(err) or type(err).__name__
+    kind = {ConnectionRefusedError: "connection refused", socket.gaierror: "the host name does not resolve"}.get(
+        type(err), "no connection could be made")
+    if isinstance(err, (ssl.SSLError, ssl.CertificateError)):
+        kind = "the TLS connection failed"
+    return InvokeResult(0, type(err).__name__, f"cannot connect to the Lambda Invoke endpoint {url}: {kind} "
+                        f"({type(err).__name__}: {text}); check lambda_endpoint_url (LAMBDAEXEC_LAMBDA_ENDPOINT_URL), "
+                        "the region and the network, or that the emulator runs (`lambdaexec emulate`)",
+                        unreachable=True)
 
 
 def _log_tail(header: str | None) -> str:
@@ -91,6 +122,8 @@ class HttpSender:
             body = resp.read()
         except (OSError, http.client.HTTPException) as err:
             self.connections.drop()
+            if unreachable(err):
+                return unreachable_result(self.url, err)
             return InvokeResult(0, type(err).__name__, str(err))
         if resp.status < 300:
             return InvokeResult(resp.status, payload=body, function_error=resp.getheader("X-Amz-Function-Error") or "",
@@ -126,6 +159,7 @@ class Boto3Sender:
             config=BotoConfig(max_pool_connections=pool, retries={"max_attempts": 0},
                               connect_timeout=10, read_timeout=30))
         self.function_name = config.function_name
+        self.url = invoke_url(config, self.region)
 
     def invoke(self, payload: bytes, invocation_type: str = "Event", tail: bool = False) -> InvokeResult:
         """Send one invocation (``tail``: ask for the end of its log); never raises for network
@@ -148,6 +182,11 @@ class Boto3Sender:
             return InvokeResult(meta.get("HTTPStatusCode", 0), err.response["Error"].get("Code", ""),
                                 err.response["Error"].get("Message", ""), retry_after)
         except BotoCoreError as err:
+            from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, SSLError
+
+            cause = err.kwargs.get("error") if hasattr(err, "kwargs") else None
+            if isinstance(err, (EndpointConnectionError, SSLError)) and not isinstance(err, ConnectTimeoutError):
+                return unreachable_result(self.url, cause if isinstance(cause, BaseException) else err)
             return InvokeResult(0, type(err).__name__, str(err))
 
     def close(self) -> None:

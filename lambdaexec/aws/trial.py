@@ -22,8 +22,9 @@ _FATAL = ("StorageAccessError", "Runtime.ImportModuleError", "Runtime.HandlerNot
 
 def trial_call(sender: Any, storage_spec: dict[str, Any], prefix: str, attempts: int = 5,
                stats: dict[str, int] | None = None) -> tuple[str, str] | None:
-    """``(error_type, message)`` if the worker cannot run calls against ``storage_spec``, else
-    ``None`` (also when the trial itself got no answer: the calls' own deadlines then apply).
+    """``(error_type, message)`` if the worker cannot run calls against ``storage_spec`` (or
+    the Invoke endpoint cannot be connected to at all: ``InvokeEndpointError``), else ``None``
+    (also when the trial got no answer otherwise: the calls' own deadlines then apply).
     Its throttled requests are counted in ``stats`` (the invoker's)."""
     stats = {} if stats is None else stats
     payload = json.dumps({"lambdaexec_probe": {"storage": storage_spec, "prefix": prefix}}).encode()
@@ -32,8 +33,11 @@ def trial_call(sender: Any, storage_spec: dict[str, Any], prefix: str, attempts:
         stats["throttled"] = stats.get("throttled", 0) + (result.status == 429)
         if not result.retriable:
             break
-        time.sleep(min(2.0, 0.2 * 2 ** attempt))
+        if attempt < attempts - 1:
+            time.sleep(min(2.0, 0.2 * 2 ** attempt))
     else:
+        if result.unreachable:  # every attempt, over seconds: no call can even be sent
+            return "InvokeEndpointError", result.message
         return None
     if result.status >= 300 or not result.function_error:
         return None  # ok, or refused: the invocations themselves report a refusal

@@ -88,7 +88,23 @@ def _when(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
 
 
-@command("jobs", "recent jobs: state, calls done/failed/running, duration, cost",
+_FUNCTION_WIDTH = 48  # the widest the jobs table's FUNCTION column grows
+
+
+def function_cell(name: str, width: int = _FUNCTION_WIDTH) -> str:
+    """A function's ``module.qualname`` in at most ``width`` characters: whole if it fits, else
+    without as many leading dotted parts as needed (``Class.method``), else the right end of its
+    last part after ``...``: the function's own name is at the right, so the right is kept."""
+    parts = name.split(".")
+    for i in range(len(parts)):
+        text = ".".join(parts[i:])
+        if len(text) <= width:
+            return text
+    return "..." + parts[-1][len(parts[-1]) - width + 3:]
+
+
+@command("jobs", "recent jobs: state (running, finished, failed, lost), calls done/failed/queued/running, "
+                 "duration, cost",
          lambda p: p.add_argument("-n", "--limit", type=int, default=20, help="how many (default 20)"))
 def jobs(args: argparse.Namespace) -> int:
     from lambdaexec.observe import jobs as records
@@ -99,15 +115,20 @@ def jobs(args: argparse.Namespace) -> int:
     if not found:
         print(f"no job records under {jobs_prefix(root)}")
         return 0
-    print(f"{'JOB':<40} {'CREATED (UTC)':<19}  {'FUNCTION':<28} {'STATE':<9} {'CALLS':>6} {'DONE':>6} "
-          f"{'FAILED':>6} {'RUNNING':>7} {'SECONDS':>8} {'COST $':>10}")
-    for job in found:
+    names = [function_cell(job.manifest["function"]) for job in found]
+    w = max(8, *map(len, names))
+    print(f"{'JOB':<40} {'CREATED (UTC)':<19}  {'FUNCTION':<{w}} {'STATE':<9} {'CALLS':>6} {'DONE':>6} "
+          f"{'FAILED':>6} {'QUEUED':>6} {'RUNNING':>7} {'SECONDS':>8} {'COST $':>10}")
+    for job, name in zip(found, names):
         m, n = job.manifest, job.counts()
         seconds = "-" if job.duration is None else f"{job.duration:.1f}"
         dollars = "-" if job.calls is None else f"{job.cost().total:.6f}"
-        print(f"{job.job_id:<40} {_when(m['created']):<19}  {m['function'][-28:]:<28} {job.state:<9} "
-              f"{m['calls']:>6} {n['done']:>6} {n['failed'] + n['cancelled']:>6} {n['running']:>7} "
+        print(f"{job.job_id:<40} {_when(m['created']):<19}  {name:<{w}} {job.state:<9} "
+              f"{m['calls']:>6} {n['done']:>6} {n['failed'] + n['cancelled']:>6} {n['queued']:>6} {n['running']:>7} "
               f"{seconds:>8} {dollars:>10}")
+    if any(job.state == "lost" for job in found):
+        print("lost: the job's client process is gone (killed, or it exited without waiting); its calls that had "
+              "not finished will not be collected. `lambdaexec clean` deletes what it left.")
     return 0
 
 
@@ -172,6 +193,13 @@ def clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    """This lambdaexec's version (``lambdaexec.__version__``, which setup.cfg also reads)."""
+    from lambdaexec.version import __version__
+
+    return __version__
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lambdaexec`` console script."""
     from lambdaexec.aws.commands import COMMANDS as AWS_COMMANDS  # deploy, teardown, doctor, emulate
@@ -181,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="lambdaexec", description="Run Python calls on local worker processes or AWS Lambda.",
         epilog="Settings come from LAMBDAEXEC_* variables and ~/.config/lambdaexec/config.ini.")
+    parser.add_argument("--version", action="version", version=f"lambdaexec {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help, add_arguments, _) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help))

@@ -310,3 +310,8 @@ def _reduce_task(spec: dict[str, Any], prefix: str, mappers: int, reduce_fn: Cal
 
     lists = shuffle.wait_for_maps(store, prefix, mappers, take)
     return groups.reduce(reduce_fn), reads + lists
+
+
+# the job record names the user's function these stages run (lambdaexec.runtime.engine.Engine.name)
+_map_task.lambdaexec_wraps = 2  # type: ignore[attr-defined]
+_reduce_task.lambdaexec_wraps = 3  # type: ignore[attr-defined]

@@ -146,3 +146,6 @@ def _run_reduce(spec: dict[str, Any], fn: Callable[[list], Any], sources: list[t
         for key in wanted:
             load(key)
     return fn(values)
+
+
+_run_reduce.lambdaexec_wraps = 1  # type: ignore[attr-defined]  # the job record names ``fn``

@@ -89,7 +89,7 @@ def sort(ex: Executor, chunks: Sequence[Chunk], output: str, *, key: Callable[[b
     # 1-2: sample keys, pick boundaries
     per_chunk = max(10, -(-_SAMPLES_PER_PARTITION * partitions // len(chunks)))
     sampler = functools.partial(_sample, key=key, record_size=record_size, count=min(per_chunk, 10_000))
-    sample = sorted(k for keys in ex.map(sampler, chunks) for k in keys)
+    sample = sorted(k for f in ex.map_futures(sampler, chunks) for k in f.result())  # any executor's map
     boundaries = [sample[len(sample) * i // partitions] for i in range(1, partitions)] if sample else []
 
     # 3-4: shuffle by range, sort each partition, write it

@@ -82,6 +82,7 @@ class _Worker:
         self.sock = ours
         self.buffer = b""
         self.ready = False
+        self.retiring = False  # it said it exits after its event (out of memory): send it nothing more
         self.inflight: collections.deque[list] = collections.deque()  # [seq, job, [calls]]
         self.clock = 0.0  # when its current call started (approximately: last progress)
         self.calls_sent = 0
@@ -206,7 +207,7 @@ class LocalInvoker(Invoker):
         """Send one waiting event to each idle worker (see the module docstring; lock held)."""
         now = time.monotonic()
         for w in self._workers:
-            if not w.ready or w.inflight:
+            if not w.ready or w.inflight or w.retiring:
                 continue
             cap = self.max_tasks - w.calls_sent if self.max_tasks else _MAX_GROUP
             if cap <= 0:
@@ -287,6 +288,8 @@ class LocalInvoker(Invoker):
                 if frame[0] == "ready":
                     r.ready = True
                     self._start_failures = 0
+                elif frame[0] == "retiring":
+                    r.retiring = True
                 else:  # ("done", seq, calls, key, busy): one result object written
                     _, seq, calls, key, busy = frame
                     head = r.inflight[0]

@@ -72,6 +72,11 @@ class LocalContext:
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
+    def retiring(self) -> None:
+        """Tell the pool that this worker exits after its event (it ran out of memory, and ends
+        as a Lambda environment would): no call may be sent to it meanwhile."""
+        send(self._sock, ("retiring",))
+
     def calls_done(self, calls: list[int], key: str, busy: float = 0.0) -> None:
         """Tell the pool that the object at ``key`` holds the results of ``calls``, which ran
         for ``busy`` seconds in all."""

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from lambdaexec.errors import IntegrityError, LambdaExecError
-from lambdaexec.observe.clients import job_ids, jobs_prefix, read_record, record_index
+from lambdaexec.observe.clients import client_alive, job_ids, jobs_prefix, read_record, record_index
 from lambdaexec.observe.record import STAT_KEYS, decode_calls
 from lambdaexec.storage import Storage, signed
 from lambdaexec.storage.signed import unsigned
@@ -35,6 +35,11 @@ class JobRecord:
     finished: float | None = None
     #: result objects present in the job's data (known while it runs; -1 if not looked up)
     results_present: int = -1
+    #: calls known started and not done (Lambda's start markers), or, on local workers, as many
+    #: as its executor's workers can run (:func:`list_jobs` shares them among its jobs); -1: unknown
+    started: int = -1
+    #: whether the client that ran it still runs (None: cannot be told from here)
+    client_alive: bool | None = None
 
     @property
     def job_id(self) -> str:
@@ -42,22 +47,29 @@ class JobRecord:
         return self.manifest["job_id"]
 
     def counts(self) -> dict[str, int]:
-        """Calls ``done``, ``failed``, ``running`` (or not yet started) and ``cancelled``."""
+        """Calls ``done``, ``failed``, ``running``, ``queued`` (not started yet), ``cancelled``,
+        and ``lost`` (not done when its client died)."""
         n = self.manifest["calls"]
+        out = {"done": 0, "failed": 0, "running": 0, "queued": 0, "cancelled": 0, "lost": 0}
         if self.calls is None:
-            done = max(0, self.results_present)
-            return {"done": done, "failed": 0, "running": n - done, "cancelled": 0}
-        out = {"done": 0, "failed": 0, "running": 0, "cancelled": 0}
+            out["done"] = done = max(0, self.results_present)
+            if self.state == "lost":
+                out["lost"] = n - done
+            else:
+                out["running"] = n - done if self.started < 0 else min(n - done, self.started)
+                out["queued"] = n - done - out["running"]
+            return out
         for c in self.calls:
             out[c["state"]] += 1
         return out
 
     @property
     def state(self) -> str:
-        """``finished``, ``failed`` (some call failed or was cancelled), or ``running`` (no calls
-        record yet: still running, or its client exited before the end)."""
+        """``finished``, ``failed`` (some call failed or was cancelled), ``running`` (no calls
+        record yet), or ``lost`` (no calls record, and its client process is known to be gone:
+        killed, or it exited without waiting for its calls)."""
         if self.calls is None:
-            return "running"
+            return "lost" if self.client_alive is False else "running"
         return "failed" if any(c["state"] != "done" for c in self.calls) else "finished"
 
     @property
@@ -122,14 +134,30 @@ def read_job(storage: Storage, root: str, job_id: str, look: bool = True,
         done = manifest.pop("calls_record", None) or read_record(storage, keys["calls"], job_id, cache)
         return JobRecord(manifest, decode_calls(done, manifest["job_prefix"]), done["finished"])
     except KeyError:
-        present = len(protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))) if look else -1
-        return JobRecord(manifest, None, results_present=present)
+        job = JobRecord(manifest, None, client_alive=client_alive(manifest.get("client")))
+        if look:
+            done = protocol.keys_by_call(storage.list(manifest["job_prefix"] + "/calls/"))
+            job.results_present = len(done)
+            if manifest.get("backend") == "lambda":  # its workers mark the calls they start
+                marked = {protocol.parse_started(k)[0] for k in storage.list(manifest["job_prefix"] + "/started/")}
+                job.started = len(marked - set(done))
+        return job
 
 
 def list_jobs(storage: Storage, root: str, limit: int = 20) -> list[JobRecord]:
-    """The ``limit`` most recent jobs, newest first."""
+    """The ``limit`` most recent jobs, newest first. The running calls of jobs on local workers
+    are their executor's workers, given to its oldest running jobs first (as its pool takes calls)."""
     index, cache = record_index(unsigned(storage), root), {}
-    return [read_job(storage, root, i, index=index, cache=cache) for i in reversed(sorted(index)[-limit:])]
+    found = [read_job(storage, root, i, index=index, cache=cache) for i in reversed(sorted(index)[-limit:])]
+    free: dict[str, int] = {}
+    for job in reversed(found):  # oldest first
+        m = job.manifest
+        if job.state != "running" or m.get("backend") != "local" or not m.get("workers"):
+            continue
+        left = free.setdefault(m.get("executor_id", ""), int(m["workers"]))
+        job.started = min(left, m["calls"] - max(0, job.results_present))
+        free[m.get("executor_id", "")] = left - job.started
+    return found
 
 
 def result_keys(storage: Storage, manifest: dict[str, Any]) -> dict[int, str]:
@@ -190,7 +218,8 @@ def call_logs(storage: Storage, job: JobRecord, call: int | None = None) -> list
     if call is not None:
         c = calls[call]
         if c is None:
-            return [f"job {job.job_id} call {call} has not finished (or its data is gone): no output yet"]
+            return [f"job {job.job_id} call {call} has not finished (or its data is gone): a call's output is "
+                    "stored with its result when it ends, so there is none to show yet"]
         return [format_call(job.job_id, c)]
     failed = [c for c in calls if c is not None and c["state"] != "done"]
     if not failed:

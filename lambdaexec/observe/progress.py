@@ -19,6 +19,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from lambdaexec.errors import ConfigError
+from lambdaexec.runtime import outcome
 from lambdaexec.runtime.watcher import Watcher
 
 _EXTRA = "pip install 'lambdaexec[progress]'"
@@ -79,7 +80,10 @@ class ProgressBar(Watcher):
                 if not submitted or submitted > self._closed_at:  # a new burst: a bar of its own
                     self._total = self._done = self._failed = self._running = 0
                 self._total += len(job.futures)
-                self._bar = _tqdm()(total=self._total, initial=self._done, **self._options)
+                tqdm = _tqdm()
+                self._bar = tqdm(total=self._total, initial=self._done, **self._options)
+                # a call's echoed output clears the bar, then the bar is drawn below it
+                outcome.set_echo_guard(lambda stream: tqdm.external_write_mode(file=stream))
                 return
             self._total += len(job.futures)
             self._bar.total = self._total
@@ -118,6 +122,7 @@ class ProgressBar(Watcher):
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
+        outcome.set_echo_guard(None)
 
 
 def progress(futures: Iterable[concurrent.futures.Future], timeout: float | None = None,

@@ -103,6 +103,7 @@ class JobRecorder(Watcher):
             "architecture": cfg.architecture,
             "timeout": cfg.timeout, "retries": cfg.retries, "start_deadline": cfg.start_deadline,
             "keep_data": cfg.keep_data, "client": this_client(),
+            "workers": cfg.resolved_workers() if cfg.backend == "local" else cfg.max_workers or 1000,
         }
         pending = _Pending(job.prefix.rsplit("/", 1)[1], len(job.futures), manifest)
         with self._lock:

@@ -2,8 +2,9 @@
 
 Top panel: one row per call (in submission order), a line from submitted to started (waiting),
 from started to function done (running) and from done to result seen by the client
-(returning). Bottom panel: calls running over time and results arriving per second, and, when
-``flops`` are given, the aggregate GFLOPS reached. Times are seconds from the first submit.
+(returning); a call that failed runs in red, with its own legend entry. Bottom panel: calls
+running over time (exact steps) and results arriving per second, and, when ``flops`` are given,
+the aggregate GFLOPS reached. Times are seconds from the first submit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,31 @@ from lambdaexec.errors import ConfigError
 _PHASES = (("submitted", "func_start", "waiting to start", "#c7c7c7"),
            ("func_start", "func_end", "running", "#1f77b4"),
            ("func_end", "seen", "returning the result", "#ff7f0e"))
+
+
+_FAILED_COLOR = "#d62728"
+
+
+def _failed(future: Any) -> bool:
+    """Whether a finished call raised (a recorded call's stand-in has no ``done``)."""
+    done = getattr(future, "done", None)
+    if done is not None and not done():
+        return False
+    return not future.cancelled() and future.exception() is not None
+
+
+def _running(rows: list[tuple[int, dict]], t0: float) -> tuple[list[float], list[int]]:
+    """The number of calls running, as a step function: its times and values."""
+    events = sorted([(s["func_start"] - t0, 1) for _, s in rows] + [(s["func_end"] - t0, -1) for _, s in rows])
+    times, values, n = [0.0], [0], 0
+    for t, step in events:
+        n += step
+        if times[-1] == t:
+            values[-1] = n
+        else:
+            times.append(t)
+            values.append(n)
+    return times, values
 
 
 def _figure_class() -> Any:
@@ -43,10 +69,19 @@ def plot_timeline(futures: Iterable[Any], path: str | None = None, *,
     t0 = min(s.get("submitted", s["func_start"]) for _, s in rows)
     fig = Figure(figsize=(10, 7), layout="constrained")
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.4]})
+    failed = {y for y, (i, _) in enumerate(rows) if _failed(futures[i])}
+    linewidth = max(0.3, min(3.0, 300 / len(rows)))
     for start, end, label, color in _PHASES:
         spans = [(y, s[start] - t0, s[end] - t0) for y, (_, s) in enumerate(rows) if start in s and end in s]
-        top.hlines([y for y, _, _ in spans], [a for _, a, _ in spans], [b for _, _, b in spans],
-                   colors=color, linewidth=max(0.3, min(3.0, 300 / len(rows))), label=label)
+        if start == "func_start":  # a failed call's run is drawn in its own colour
+            bad = [sp for sp in spans if sp[0] in failed]
+            spans = [sp for sp in spans if sp[0] not in failed]
+            if bad:
+                top.hlines([y for y, _, _ in bad], [a for _, a, _ in bad], [b for _, _, b in bad],
+                           colors=_FAILED_COLOR, linewidth=linewidth, label=f"running, then failed ({len(bad)})")
+        if spans:
+            top.hlines([y for y, _, _ in spans], [a for _, a, _ in spans], [b for _, _, b in spans],
+                       colors=color, linewidth=linewidth, label=label)
     top.set_ylabel("call (submission order)")
     top.set_ylim(len(rows), -1)
     top.legend(loc="upper right", fontsize="small")
@@ -56,8 +91,9 @@ def plot_timeline(futures: Iterable[Any], path: str | None = None, *,
     bins = max(1, min(200, len(rows)))
     width = max(end / bins, 1e-3)
     edges = [k * width for k in range(int(end / width) + 2)]
-    running = [sum(1 for _, s in rows if s["func_start"] - t0 <= x < s["func_end"] - t0) for x in edges]
-    bottom.step(edges, running, where="post", color="#1f77b4", label="calls running")
+    times, running = _running(rows, t0)  # exact: a step at every start and end, never a sample between
+    bottom.step(times, running, where="post", color="#1f77b4", label="calls running")
+    bottom.set_ylim(0, max(running) * 1.15 + 0.5)
     bottom.set_ylabel("calls running")
     bottom.set_xlabel("seconds since the first submit")
     rate = bottom.twinx()

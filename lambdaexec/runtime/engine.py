@@ -95,6 +95,13 @@ class Engine:
     def name(self, blob: bytes, fn: Any) -> None:
         """Remember ``fn``'s name for the jobs that run ``blob`` (the job record shows it)."""
         inner = getattr(fn, "func", fn)  # functools.partial
+        for _ in range(4):  # a partial of a wrapper of ours (map(chunksize=), an operator's stage):
+            at = getattr(inner, "lambdaexec_wraps", None)  # the position of the user's function in it
+            args = getattr(fn, "args", ())
+            if not isinstance(at, int) or isinstance(at, bool) or at >= len(args):
+                break
+            fn = args[at]
+            inner = getattr(fn, "func", fn)
         name = getattr(inner, "__qualname__", None) or type(inner).__qualname__
         if len(self._names) > 1000:
             self._names.clear()

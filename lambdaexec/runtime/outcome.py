@@ -7,9 +7,10 @@ The monitor completes futures this way, and so do a pickled future's handle
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 from lambdaexec import errors
 from lambdaexec.future import LambdaFuture
@@ -25,6 +26,7 @@ _INFRA_ERRORS: dict[str, type[Exception]] = {
     "StorageError": errors.StorageError,
     "MissingObjectError": errors.StorageError,
     "IntegrityError": errors.IntegrityError,
+    "InvokeEndpointError": errors.InvokeEndpointError,
 }
 
 
@@ -41,14 +43,28 @@ def record_status(future: LambdaFuture, status: dict[str, Any], key: str) -> Non
     future.remote_traceback = status.get("traceback")
 
 
+#: what each echo is written inside of, set while a progress bar is drawn
+#: (:mod:`lambdaexec.observe.progress`): the bar is cleared, the call's output written, the bar
+#: drawn again below it, so the two never share a line of the terminal
+_echo_guard: Callable[[Any], ContextManager] | None = None
+
+
+def set_echo_guard(guard: Callable[[Any], ContextManager] | None) -> None:
+    """Wrap every echo of a call's output in ``guard(stream)`` (None: write it plainly)."""
+    global _echo_guard
+    _echo_guard = guard
+
+
 def echo_output(future: LambdaFuture) -> None:
     """Print what the call printed on this process's stdout and stderr (the ``echo_output``
     setting), each in one write, so calls finishing together do not interleave their lines."""
     for text, stream in ((future.stdout, sys.stdout), (future.stderr, sys.stderr)):
         if text and stream is not None:
+            guard = _echo_guard
             try:
-                stream.write(text if text.endswith("\n") else text + "\n")
-                stream.flush()
+                with guard(stream) if guard is not None else contextlib.nullcontext():
+                    stream.write(text if text.endswith("\n") else text + "\n")
+                    stream.flush()
             except (OSError, ValueError):  # a closed or broken stream: the output stays on the future
                 pass
 

@@ -97,7 +97,7 @@ def _retrying(op: str, method: Callable) -> Callable:
             attempts += 1
             try:
                 return method(self, *args, **kwargs)
-            except StorageError:
+            except (StorageError, MemoryError):  # out of memory is the caller's, not the store's failure
                 raise
             except KeyError as err:
                 key = err.args[0] if err.args else (args[0] if args else "")
