@@ -138,7 +138,7 @@ def test_resume_after_the_client_is_killed_runs_only_the_remaining_rounds(tmp_pa
 
 
 def test_a_process_keeps_at_most_its_cache_budget_dropping_the_least_recently_used(tmp_path):
-    from lambdaexec.iterative import _Cache
+    from lambdaexec.iterative.broadcast import _Cache
 
     with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
         a, b, c = (pickle.loads(pickle.dumps(ex.broadcast(np.full(1000, v)))) for v in (1.0, 2.0, 3.0))
