@@ -61,10 +61,14 @@ def nested_backends():
 
 
 def note_pid_then_sleep(folder, i):
-    """Write this worker's pid to a file in ``folder``, then sleep (task 0 raises instead, at once)."""
+    """Write this worker's pid to a file in ``folder``, then sleep (task 0 raises instead, once
+    task 1 runs beside it: on a loaded machine the second worker may start late)."""
     with open(os.path.join(folder, f"{i}.pid"), "w") as f:
         f.write(str(os.getpid()))
     if i == 0:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(os.path.join(folder, "1.pid")) and time.monotonic() < deadline:
+            time.sleep(0.01)
         raise ValueError("task 0 fails")
     time.sleep(60)
     return i
