@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lambdaexec.errors import ConfigError
+from lambdaexec.errors import ConfigError, StorageError
 from lambdaexec.storage.base import Chunks, Storage, as_chunks
 
 
@@ -36,7 +36,15 @@ class RedisStorage(Storage):
     def put(self, key: str, data: Chunks) -> int:
         chunks = as_chunks(data)
         body = b"".join(chunks)
-        self.client.set(key, body)
+        try:
+            self.client.set(key, body)
+        except Exception as err:
+            if type(err).__name__ != "OutOfMemoryError":  # redis.exceptions.OutOfMemoryError: OOM
+                raise
+            raise StorageError(
+                f"Redis at {self.spec['url']} refused to store {key!r} ({len(body):,} bytes): its memory is "
+                f"over `maxmemory` ({err}). Raise maxmemory, with `maxmemory-policy noeviction` so that nothing "
+                "lambdaexec writes is evicted, or keep large inputs and results on S3 (storage='s3')") from err
         return len(body)
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
