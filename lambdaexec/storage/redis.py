@@ -54,8 +54,14 @@ class RedisStorage(Storage):
             if end is not None and end <= (start or 0):
                 return bytearray()
             value = self.client.getrange(key, start or 0, -1 if end is None else end - 1)
-            if value == b"" and not self.client.exists(key):
-                value = None
+            if value == b"":  # no such key, or an empty range: asked again in one transaction, since
+                # a key written between two separate commands would read as empty bytes
+                pipe = self.client.pipeline(transaction=True)
+                pipe.getrange(key, start or 0, -1 if end is None else end - 1)
+                pipe.exists(key)
+                value, found = pipe.execute()
+                if not found:
+                    value = None
         if value is None:
             raise KeyError(key)
         return bytearray(value)
