@@ -112,8 +112,8 @@ def test_redis_evicting_under_maxmemory_completes_or_fails_naming_the_policy(tmp
             done, not_done = cf.wait(futures, timeout=300)
             assert not not_done, f"{len(not_done)} of {n} calls hung"
             failed = [f.exception() for f in futures if f.exception() is not None]
-            for err in failed:
-                assert isinstance(err, lambdaexec.MissingObjectError), err
+            for err in failed:  # lost too often (MissingObjectError), or refused (over maxmemory)
+                assert isinstance(err, lambdaexec.StorageError), err
                 assert "maxmemory-policy noeviction" in str(err) and server.url in str(err)
             assert [f.result() for f in futures if f.exception() is None] == [
                 (i, size, i) for i, f in enumerate(futures) if f.exception() is None]
