@@ -96,6 +96,24 @@ def test_a_store_that_keeps_forgetting_fails_the_call_typed_after_a_few_rounds(t
     assert f"local storage {tmp_path / 'store'}" in str(err) and "maxmemory-policy noeviction" in str(err)
 
 
+def _total(handle):
+    return int(handle.value.sum())
+
+
+def test_a_broadcast_value_the_store_lost_is_stored_again_unless_unpersisted(tmp_path):
+    import numpy as np
+
+    with LambdaExecutor(max_workers=1, storage_path=str(tmp_path / "store")) as ex:
+        handle = ex.broadcast(np.arange(100))
+        ex.storage.delete_keys([handle.key])  # the store forgets it behind the client's back
+        f = ex.submit(_total, handle)
+        assert f.result(timeout=60) == 4950 and f.attempts == 1
+        gone = ex.broadcast(np.arange(10))
+        gone.unpersist()  # the user's own choice: not stored again
+        with pytest.raises(lambdaexec.BroadcastMissingError, match="it was unpersisted"):
+            ex.submit(_total, gone).result(timeout=60)
+
+
 # --- a call that kills its worker -------------------------------------------------------------
 
 def test_a_call_that_segfaults_every_time_is_named_as_repeating(tmp_path):

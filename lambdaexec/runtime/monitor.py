@@ -293,7 +293,7 @@ class Monitor:
             for c in calls:
                 self._lost(job, Lost(job.prefix, c, f"its result could not be read from {key}: {err!r}"))
             return
-        missing = []
+        missing, why = [], ""
         for c in calls:
             future = job.futures[c]
             if future is None:
@@ -304,18 +304,22 @@ class Monitor:
             status, payload = results[c]
             if forgotten(status):  # the store lost an object the call needs: uploaded again below
                 missing.append(c)
+                why = why or status.get("message", "")
                 continue
             record_status(future, status, key)
             if self.config.echo_output:
                 echo_output(future)
             ok, outcome = decode_result(status, payload, future.call_id)
+            if not ok and self.recovery.put_kept(outcome):  # a broadcast value the store lost: put again
+                missing.append(c)
+                why = why or str(outcome)
+                continue
             if ok:
                 self._complete(job, c, value=outcome, key=key)
             else:
                 self._complete(job, c, exc=outcome, key=key)
         if missing:
-            self._restore(job, missing, results[missing[0]][0].get("message", ""),
-                          key if len(missing) == len(results) else "")
+            self._restore(job, missing, why, key if len(missing) == len(results) else "")
 
     def _restore(self, job: Job, calls: list[int], why: str, stale: str = "") -> None:
         """Upload again what the store lost of ``calls`` and run them again, without counting

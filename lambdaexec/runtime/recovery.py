@@ -9,7 +9,8 @@ as written cannot be read, the monitor has them uploaded here and runs the calls
 counting an attempt (nothing ran, or what ran was lost with the store)::
 
     worker status "MissingObjectError"  ──► Recovery.restore(job, calls)
-    result object gone when read        ──┘    function, initializer: put again if missing
+    result object gone when read        ──┤    function, initializer: put again if missing
+    a call's BroadcastMissingError      ──┘    a kept object (a broadcast value): put again
                                                inputs: the part put again at its key (up to
                                                RESTORE_BYTES), or the calls' own inputs as a
                                                new object <job>/args.r<n>
@@ -25,7 +26,7 @@ same way at once.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, Callable
 
 from lambdaexec.errors import MissingObjectError, StorageError
 from lambdaexec.runtime.job import FINISHED, RESTORED, Job
@@ -55,10 +56,28 @@ class Recovery:
         self.storage = storage
         self._lock = threading.Lock()  # one restore at a time: a burst of reports puts a part once
         self._init: tuple[str, bytes] = ("", b"")
+        self._kept: dict[str, Callable[[], bool]] = {}  # key -> puts it again; False: no longer held
 
     def keep_init(self, key: str, blob: bytes) -> None:
         """Hold the executor's initializer (stored at ``key``) to upload again if lost."""
         self._init = (key, blob)
+
+    def keep(self, key: str, put_again: Callable[[], bool]) -> None:
+        """Should calls miss the object at ``key`` (a broadcast value), ``put_again()`` stores
+        it again, or returns ``False`` if the client no longer holds it."""
+        self._kept[key] = put_again
+
+    def put_kept(self, exc: BaseException) -> bool:
+        """Whether a call raised ``exc`` for a kept object's absence, and it is stored again
+        (or back already); ``False`` if not kept, or no longer held (the call fails with ``exc``)."""
+        key = getattr(exc, "key", None) if isinstance(exc, KeyError) else None
+        if not isinstance(key, str) or key not in self._kept:
+            return False
+        with self._lock:
+            try:
+                return self.storage.exists(key) or self._kept[key]()
+            except StorageError:
+                return False
 
     def restore(self, job: Job, calls: list[int], lock: threading.Lock, why: str,
                 stale: str = "") -> tuple[list[int], list[tuple[int, BaseException]]]:
