@@ -187,7 +187,8 @@ class Engine:
         job = Job(prefix, "", [], [(0, 0, 0)] * len(calls), futures, init_key=self.init_key,
                   name=self._names.get(blob, ""), digests=[""] * len(calls))
         home = handles.CallHome(storage.spec, prefix, handles.patience(self.config))
-        for part, (lo, hi) in enumerate(parts(len(calls), [serialize.size_of(c) for c, _ in calls])):
+        sizes = [c[0].nbytes if len(c) == 1 else serialize.size_of(c) for c, _ in calls]  # 0.13 us a call
+        for part, (lo, hi) in enumerate(parts(len(calls), sizes)):
             try:
                 if part == 0:
                     job.func_key = self._upload_function(blob)
