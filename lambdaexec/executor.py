@@ -106,9 +106,12 @@ class LambdaExecutor(concurrent.futures.Executor):
         self._init_key = ""
         if initializer is not None:
             self._init_key = f"{self.prefix}/init"
-            self.storage.put(self._init_key, serialize.dumps_function((initializer, tuple(initargs))))
+            init = serialize.dumps_function((initializer, tuple(initargs)))
+            self.storage.put(self._init_key, init)
         self._monitor = Monitor(self.storage, _make_invoker(self.config, max_tasks_per_child, self.storage),
                                 self.config, watchers_for(self.config, unsigned, self.executor_id))
+        if self._init_key:  # uploaded again should the store lose it (runtime/recovery.py)
+            self._monitor.recovery.keep_init(self._init_key, init)
         self._engine = Engine(self.config, self.prefix, self._init_key, self._monitor)
         self._pickles = FunctionPickles()  # a function submitted again, unchanged: not pickled again
         # dropped without shutdown: the engine finishes the submitted calls, then stops the workers

@@ -128,9 +128,10 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """A real ``redis-server`` on a free port of 127.0.0.1, no persistence."""
+    """A real ``redis-server`` on a free port of 127.0.0.1, no persistence; ``extra``: more
+    command-line options (``"--maxmemory", "64mb"``)."""
 
-    def __init__(self):
+    def __init__(self, *extra: str):
         exe = redis_server_binary()
         self.dir = tempfile.mkdtemp(prefix="redis-")
         self.port = free_port()
@@ -139,7 +140,7 @@ class RedisServer:
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(
                 [exe, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-                 "--dir", self.dir], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                 "--dir", self.dir, *extra], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         import redis
 
         _wait(lambda: redis.Redis.from_url(self.url).ping(), self.proc, self.log, "redis-server", 30)

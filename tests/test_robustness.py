@@ -425,9 +425,8 @@ def test_redis_restart_mid_map_ends_every_call_typed_and_the_function_is_uploade
         _restart(own_redis, 2.0)  # every key is lost, the server is gone for 2 s
         done, not_done = cf.wait(during, timeout=120)
         assert not not_done
-        for i, f in enumerate(during):
-            err = f.exception()
-            assert err is None and f.result() == i * i or isinstance(err, lambdaexec.StorageError), err
+        # nothing lost: what the store forgot is uploaded again from the client (issue 25)
+        assert [f.result() for f in during] == [i * i for i in range(40)]
         # afterwards, the same function runs again: its lost object is uploaded anew
         assert list(ex.map(_slow_square, range(6), timeout=120)) == [i * i for i in range(6)]
 

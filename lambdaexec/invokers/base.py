@@ -59,7 +59,9 @@ class Done:
 @dataclasses.dataclass(frozen=True)
 class Lost:
     """The call will not produce a result. ``started``: whether user code may have run;
-    ``fatal``: retrying cannot help (workers cannot even start), so fail it now."""
+    ``fatal``: retrying cannot help (workers cannot even start), so fail it now; ``cause``: how
+    its worker ended, when the invoker knows (``"SIGKILL"``, ``"exit status 3"``: see
+    :mod:`lambdaexec.runtime.blame`)."""
 
     job_prefix: str
     call: int
@@ -67,6 +69,7 @@ class Lost:
     timed_out: bool = False
     started: bool = True
     fatal: bool = False
+    cause: str = ""
 
 
 Notice = Union[Done, Lost]

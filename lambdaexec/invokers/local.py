@@ -86,6 +86,7 @@ class _Worker:
         self.inflight: collections.deque[list] = collections.deque()  # [seq, job, [calls]]
         self.clock = 0.0  # when its current call started (approximately: last progress)
         self.calls_sent = 0
+        self.cause = ""  # how it ended (set by exit_reason): "SIGKILL", "exit status 3"
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -111,9 +112,10 @@ class _Worker:
     def exit_reason(self) -> str:
         code = zygote.wait_or_kill(self.popen)
         if code < 0:
-            name = signal.Signals(-code).name
+            name = self.cause = signal.Signals(-code).name
             why = f"was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
         else:
+            self.cause = f"exit status {code}"
             why = f"exited with status {code} (os._exit or sys.exit outside a call?)"
         self.log.seek(0, os.SEEK_END)
         size = self.log.tell()
@@ -238,7 +240,8 @@ class LocalInvoker(Invoker):
         first = True
         for _, job, calls in w.inflight:
             for call in calls:
-                notices.append(Lost(job, call, reason, timed_out=timed_out and first, started=first))
+                notices.append(Lost(job, call, reason, timed_out=timed_out and first, started=first,
+                                    cause="" if timed_out else w.cause))
                 first = False
         w.inflight.clear()
 

@@ -16,9 +16,11 @@ data at shutdown (unless ``keep_data``), or earlier by ``handle.unpersist()``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import threading
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -33,7 +35,11 @@ CACHE_BYTES = 4 << 30
 
 
 class BroadcastMissingError(LambdaExecError, KeyError):
-    """A broadcast value was read after ``unpersist()`` or after its executor shut down."""
+    """A broadcast value was read after ``unpersist()`` or after its executor shut down (or the
+    store lost it and the client no longer holds it: otherwise the client stores it again and the
+    call runs again, :mod:`lambdaexec.runtime.recovery`). ``key``: its storage key."""
+
+    key = ""
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -64,9 +70,11 @@ class _Cache:
                 owner = key.rsplit("/", 3)[-3]  # <prefix>/<executor>/broadcast/<sha>
                 data = shared_storage(handle.storage, signed.secret_for(owner)).get(key)
             except KeyError:
-                raise BroadcastMissingError(
+                err = BroadcastMissingError(
                     f"broadcast value {handle.digest[:12]} ({handle.size:,} bytes) is no longer in storage: "
-                    "it was unpersisted, or its executor shut down; broadcast it again") from None
+                    "it was unpersisted, or its executor shut down; broadcast it again")
+                err.key = key  # the client may hold it still: runtime/recovery.py
+                raise err from None
             finally:
                 with self._lock:
                     self._loading.pop(key, None)
@@ -105,6 +113,7 @@ class Broadcast:
     def __init__(self, key: str, storage: dict[str, Any], digest: str, size: int, local: Any = None):
         self.key, self.storage, self.digest, self.size = key, storage, digest, size
         self._local = local  # the client keeps its own object: no read back
+        self._unpersisted = False
 
     def __reduce__(self) -> tuple:
         return Broadcast, (self.key, self.storage, self.digest, self.size)
@@ -122,6 +131,7 @@ class Broadcast:
     def unpersist(self) -> None:
         """Delete the stored value and this process's copy. Workers that have it cached may
         keep using it; workers that have not raise :class:`BroadcastMissingError`."""
+        self._unpersisted = True  # not stored again should a call miss it (runtime/recovery.py)
         shared_unsigned_storage(self.storage).delete_keys([self.key])  # deleting checks nothing
         _cache.drop(self.key)
 
@@ -141,4 +151,17 @@ def broadcast(ex: Any, obj: Any) -> Broadcast:
     key = f"{ex.prefix}/broadcast/{digest[:32]}"
     if not ex.storage.exists(key):
         ex.storage.put(key, chunks)
-    return Broadcast(key, ex.storage.spec, digest, serialize.size_of(chunks), local=obj)
+    handle = Broadcast(key, ex.storage.spec, digest, serialize.size_of(chunks), local=obj)
+    recovery = getattr(getattr(ex, "_monitor", None), "recovery", None)
+    if recovery is not None:  # should the store lose it, stored again while the handle lives
+        recovery.keep(key, functools.partial(_put_again, weakref.ref(handle), ex.storage))
+    return handle
+
+
+def _put_again(ref: weakref.ref, storage: Any) -> bool:
+    """Store the value of the handle ``ref`` again; ``False`` if the client no longer holds it."""
+    handle = ref()
+    if handle is None or handle._unpersisted or handle._local is None:
+        return False
+    storage.put(handle.key, serialize.dumps(handle._local))
+    return True

@@ -44,26 +44,46 @@ Call = tuple[bytes, list[memoryview], LambdaFuture]
 
 #: a job of more calls than this stores its inputs in parts (see :func:`parts`)
 FIRST_PART = 64
+#: a part holds at most this many bytes of inputs (unless one call's alone are more)
+PART_BYTES = 8 << 20
 
 
-def parts(n: int) -> list[tuple[int, int]]:
+def parts(n: int, sizes: list[int] | None = None) -> list[tuple[int, int]]:
     """The parts ``[(first call, end), ...]`` in which a job of ``n`` calls stores its inputs:
     one object for up to ``2 * FIRST_PART`` calls; else ``FIRST_PART`` calls first, each next
     part four times the last. The workers start on the first part while the client still
     hashes and writes the rest (a 100,000-call map no longer idles them for its whole upload),
     and a job stays one job, with a few objects more (``log4(n / FIRST_PART)``).
 
+    With the calls' input ``sizes``, a part also ends before it would exceed
+    :data:`PART_BYTES`: a store with a memory limit (a Redis with ``maxmemory``) holds each
+    object, and one it loses is uploaded again whole (:mod:`lambdaexec.runtime.recovery`).
+
     >>> parts(1000)
     [(0, 64), (64, 320), (320, 1000)]
+    >>> parts(4, [5 << 20] * 4)
+    [(0, 1), (1, 2), (2, 3), (3, 4)]
     """
     if n <= 2 * FIRST_PART:
-        return [(0, n)]
-    out, lo, size = [], 0, FIRST_PART
-    while lo < n:
-        hi = n if n - lo < 2 * size else lo + size
-        out.append((lo, hi))
-        lo, size = hi, size * 4
-    return out
+        out = [(0, n)]
+    else:
+        out, lo, size = [], 0, FIRST_PART
+        while lo < n:
+            hi = n if n - lo < 2 * size else lo + size
+            out.append((lo, hi))
+            lo, size = hi, size * 4
+    if sizes is None or sum(sizes) <= PART_BYTES:
+        return out
+    split = []
+    for lo, hi in out:
+        start, total = lo, 0
+        for i in range(lo, hi):
+            if total and total + sizes[i] > PART_BYTES:
+                split.append((start, i))
+                start, total = i, 0
+            total += sizes[i]
+        split.append((start, hi))
+    return split
 
 
 #: engines not yet closed (strong references: an engine outlives its dropped executor)
@@ -175,7 +195,8 @@ class Engine:
         job = Job(prefix, "", [], [(0, 0, 0)] * len(calls), futures, init_key=self.init_key,
                   name=self._names.get(blob, ""), digests=[""] * len(calls))
         home = handles.CallHome(storage.spec, prefix, handles.patience(self.config), self.monitor.pins)
-        for part, (lo, hi) in enumerate(parts(len(calls))):
+        sizes = [c[0].nbytes if len(c) == 1 else serialize.size_of(c) for c, _ in calls]  # 0.13 us a call
+        for part, (lo, hi) in enumerate(parts(len(calls), sizes)):
             try:
                 if part == 0:
                     job.func_key = self._upload_function(blob)

@@ -12,6 +12,8 @@ import dataclasses
 from lambdaexec.future import LambdaFuture
 
 PENDING, RUNNING, FINISHED = 0, 1, 2
+#: the first part number of inputs uploaded again after the store lost them (runtime/recovery.py)
+RESTORED = 1 << 30
 
 
 @dataclasses.dataclass
@@ -37,7 +39,16 @@ class Job:
     state: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
     remaining: int = 0
+    #: keys of the objects holding inputs uploaded again (parts ``RESTORED``, ``RESTORED + 1``, ...)
+    restored_keys: list[str] = dataclasses.field(default_factory=list)
+    #: per call whose inputs were uploaded again, how many times
+    restored: dict[int, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.futures)
         self.state, self.lost, self.remaining = [PENDING] * n, [0] * n, n
+
+    def args_key(self, part: int) -> str:
+        """The key of the object holding the inputs of ``part`` (a part of the upload, or
+        inputs uploaded again: :data:`RESTORED` and up)."""
+        return self.restored_keys[part - RESTORED] if part >= RESTORED else self.args_keys[part]

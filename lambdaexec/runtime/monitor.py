@@ -25,9 +25,11 @@ from lambdaexec.config import Config
 from lambdaexec.future import LambdaFuture
 from lambdaexec.invokers.base import Dispatch, Done, Invoker, Lost
 from lambdaexec.runtime import speculation
+from lambdaexec.runtime.blame import Blame
 from lambdaexec.runtime.job import FINISHED, PENDING, RUNNING, Job
 from lambdaexec.runtime.outcome import decode_result, echo_output, record_status
 from lambdaexec.runtime.pins import Pins
+from lambdaexec.runtime.recovery import Recovery, forgotten
 from lambdaexec.runtime.sweeper import SWEEP_SECONDS, Sweeper
 from lambdaexec.runtime.watcher import Watcher
 from lambdaexec.storage import Storage
@@ -51,6 +53,8 @@ class Monitor:
         #: set when the monitor thread has failed: every call fails with it
         self.broken: concurrent.futures.BrokenExecutor | None = None
         self.speculator = speculation.Speculator() if config.speculative == "true" else None
+        self.blame = Blame(config.retries)  # whether a call is the cause of its workers' deaths
+        self.recovery = Recovery(storage)  # what the store forgot, uploaded again
         self._fetchers = (
             concurrent.futures.ThreadPoolExecutor(storage.concurrency, "lambdaexec-fetch")
             if storage.concurrency > 1 else None
@@ -156,7 +160,7 @@ class Monitor:
         part = job.ranges[keep[0]][0]  # a dispatch's calls are of one part (see add and release)
         return {
             "storage": self.storage.spec, "job_prefix": job.prefix, "func_key": job.func_key,
-            "args_key": job.args_keys[part], "init_key": job.init_key,
+            "args_key": job.args_key(part), "init_key": job.init_key,
             "calls": [[c, *job.ranges[c][1:]] for c in keep], "attempt": attempt,
             "secret": self.storage.secret.hex(), "args_digests": [job.digests[c] for c in keep],
             "versions": protocol.versions(), "max_result_size": self.config.max_result_size,
@@ -236,16 +240,20 @@ class Monitor:
             if notice.started and not notice.fatal:
                 job.lost[c] += 1
             tries = job.lost[c]
+            verdict = None
+            if notice.started and not notice.fatal and not notice.timed_out:
+                verdict = self.blame.died(job.prefix, c, notice.cause)  # None: a bystander of the death
         if notice.fatal:
             exc: errors.CallLostError = errors.BrokenWorkersError(
                 f"call {future.call_id} cannot run: {notice.reason}", attempts=tries)
-        elif not notice.started or tries <= self.config.retries:
+        elif not notice.started or (tries <= self.config.retries if notice.timed_out else verdict is None):
             self.invoker.invoke(Dispatch(job.prefix, [c], tries, functools.partial(self._make_event, job)))
             return
         else:
             kind = errors.CallTimeoutError if notice.timed_out else errors.WorkerDiedError
-            exc = kind(f"call {future.call_id} failed after {tries} attempt(s): {notice.reason}",
-                       attempts=tries)
+            head, sep, output = notice.reason.partition("; its last output:")  # the verdict before the output
+            reason = f"{head}; {verdict}{sep}{output}" if verdict else notice.reason
+            exc = kind(f"call {future.call_id} failed after {tries} attempt(s): {reason}", attempts=tries)
         future.attempts = tries
         self._complete(job, c, exc=exc)
 
@@ -260,10 +268,14 @@ class Monitor:
                 if job.futures[c] is not None:
                     self._complete(job, c, exc=err)
             return
+        except errors.MissingObjectError as err:  # written, then lost by the store: computed again
+            self._restore(job, calls, f"the result object vanished before it was read: {err}")
+            return
         except Exception as err:  # the object is gone or unreadable: run its calls again
             for c in calls:
                 self._lost(job, Lost(job.prefix, c, f"its result could not be read from {key}: {err!r}"))
             return
+        missing, why = [], ""
         for c in calls:
             future = job.futures[c]
             if future is None:
@@ -272,14 +284,37 @@ class Monitor:
                 self._lost(job, Lost(job.prefix, c, f"its result object {key} does not hold it"))
                 continue
             status, payload = results[c]
+            if forgotten(status):  # the store lost an object the call needs: uploaded again below
+                missing.append(c)
+                why = why or status.get("message", "")
+                continue
             record_status(future, status, key)
             if self.config.echo_output:
                 echo_output(future)
             ok, outcome = decode_result(status, payload, future.call_id)
+            if not ok and self.recovery.put_kept(outcome):  # a broadcast value the store lost: put again
+                missing.append(c)
+                why = why or str(outcome)
+                continue
             if ok:
                 self._complete(job, c, value=outcome, key=key)
             else:
                 self._complete(job, c, exc=outcome, key=key)
+        if missing:
+            self._restore(job, missing, why, key if len(missing) == len(results) else "")
+
+    def _restore(self, job: Job, calls: list[int], why: str, stale: str = "") -> None:
+        """Upload again what the store lost of ``calls`` and run them again, without counting
+        an attempt; fail those it cannot restore (:mod:`lambdaexec.runtime.recovery`)."""
+        redo, failed = self.recovery.restore(job, calls, self.lock, why, stale)
+        for c, exc in failed:
+            self._complete(job, c, exc=exc)
+        groups: dict[tuple[int, int], list[int]] = {}  # a dispatch's calls share an attempt and a part
+        with self.lock:
+            for c in redo:
+                groups.setdefault((job.lost[c], job.ranges[c][0]), []).append(c)
+        for (attempt, _), group in groups.items():
+            self.invoker.invoke(Dispatch(job.prefix, group, attempt, functools.partial(self._make_event, job)))
 
     def _complete(self, job: Job, c: int, value: Any = None, exc: BaseException | None = None,
                   key: str = "") -> None:
@@ -290,6 +325,7 @@ class Monitor:
             if self.speculator is not None and exc is None:
                 self.speculator.finished(job, time.time() - future.stats.get("invoked", time.time()))
             self._finish(job, c, key)
+        self.blame.finished(job.prefix, c, not isinstance(exc, errors.CallLostError))
         if future.cancelled():
             exc = concurrent.futures.CancelledError()
         for w in self.watchers:  # before the future completes: a bar reads 100% when wait() returns

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lambdaexec.errors import ConfigError
+from lambdaexec.errors import ConfigError, StorageError
 from lambdaexec.storage.base import Chunks, Storage, as_chunks
 
 
@@ -36,7 +36,15 @@ class RedisStorage(Storage):
     def put(self, key: str, data: Chunks) -> int:
         chunks = as_chunks(data)
         body = b"".join(chunks)
-        self.client.set(key, body)
+        try:
+            self.client.set(key, body)
+        except Exception as err:
+            if type(err).__name__ != "OutOfMemoryError":  # redis.exceptions.OutOfMemoryError: OOM
+                raise
+            raise StorageError(
+                f"Redis at {self.spec['url']} refused to store {key!r} ({len(body):,} bytes): its memory is "
+                f"over `maxmemory` ({err}). Raise maxmemory, with `maxmemory-policy noeviction` so that nothing "
+                "lambdaexec writes is evicted, or keep large inputs and results on S3 (storage='s3')") from err
         return len(body)
 
     def get(self, key: str, start: int | None = None, end: int | None = None) -> bytearray:
@@ -46,8 +54,14 @@ class RedisStorage(Storage):
             if end is not None and end <= (start or 0):
                 return bytearray()
             value = self.client.getrange(key, start or 0, -1 if end is None else end - 1)
-            if value == b"" and not self.client.exists(key):
-                value = None
+            if value == b"":  # no such key, or an empty range: asked again in one transaction, since
+                # a key written between two separate commands would read as empty bytes
+                pipe = self.client.pipeline(transaction=True)
+                pipe.getrange(key, start or 0, -1 if end is None else end - 1)
+                pipe.exists(key)
+                value, found = pipe.execute()
+                if not found:
+                    value = None
         if value is None:
             raise KeyError(key)
         return bytearray(value)

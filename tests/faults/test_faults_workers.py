@@ -1,10 +1,12 @@
 """Fault injection on the local workers: SIGKILL storms and a client killed mid-job. Real processes
 and real signals: a killer thread SIGKILLs a random worker process (the replacements the pool
-starts included) every 0.05 s, on a fixed schedule, while a map of 10,000 calls runs (the
-issue's figure), under fire until the last call is in; a client process is SIGKILLed while its
-calls run. What must hold: no call lost, none hung, every result the one a plain loop computes,
-and the calls hit by a kill run again (their ``attempts`` count it). The test takes about 20 s
-on 2 shared cores (each call sleeps 2 ms; 4 workers, each killed every 0.2 s on average).
+starts included) every 0.05 s and every 0.02 s, on a fixed schedule, while a map of 10,000 calls
+runs (the figures of issues 12 and 25), under fire until the last call is in; a client process is
+SIGKILLed while its calls run. What must hold, with the default ``retries`` (2): no call lost
+(a call on a killed worker three times by chance is a bystander, not a poison call:
+lambdaexec/runtime/blame.py), none hung, every result the one a plain loop computes, and the
+calls hit by a kill run again (their ``attempts`` count it). Each rate takes about 20-40 s on 2
+shared cores (each call sleeps 2 ms; 4 workers, each killed every 0.2 s or 0.08 s on average).
 """
 
 from __future__ import annotations
@@ -34,20 +36,20 @@ def _digest(x):
 
 
 @pytest.mark.slow
-def test_random_worker_sigkilled_every_50ms_loses_no_call(tmp_path):
+@pytest.mark.parametrize("interval", [0.05, 0.02])
+def test_random_worker_sigkilled_every_interval_loses_no_call(tmp_path, interval):
     n, limit = 10_000, 600.0  # a hang fails the test after `limit` seconds instead of blocking CI
     kills, tries = [], []
     stop = threading.Event()
-    # retries: a call may be under fire many times in a row; what is tested is that a kill
-    # never loses it (the retry limit itself is tested in tests/test_failures.py)
-    with LambdaExecutor(max_workers=4, retries=1000, storage_path=str(tmp_path / "store")) as ex:
+    # the default retries: a bystander on a killed worker three times must not fail as a poison call
+    with LambdaExecutor(max_workers=4, storage_path=str(tmp_path / "store")) as ex:
         futures = ex.map_futures(_digest, range(n))
 
         def killer():
             rng = random.Random(7)
             start = time.monotonic()
-            while not stop.wait(max(0.0, start + 0.05 * (len(tries) + 1) - time.monotonic())):
-                tries.append(None)  # one kill every 0.05 s, however long the last one took
+            while not stop.wait(max(0.0, start + interval * (len(tries) + 1) - time.monotonic())):
+                tries.append(None)  # one kill every `interval` s, however long the last one took
                 w = rng.choice(list(ex._monitor.invoker._workers))  # replacements included
                 try:
                     os.kill(w.popen.pid, signal.SIGKILL)
@@ -63,10 +65,13 @@ def test_random_worker_sigkilled_every_50ms_loses_no_call(tmp_path):
             stop.set()
             thread.join()
         assert not not_done, f"{len(not_done)} of {n} calls hung"
-        assert [f.result() for f in futures] == [_hash(x) for x in range(n)]  # 0 lost, identical
+        lost = [f.exception() for f in futures if f.exception() is not None]
+        assert not lost, f"{len(lost)} of {n} calls lost, the first: {lost[0]!r}"
+        assert [f.result() for f in futures] == [_hash(x) for x in range(n)]  # identical
         retried = [f for f in futures if f.attempts > 1]
-    print(f"{n} calls, {len(tries)} kill attempts, {len(kills)} workers killed, {len(retried)} calls run again "
-          f"({sum(f.attempts - 1 for f in retried)} retries)")
+    print(f"every {interval} s: {n} calls, {len(tries)} kill attempts, {len(kills)} workers killed, "
+          f"{len(retried)} calls run again ({sum(f.attempts - 1 for f in retried)} retries, "
+          f"at most {max((f.attempts for f in futures), default=0)} attempts)")
     assert len(kills) > 50
     assert retried, "no call was run again, yet workers were killed while calls ran"
     assert all(f.attempts <= len(kills) + 1 for f in retried)
