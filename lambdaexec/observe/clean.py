@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from lambdaexec.observe.clients import client_alive, job_ids, jobs_prefix
+from lambdaexec.runtime.replay import replay_prefix
 from lambdaexec.storage import Storage
 from lambdaexec.storage.signed import forget, unsigned
 
@@ -78,6 +79,7 @@ def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False)
         if manifest is not None and manifest.get("job_prefix") and not alive:  # a live client deletes its own
             storage.delete(manifest["job_prefix"] + "/")
         storage.delete(f"{jobs_prefix(root)}{job_id}/")
+        storage.delete(f"{replay_prefix(root)}{job_id.split('-', 1)[-1]}/")  # its failed calls kept for replay
         newest[executor_of(job_id)] = None if alive else manifest
     for executor, manifest in newest.items():
         if executor not in young and manifest is not None:
