@@ -11,7 +11,6 @@ import pytest
 
 import lambdaexec
 from lambdaexec import LambdaExecutor
-from lambdaexec.storage import open_storage
 
 np = pytest.importorskip("numpy")
 
@@ -141,9 +140,9 @@ def test_cache_across_processes_and_edited_code(tmp_path):
 
 
 def test_functions_pickled_by_reference_are_keyed_by_their_code():
-    from lambdaexec.wire.fingerprint import fingerprint
-
     import json
+
+    from lambdaexec.wire.fingerprint import fingerprint
 
     ns1, ns2 = {}, {}
     exec("def f(x):\n    return x + 1\n", ns1)

@@ -212,7 +212,8 @@ def replay(args: argparse.Namespace) -> int:
         if isinstance(exc, KeyboardInterrupt):
             raise
         tb = exc.__traceback__  # from the call's own first frame: lambdaexec's frames above it are noise
-        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in (__file__, replays.__file__):
+        ours = (__file__, replays.__file__)
+        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in ours:
             tb = tb.tb_next
         traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
         if args.pdb:

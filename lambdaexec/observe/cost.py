@@ -121,11 +121,11 @@ class CostReport:
         ]
         lines = [f"{head}: {self.calls:,} calls", f"  {'item':<12} {'quantity':<52} {'dollars':>12}"]
         lines += [f"  {name:<12} {qty:<52} {usd:>12.6f}" for name, qty, usd in rows]
-        lines.append(f"  {'total':<12} {'':<52} {self.total:>12.6f}")
-        if self.peak_memory:
+        if self.peak_memory:  # above the total, which stays the last line
             lines.append(f"  peak memory of a call: {self.peak_memory / 2**20:,.0f} MB of {self.memory_mb} MB")
         if self.memory_advice:
             lines.append(f"  {self.memory_advice}")
+        lines.append(f"  {'total':<12} {'':<52} {self.total:>12.6f}")
         return "\n".join(lines)
 
 

@@ -171,7 +171,8 @@ def format_call(job_id: str, c: dict[str, Any]) -> str:
         parts.append(f"call id: {job_id.split('-', 1)[-1]}/{c['call']} (`lambdaexec replay` it here)")
     if c["stats"].get("peak_memory"):
         memory = c["stats"].get("memory")
-        parts.append(f"peak memory: {c['stats']['peak_memory'] / 2**20:,.0f} MB" + (f" of {memory} MB" if memory else ""))
+        peak = c["stats"]["peak_memory"] / 2**20
+        parts.append(f"peak memory: {peak:,.0f} MB" + (f" of {memory} MB" if memory else ""))
     parts += ["--- stdout ---", c["stdout"].rstrip("\n") or "(nothing)"]
     parts += ["--- stderr ---", c["stderr"].rstrip("\n") or "(nothing)"]
     if c.get("error"):

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import json
 import marshal
 import os
 import struct
@@ -52,7 +53,7 @@ from lambdaexec.wire import fingerprint, serialize
 
 #: a pack holds at most this many results; results finishing within PACK_SECONDS share one
 PACK_CALLS = 4096
-PACK_SECONDS = 0.25
+PACK_SECONDS = 1.0
 _MAGIC = b"LXC1"
 _HEAD = 4 + 4 + 32  # magic, index size, index tag
 _INDEX_READ = 64 << 10  # bytes read first for a pack's index (a second read if it is larger)
@@ -60,6 +61,11 @@ _INDEX_READ = 64 << 10  # bytes read first for a pack's index (a second read if 
 DURABLE = "durable"
 #: modules whose functions are never cached (their calls write objects as they run)
 _UNCACHED = ("lambdaexec.dataflow", "lambdaexec.iterative")
+
+#: results handed to a cache writer of this process and not yet stored, by (storage, prefix):
+#: an executor made right after another one ended (joblib's next ``Parallel``) finds them
+_unwritten: dict[tuple[str, str], dict[str, Any]] = {}
+_unwritten_lock = threading.Lock()
 
 _durable: list[bytes] = []
 _durable_lock = threading.Lock()
@@ -117,6 +123,7 @@ class ResultCache(Watcher):
     def __init__(self, storage: Storage, root: str):
         self.store = signed.SignedStorage(signed.unsigned(storage), durable_secret())
         self.prefix = cache_prefix(root)
+        self._where = (json.dumps(storage.spec, sort_keys=True, default=str), self.prefix)
         self._keys: dict[bytes, str | None] = {}  # function blob -> its fingerprint (None: not cached)
         self._packs: dict[str, dict[str, tuple[int, int, bytes]]] = {}  # pack key -> its index (immutable)
         self._lock = threading.Lock()
@@ -152,10 +159,19 @@ class ResultCache(Watcher):
     def lookup(self, keys: list[str]) -> dict[int, memoryview]:
         """``{i: payload}`` for the keys found (passing their signature checks); all of one function."""
         fn_key = keys[0].partition("/")[0]
+        found: dict[int, memoryview] = {}
+        with _unwritten_lock:
+            waiting = _unwritten.get(self._where)
+            if waiting:
+                for i, key in enumerate(keys):
+                    if key in waiting:
+                        found[i] = memoryview(waiting[key])
+        if len(found) == len(keys):
+            return found
         try:
             packs = self.store.list(f"{self.prefix}{fn_key}/")
         except Exception:
-            return {}
+            return found
         fresh = [p for p in packs if p not in self._packs]
         self._each(self._read_index, fresh)
         where: dict[str, tuple[str, int, int, bytes]] = {}
@@ -164,10 +180,9 @@ class ResultCache(Watcher):
                 where.setdefault(digest, (pack, start, end, tag))
         wanted: dict[str, list[tuple[int, int, int, bytes]]] = {}
         for i, key in enumerate(keys):
-            hit = where.get(key.partition("/")[2])
+            hit = None if i in found else where.get(key.partition("/")[2])
             if hit is not None:
                 wanted.setdefault(hit[0], []).append((i, *hit[1:]))
-        found: dict[int, memoryview] = {}
 
         def read(pack: str) -> None:
             entries = wanted[pack]
@@ -236,6 +251,8 @@ class ResultCache(Watcher):
             if self._closing:
                 return
             self._writes.append((key, payload))
+            with _unwritten_lock:
+                _unwritten.setdefault(self._where, {})[key] = payload
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="lambdaexec-cache", daemon=True)
                 self._writer.start()
@@ -261,6 +278,12 @@ class ResultCache(Watcher):
                             self._write_pack(fn_key, entries[i : i + PACK_CALLS])
                         except Exception:
                             pass  # best effort: those calls simply run again next time
+                with _unwritten_lock:
+                    waiting = _unwritten.get(self._where, {})
+                    for key, _ in batch:
+                        waiting.pop(key, None)
+                    if not waiting:
+                        _unwritten.pop(self._where, None)
             finally:
                 with self._lock:
                     self._busy -= 1
