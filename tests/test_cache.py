@@ -251,3 +251,21 @@ def test_cost_report_says_when_memory_could_be_lowered_or_was_hit():
     assert "could be lowered" in memory_advice(100 * 2**20, 2048)
     assert "reached" in memory_advice(1000 * 2**20, 1024)
     assert memory_advice(700 * 2**20, 1024) == ""
+
+
+def test_a_large_argument_is_found_in_the_cache_by_its_content(tmp_path):
+    log, store = str(tmp_path / "runs.log"), str(tmp_path / "store")
+    a = np.full(2 * 2**20 // 8, 3.0)
+    for b in (a, a.copy()):  # another array of the same content: the same key
+        with LambdaExecutor(max_workers=1, cache=True, storage_path=store) as ex:
+            assert ex.submit(counted, log, b).result()[0] == 9.0
+    assert len(runs_raw(log)) == 1
+    with LambdaExecutor(max_workers=1, cache=True, storage_path=store) as ex:
+        a[0] = 4.0  # other content: it runs
+        assert ex.submit(counted, log, a).result()[0] == 16.0
+    assert len(runs_raw(log)) == 2
+
+
+def runs_raw(path):
+    with open(path) as f:
+        return [line for line in f if line.startswith("[")]

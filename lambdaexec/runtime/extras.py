@@ -51,8 +51,19 @@ def prepare(engine: Any, blob: bytes, calls: Calls) -> tuple[Calls, list[str] | 
             left = {id(f) for _, f in rest}
             taken = [t for (_, f), t in zip(calls, taken) if id(f) in left]
             calls = rest
-    if blobs is not None:
-        for (_, f), buffers in zip(calls, taken):
-            if buffers:
-                blobs.store(f, buffers)
+    if blobs is not None and any(taken):
+        kept, kept_keys = [], []
+        for i, ((chunks, f), buffers) in enumerate(zip(calls, taken)):
+            try:
+                if buffers:
+                    blobs.store(f, buffers)
+            except Exception as err:  # the large argument could not be stored: this call fails, as
+                # any call whose inputs cannot be stored
+                if not f.done() and f.set_running_or_notify_cancel():
+                    f.set_exception(err)
+                continue
+            kept.append((chunks, f))
+            if keys is not None:
+                kept_keys.append(keys[i])
+        calls, keys = kept, (kept_keys if keys is not None else None)
     return calls, keys

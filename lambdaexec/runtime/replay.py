@@ -26,13 +26,15 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec.errors import IntegrityError, LambdaExecError
+from lambdaexec.errors import BudgetExceededError, IntegrityError, LambdaExecError
 from lambdaexec.runtime.watcher import Watcher
 from lambdaexec.storage import Storage, signed
 from lambdaexec.wire import serialize
 
 #: a call id: ``<executor id>-<job number>/<call number>`` (``future.call_id``)
 CALL_ID = re.compile(r"^[0-9a-f]{12}-[0-9]{6}/[0-9]+$")
+#: failures of calls that never ran (cancelled, refused over budget, executor broken): not kept
+_NEVER_RAN = (concurrent.futures.CancelledError, BudgetExceededError, concurrent.futures.BrokenExecutor)
 #: failed calls kept per executor at most (a job of many failing calls keeps its first ones)
 KEEP_AT_MOST = 1000
 
@@ -67,7 +69,7 @@ class Keeper(Watcher):
 
     def finished(self, job: Any, call: int, future: Any, exc: BaseException | None) -> None:
         recipe = getattr(future, "_recipe", None)
-        if exc is None or recipe is None or isinstance(exc, concurrent.futures.CancelledError) or not future.call_id:
+        if exc is None or recipe is None or not future.call_id or isinstance(exc, _NEVER_RAN):
             return
         record = (recipe[0], recipe[1], {"call_id": future.call_id, "function": getattr(job, "name", ""),
                                          "failed": time.time(), "error": f"{type(exc).__name__}: {exc}"[:2000]})
