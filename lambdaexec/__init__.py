@@ -17,6 +17,7 @@ on AWS Lambda.
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any, Callable, Iterable
 
 from lambdaexec.config import Config, load_config
@@ -63,7 +64,7 @@ __all__ = [
     "ResultTooLargeError", "ResultUnpicklingError", "ShuffleAbortedError", "StorageError", "UnpicklableError",
     "WorkerDiedError", "WorkerEnvironmentError", "WorkerStorageError", "attach", "chunks", "cost", "default_executor",
     "estimate", "failed", "get_all_results", "get_logs", "hash_partition", "load_config", "plot_timeline", "progress",
-    "wait",
+    "replay", "wait",
 ]
 
 _default: LambdaExecutor | None = None
@@ -109,3 +110,19 @@ def estimate(fn: Callable, items: Iterable, executor: LambdaExecutor | None = No
     from lambdaexec.observe.cost import estimate as run_estimate
 
     return run_estimate(executor if executor is not None else default_executor(), fn, items, samples, seed)
+
+
+def replay(future: concurrent.futures.Future | str) -> Any:
+    """Run a failed call again in this process, with the same function and inputs, and return
+    its value or raise its exception with a local traceback (``pdb.post_mortem()`` steps in).
+
+    ``future`` is the call's future (its inputs are read from it, or else from storage) or its
+    ``call_id``; a call id from another process is read from storage, where failed calls stay
+    until ``lambdaexec clean``. See :mod:`lambdaexec.runtime.replay`.
+
+    >>> f = ex.submit(parse, "bad input")  # doctest: +SKIP
+    >>> lambdaexec.replay(f)  # raises here: python -m pdb, or pdb.post_mortem()  # doctest: +SKIP
+    """
+    from lambdaexec.runtime.replay import replay as run_replay
+
+    return run_replay(future)

@@ -114,6 +114,12 @@ class Config:
     #: back up stragglers near the end of a job (see lambdaexec.runtime.speculation): ``auto`` (on for the
     #: ``lambda`` backend, off for ``local``), ``true`` or ``false``; resolved to ``true``/``false``
     speculative: str = "auto"
+    #: keep each successful call's result under ``<prefix>/cache/`` and complete a later call of the
+    #: same function code and arguments from it without running it (docs/cache.md)
+    cache: bool = False
+    #: a call's array (or other out-of-band buffer) of at least this many bytes is stored once by
+    #: content and shared by every call and job of the executor that passes it; 0: never
+    large_argument_size: int = 1 << 20
     #: environment variables workers get besides the minimal set of lambdaexec.invokers.environment:
     #: comma-separated ``NAME`` (its value in the client's environment) or ``NAME=value``; local
     #: workers get them at start, the Lambda function at ``lambdaexec deploy``

@@ -43,6 +43,33 @@ def _run_batch(batch: Callable[[], list]) -> list:
     return batch()
 
 
+def _gathered(parts: list[concurrent.futures.Future]) -> concurrent.futures.Future:
+    """One future for a batch run as one call per task: the tasks' results in order, or the
+    first task's exception (a cancelled task's ``CancelledError``)."""
+    out: concurrent.futures.Future = concurrent.futures.Future()
+    out.set_running_or_notify_cancel()
+    left = [len(parts)]
+    lock = threading.Lock()
+
+    def done(part: concurrent.futures.Future) -> None:
+        exc = concurrent.futures.CancelledError() if part.cancelled() else part.exception()
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+            if out.done():
+                return
+            if exc is not None:
+                out.set_exception(exc)
+            elif last:
+                out.set_result([p.result() for p in parts])
+
+    for part in parts:
+        part.add_done_callback(done)
+    if not parts:
+        out.set_result([])
+    return out
+
+
 def _release(executor: LambdaExecutor) -> None:
     executor.shutdown(wait=False)
 
@@ -170,8 +197,14 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
         proxy: concurrent.futures.Future = concurrent.futures.Future()
         if callback is not None:
             proxy.add_done_callback(callback)
+        tasks = getattr(func, "items", None) if self._config.cache else None
         try:
-            inner = self.executor.submit(_run_batch, func)
+            if tasks is not None:  # cache=True: one call per task, so each task is found in the cache
+                # however joblib batches them this time (its batch sizes adapt to timing)
+                parts = [self.executor.submit(f, *args, **kwargs) for f, args, kwargs in tasks]
+                inner = _gathered(parts)
+            else:
+                inner = self.executor.submit(_run_batch, func)
         except Exception as err:  # e.g. an argument that cannot be pickled
             # joblib may be submitting from a completion callback on the executor's thread,
             # where a raise would be logged and dropped (and Parallel would wait forever): the
@@ -180,8 +213,9 @@ class LambdaBackend(AutoBatchingMixin, ParallelBackendBase):
             proxy.set_exception(err)
             return proxy
         inflight = self._inflight
-        inflight.add(inner)
-        inner.add_done_callback(inflight.discard)
+        for part in parts if tasks is not None else (inner,):
+            inflight.add(part)
+            part.add_done_callback(inflight.discard)
         inner.add_done_callback(functools.partial(_relay, weakref.ref(proxy)))
         return proxy
 

@@ -23,7 +23,7 @@ from lambdaexec.errors import RemoteError
 from lambdaexec.storage import Storage, shared_storage, signed
 from lambdaexec.storage.base import set_retry_deadline
 from lambdaexec.wire import protocol, serialize
-from worker import memory
+from worker import blobs, memory
 from worker.probe import probe
 from worker.results import Writer
 
@@ -82,6 +82,8 @@ class _Capture:
     cost a tiny call a third of its time); each call's text is what was written between its
     start and its end."""
 
+    external: Any = None  # reads a large argument stored apart by content (worker/blobs.py)
+
     def __enter__(self) -> _Capture:
         self.out, self.err = io.StringIO(), io.StringIO()
         _call_log.setStream(self.err)
@@ -105,15 +107,17 @@ class _Capture:
 
     def run(self, fn: Any, args_blob: memoryview, status: dict[str, Any]) -> tuple[bool, Any]:
         """Run one call; its outcome, and its times and output in ``status``."""
+        peak = memory.start_peak()
         status["func_start"] = time.time()
         try:
-            args, kwargs = serialize.loads(args_blob)
+            args, kwargs = serialize.loads(args_blob, self.external)
             value, ok = fn(*args, **kwargs), True
         except BaseException as exc:  # user code may raise anything, SystemExit included
             value, ok = exc, False
             _note_missing_variable(exc)
             status["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         status["func_end"] = time.time()
+        status["peak_memory"] = memory.peak_since(peak)  # bytes: this call's own peak (worker/memory.py)
         status["stdout"], status["stderr"] = _take(self.out), _take(self.err)
         return ok, value
 
@@ -178,7 +182,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     os.environ["LAMBDAEXEC_IN_WORKER"] = "1"
     if "lambdaexec_probe" in event:  # the client's trial call: can this worker reach storage?
         return probe(event["lambdaexec_probe"])
-    memory.cap(getattr(context, "memory_limit_in_mb", None))
+    memory_mb = getattr(context, "memory_limit_in_mb", None)
+    memory.cap(memory_mb)
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is not None:  # storage retries (storage.base) end a second before the call's time
         set_retry_deadline(time.monotonic() + remaining() / 1000 - 1.0)
@@ -230,11 +235,14 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     writer = Writer(store, prefix, getattr(context, "calls_done", None))
     try:
         with _Capture() as capture:
+            capture.external = blobs.fetcher(store, prefix, memory_mb)  # large arguments stored once
             for i, (call, start, end) in enumerate(calls, 1):
                 status: dict[str, Any] = {
                     "ok": True, "worker": worker, "received": received, "attempt": event["attempt"],
                     "bytes_in": end - start + func_bytes,
                 }
+                if memory_mb:  # the memory size the call ran with: what it is billed at
+                    status["memory"] = int(memory_mb)
                 func_bytes = 0
                 try:
                     if event.get("mark_start"):  # the first call at once; others if they run long

@@ -118,18 +118,22 @@ def jobs(args: argparse.Namespace) -> int:
     names = [function_cell(job.manifest["function"]) for job in found]
     w = max(8, *map(len, names))
     print(f"{'JOB':<40} {'CREATED (UTC)':<19}  {'FUNCTION':<{w}} {'STATE':<9} {'CALLS':>6} {'DONE':>6} "
-          f"{'FAILED':>6} {'QUEUED':>6} {'RUNNING':>7} {'SECONDS':>8} {'COST $':>10}")
+          f"{'FAILED':>6} {'QUEUED':>6} {'RUNNING':>7} {'SECONDS':>8} {'COST $':>10} {'PEAK MB':>8}")
     for job, name in zip(found, names):
         m, n = job.manifest, job.counts()
         seconds = "-" if job.duration is None else f"{job.duration:.1f}"
         dollars = "-" if job.calls is None else f"{job.cost().total:.6f}"
         print(f"{job.job_id:<40} {_when(m['created']):<19}  {name:<{w}} {job.state:<9} "
               f"{m['calls']:>6} {n['done']:>6} {n['failed'] + n['cancelled']:>6} {n['queued']:>6} {n['running']:>7} "
-              f"{seconds:>8} {dollars:>10}")
+              f"{seconds:>8} {dollars:>10} {_peak_mb(job.peak_memory):>8}")
     if any(job.state == "lost" for job in found):
         print("lost: the job's client process is gone (killed, or it exited without waiting); its calls that had "
               "not finished will not be collected. `lambdaexec clean` deletes what it left.")
     return 0
+
+
+def _peak_mb(peak: int) -> str:
+    return f"{peak / 2**20:.0f}" if peak else "-"
 
 
 def _logs_arguments(p: argparse.ArgumentParser) -> None:
@@ -173,6 +177,7 @@ def _clean_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--older-than", type=_age, default=None, metavar="AGE",
                    help="delete records older than AGE (7d, 12h, 30m, 90s; default: job_retention_days)")
     p.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
+    p.add_argument("--cache", action="store_true", help="also delete the result cache (cache=True)")
 
 
 @command("clean", "delete old job records, any data their jobs left behind, and the objects of "
@@ -190,6 +195,54 @@ def clean(args: argparse.Namespace) -> int:
     print(f"{verb} {len(gone)} job record(s) older than {older / 86400:g} days")
     for executor in cleaner.clean_gone_clients(store, root, dry_run=args.dry_run):
         print(f"{verb} the objects of executor {executor} (its client process is gone)")
+    from lambdaexec.runtime import cache
+
+    if args.cache and not args.dry_run:
+        results, objects = cache.clear(store, root)
+        print(f"deleted the result cache: {results} result(s) in {objects} object(s) under {cache.cache_prefix(root)}")
+    else:
+        results, objects = cache.size(store, root)
+        print(f"the result cache holds {results} result(s) in {objects} object(s) under {cache.cache_prefix(root)} "
+              f"({'would delete them' if args.cache else '`lambdaexec clean --cache` deletes them'})")
+    return 0
+
+
+def _replay_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("call_id", metavar="CALL_ID", help="a failed call's id (future.call_id; `lambdaexec logs JOB` "
+                                                      "lists them), like 3f2a9c0d1b2e-000000/7")
+    p.add_argument("--pdb", action="store_true", help="open the post-mortem debugger where the call raises")
+
+
+@command("replay", "run a failed call again here, with the same function and inputs (--pdb: debug it)",
+         _replay_arguments)
+def replay(args: argparse.Namespace) -> int:
+    import traceback
+
+    from lambdaexec.runtime import replay as replays
+
+    store, root = _record_store()
+    try:
+        blob, inputs, info = replays.load(store, root, args.call_id)
+    finally:
+        store.close()
+    print(f"replaying call {args.call_id} ({info.get('function') or '?'}), which failed with {info.get('error')}",
+          file=sys.stderr)
+    try:
+        value = replays.run(blob, inputs)
+    except BaseException as exc:  # the call's own exception, with a local traceback
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        tb = exc.__traceback__  # from the call's own first frame: lambdaexec's frames above it are noise
+        ours = (__file__, replays.__file__)
+        while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename in ours:
+            tb = tb.tb_next
+        traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+        if args.pdb:
+            import pdb
+
+            pdb.post_mortem(exc.__traceback__)
+        return 1
+    print(f"the call returned {value!r} this time (it failed remotely)")
     return 0
 
 

@@ -33,6 +33,7 @@ import time
 from typing import Any
 
 from lambdaexec.observe.clients import client_alive, read_record, record_index
+from lambdaexec.runtime.replay import replay_prefix
 from lambdaexec.storage import Storage
 from lambdaexec.storage.signed import forget, unsigned
 
@@ -94,6 +95,7 @@ def clean(storage: Storage, root: str, older_than: float, dry_run: bool = False)
         for name in {k.rsplit("/", 1)[0] + "/" for k in index[job_id].values()} - deleted:
             storage.delete(name)
             deleted.add(name)
+        storage.delete(f"{replay_prefix(root)}{job_id.split('-', 1)[-1]}/")  # its failed calls kept for replay
         newest[executor_of(job_id)] = None if alive else manifest
     for executor, manifest in newest.items():
         if executor not in young and manifest is not None:

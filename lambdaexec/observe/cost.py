@@ -95,6 +95,15 @@ class CostReport:
     requests: dict[str, int]
     dollars: dict[str, float]
     backend: str = "lambda"
+    #: bytes: the highest peak resident memory of one call (``stats["peak_memory"]``; 0: unknown)
+    peak_memory: int = 0
+    #: every memory size (MB) the calls ran with (``memory_mb`` is the most common)
+    memory_sizes: list[int] = dataclasses.field(default_factory=list)
+
+    @property
+    def memory_advice(self) -> str:
+        """A line saying whether the calls hit their memory size or could run with less ("" if neither)."""
+        return memory_advice(self.peak_memory, self.memory_mb)
 
     @property
     def total(self) -> float:
@@ -112,8 +121,33 @@ class CostReport:
         ]
         lines = [f"{head}: {self.calls:,} calls", f"  {'item':<12} {'quantity':<52} {'dollars':>12}"]
         lines += [f"  {name:<12} {qty:<52} {usd:>12.6f}" for name, qty, usd in rows]
+        if self.peak_memory:  # above the total, which stays the last line
+            lines.append(f"  peak memory of a call: {self.peak_memory / 2**20:,.0f} MB of {self.memory_mb} MB")
+        if self.memory_advice:
+            lines.append(f"  {self.memory_advice}")
         lines.append(f"  {'total':<12} {'':<52} {self.total:>12.6f}")
         return "\n".join(lines)
+
+
+#: a job whose calls' peak stays under this share of ``memory`` could run with less
+LOWER_BELOW = 0.5
+#: a peak at or above this share of ``memory`` counts as hitting it
+HIT_AT = 0.9
+
+
+def memory_advice(peak: int, memory_mb: int) -> str:
+    """Whether calls whose highest peak was ``peak`` bytes hit ``memory_mb`` or could use less."""
+    if not peak or not memory_mb:
+        return ""
+    peak_mb = peak / 2**20
+    if peak_mb >= HIT_AT * memory_mb:
+        return (f"the calls reached their memory size ({peak_mb:,.0f} of {memory_mb} MB): raise memory= "
+                "if any failed with OutOfMemoryError or ran slowly")
+    suggested = max(128, math.ceil(peak_mb * 1.5 / 64) * 64)
+    if peak_mb < LOWER_BELOW * memory_mb and suggested < memory_mb:
+        return (f"memory could be lowered: the highest peak was {peak_mb:,.0f} MB of {memory_mb} MB; "
+                f"memory={suggested} would fit it (on Lambda, CPU share shrinks with memory)")
+    return ""
 
 
 class _Seen:
@@ -142,8 +176,13 @@ class _Tally:
     mind to count each once (None: all)."""
 
     def __init__(self, memory_mb: int, architecture: str, prices: Mapping[str, Any],
-                 remember: int | None = None):
-        self._per_gb_s = float(prices["lambda"][architecture]["gb_second"]) * memory_mb / 1024
+                 remember: int | None = None, fixed: bool = False):
+        #: the memory size (MB) a call is priced at when its stats do not say (or always, if ``fixed``)
+        self.memory_mb, self.fixed = memory_mb, fixed
+        self._per_gb_s = float(prices["lambda"][architecture]["gb_second"])
+        self.gb_seconds = 0.0
+        self.peak_memory = 0  # bytes: the highest peak of a call counted
+        self.memories: dict[int, int] = {}  # memory size (MB) -> calls that ran with it
         self._per_request = float(prices["lambda"]["request"])
         self._per_op = {k: float(prices["s3"][k]) for k in ("PUT", "GET")}
         self.calls = self.invocations = 0
@@ -154,10 +193,17 @@ class _Tally:
     def add(self, future: Any) -> None:
         """Count ``future``'s call: its compute, invocations and storage requests."""
         stats = getattr(future, "stats", {})
+        if stats.get("cached"):  # completed from the result cache: one GET, nothing ran
+            self.calls += 1
+            self.requests["GET"] += 1
+            return
         tries = getattr(future, "attempts", 0) or (1 if "func_start" in stats else 0)
         job = getattr(future, "call_id", "").partition("/")[0]
         event, key = _event_of(job, stats), stats.get("result_key")
         seconds = billed_seconds(stats)
+        memory = self.memory_mb if self.fixed else int(stats.get("memory") or self.memory_mb)
+        self.memories[memory] = self.memories.get(memory, 0) + 1
+        self.peak_memory = max(self.peak_memory, int(stats.get("peak_memory") or 0))
         # every earlier attempt was an invocation of its own; the last one shares its event's
         first = event is None or self._events.add(event)
         invocations = tries - 1 + first if tries else 0
@@ -166,15 +212,16 @@ class _Tally:
         job_new = self._jobs.add(job)
         worker_new = "worker" in stats and self._job_workers.add((job, stats["worker"]))
         self.count(calls=1, seconds=seconds, markers=invocations + late_marker, invocations=invocations,
-                   objects=objects, jobs=job_new, job_workers=worker_new)
+                   objects=objects, jobs=job_new, job_workers=worker_new, memory_mb=memory)
 
     def count(self, *, calls: int, seconds: float, markers: int, invocations: int, objects: int,
-              jobs: int, job_workers: int) -> None:
-        """Count ``calls`` calls that ran ``seconds`` in all, wrote ``markers`` start markers in
-        ``invocations`` invocations and ``objects`` result objects, in ``jobs`` jobs, whose
-        functions ``job_workers`` workers read."""
+              jobs: int, job_workers: int, memory_mb: int | None = None) -> None:
+        """Count ``calls`` calls that ran ``seconds`` in all with ``memory_mb`` (default: the
+        tally's), wrote ``markers`` start markers in ``invocations`` invocations and ``objects``
+        result objects, in ``jobs`` jobs, whose functions ``job_workers`` workers read."""
         self.calls += calls
         self.seconds += seconds
+        self.gb_seconds += seconds * (memory_mb or self.memory_mb) / 1024
         self.invocations += invocations
         # PUT: result object, start markers, the job's function and inputs;
         # GET: result object, each invocation's inputs, the function once per job and worker
@@ -184,28 +231,34 @@ class _Tally:
     @property
     def dollars(self) -> dict[str, float]:
         """Dollars so far, by ``compute``, ``invocations`` and ``storage``."""
-        return {"compute": self.seconds * self._per_gb_s,
+        return {"compute": self.gb_seconds * self._per_gb_s,
                 "invocations": self.invocations * self._per_request,
                 "storage": sum(n * self._per_op[k] for k, n in self.requests.items())}
 
 
 def cost(futures: Iterable[concurrent.futures.Future], *, memory: int | None = None,
          architecture: str | None = None, prices: str | Mapping[str, Any] | None = None,
-         backend: str | None = None) -> CostReport:
+         backend: str | None = None, default_memory: int | None = None) -> CostReport:
     """What the (finished) ``futures`` cost on Lambda, from their stats and the price table.
 
-    ``memory`` (MB), ``architecture``, ``prices`` and ``backend`` default to the configuration.
+    Each call is priced at the memory size it ran with (its ``stats["memory"]``); ``memory``
+    (MB) prices every call at that size instead (what would they cost with 512 MB?). It and
+    ``architecture``, ``prices`` and ``backend`` default to the configuration; a call whose
+    stats do not say its memory is priced at ``default_memory`` (default: the configuration's).
 
     >>> print(lambdaexec.cost(ex.map_futures(work, items)))  # doctest: +SKIP
     """
     from lambdaexec.config import load_config
 
     cfg = load_config({"memory": memory, "architecture": architecture})
-    tally = _Tally(cfg.memory, cfg.architecture, load_prices(prices if prices is not None else cfg.price_table))
+    tally = _Tally(memory or default_memory or cfg.memory, cfg.architecture,
+                   load_prices(prices if prices is not None else cfg.price_table), fixed=memory is not None)
     for f in futures:
         tally.add(f)
-    return CostReport(tally.calls, tally.invocations, tally.seconds, tally.seconds * cfg.memory / 1024,
-                      cfg.memory, cfg.architecture, dict(tally.requests), tally.dollars, backend or cfg.backend)
+    ran_with = max(tally.memories, key=tally.memories.__getitem__) if tally.memories else tally.memory_mb
+    return CostReport(tally.calls, tally.invocations, tally.seconds, tally.gb_seconds,
+                      ran_with, cfg.architecture, dict(tally.requests), tally.dollars, backend or cfg.backend,
+                      tally.peak_memory, sorted(tally.memories))
 
 
 def _event_of(job: str, stats: Mapping[str, Any]) -> tuple | None:

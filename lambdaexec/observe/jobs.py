@@ -73,6 +73,11 @@ class JobRecord:
         return "failed" if any(c["state"] != "done" for c in self.calls) else "finished"
 
     @property
+    def peak_memory(self) -> int:
+        """Bytes: the highest peak resident memory of one of its calls (0 if unknown or running)."""
+        return max((c["stats"].get("peak_memory") or 0 for c in self.calls or ()), default=0)
+
+    @property
     def duration(self) -> float | None:
         """Seconds from submission to the last result (None while running)."""
         return None if self.finished is None else self.finished - self.manifest["created"]
@@ -81,7 +86,7 @@ class JobRecord:
         """The :class:`~lambdaexec.observe.cost.CostReport` of the finished calls."""
         from lambdaexec.observe.cost import cost
 
-        return cost(self.futures(), memory=self.manifest["memory"],
+        return cost(self.futures(), default_memory=self.manifest["memory"],
                     architecture=self.manifest["architecture"], prices=prices,
                     backend=self.manifest["backend"])
 
@@ -193,6 +198,12 @@ def format_call(job_id: str, c: dict[str, Any]) -> str:
     """A call's record as text: a header, its stdout, its stderr, its error and traceback."""
     worker = c["stats"].get("worker", "?")
     parts = [f"=== job {job_id} call {c['call']}: {c['state']} after {c['attempts']} attempt(s) on {worker} ==="]
+    if c["state"] == "failed":
+        parts.append(f"call id: {job_id.split('-', 1)[-1]}/{c['call']} (`lambdaexec replay` it here)")
+    if c["stats"].get("peak_memory"):
+        memory = c["stats"].get("memory")
+        peak = c["stats"]["peak_memory"] / 2**20
+        parts.append(f"peak memory: {peak:,.0f} MB" + (f" of {memory} MB" if memory else ""))
     parts += ["--- stdout ---", c["stdout"].rstrip("\n") or "(nothing)"]
     parts += ["--- stderr ---", c["stderr"].rstrip("\n") or "(nothing)"]
     if c.get("error"):

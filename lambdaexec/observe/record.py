@@ -48,7 +48,7 @@ from lambdaexec.storage import Storage
 
 #: the timestamps (seconds since the epoch) and other stats a call's record keeps
 TIMES = ("submitted", "invoked", "received", "func_start", "func_end", "result_written", "seen")
-STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt", "result_key")
+STAT_KEYS = (*TIMES, "worker", "bytes_in", "bytes_out", "attempt", "memory", "peak_memory", "result_key")
 
 
 #: seconds between two expiries of old records by the same process (at executor shutdown)

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from lambdaexec.config import Config
 from lambdaexec.errors import CallAbandonedError, CallStoppedError, StorageError
 from lambdaexec.future import LambdaFuture
-from lambdaexec.runtime import handles
+from lambdaexec.runtime import extras, handles
 from lambdaexec.runtime.job import Job
 from lambdaexec.runtime.monitor import Monitor
 from lambdaexec.storage import signed
@@ -108,6 +108,8 @@ class Engine:
         self._closed = False
         self._pid = os.getpid()  # the owner: a forked child's copy never closes anything
         self._holds = 0  # operators' results (reduce, map_reduce) that may still submit calls
+        #: the result cache (``cache=True``), large arguments stored once, failed calls kept for replay
+        self.cache, self.blobs = extras.attach(config, monitor, prefix)
         self._flusher = threading.Thread(target=self._flush_loop, name="lambdaexec-flush", daemon=True)
         self._flusher.start()
         _live.add(self)
@@ -126,6 +128,8 @@ class Engine:
         if len(self._names) > 1000:
             self._names.clear()
         self._names[blob] = f"{getattr(inner, '__module__', None) or '?'}.{name}"
+        if self.cache is not None:
+            self.cache.note(blob, fn)
 
     def enqueue(self, calls: list[Call], follow_up: bool = False) -> None:
         """Queue ``calls`` for the flusher. Raises the monitor's ``BrokenExecutor`` once it is
@@ -188,12 +192,15 @@ class Engine:
         job_id = f"{next(self._jobs):06d}"
         for call_chunks, f in calls:
             f._recipe = (blob, call_chunks)  # until it succeeds: lambdaexec.retry_failed reruns it
+        calls, cache_keys = extras.prepare(self, blob, calls)  # large arguments, cached results
+        if not calls:
+            return
         prefix = f"{self.prefix}/{job_id}"
         futures = [f for _, f in calls]
         for i, f in enumerate(futures):
-            f.call_id = f"{job_id}/{i}"
+            f.call_id = f"{self.prefix.rsplit('/', 1)[-1]}-{job_id}/{i}"  # <executor>-<job>/<call>: replay finds it
         job = Job(prefix, "", [], [(0, 0, 0)] * len(calls), futures, init_key=self.init_key,
-                  name=self._names.get(blob, ""), digests=[""] * len(calls))
+                  name=self._names.get(blob, ""), digests=[""] * len(calls), cache_keys=cache_keys)
         home = handles.CallHome(storage.spec, prefix, handles.patience(self.config), self.monitor.pins)
         sizes = [c[0].nbytes if len(c) == 1 else serialize.size_of(c) for c, _ in calls]  # 0.13 us a call
         for part, (lo, hi) in enumerate(parts(len(calls), sizes)):

@@ -36,6 +36,8 @@ class Job:
     name: str = ""
     #: per call, the SHA-256 (hex) of its slice of the args object (storage/signed.py)
     digests: list[str] = dataclasses.field(default_factory=list)
+    #: per call, its result cache key (``cache=True``: :mod:`lambdaexec.runtime.cache`), else None
+    cache_keys: list[str] | None = None
     state: list[int] = dataclasses.field(default_factory=list)
     lost: list[int] = dataclasses.field(default_factory=list)
     remaining: int = 0

@@ -60,6 +60,7 @@ class Monitor:
             if storage.concurrency > 1 else None
         )
         self.sweeper = Sweeper(storage)
+        self.cache: Any = None  # the result cache, if on (set by the engine: lambdaexec.runtime.cache)
         self.thread = threading.Thread(target=self._run, name="lambdaexec-monitor", daemon=True)
         self.thread.start()
 
@@ -297,6 +298,8 @@ class Monitor:
                 why = why or str(outcome)
                 continue
             if ok:
+                if job.cache_keys is not None and self.cache is not None:  # runtime/cache.py
+                    self.cache.store_result(job.cache_keys[c], payload)
                 self._complete(job, c, value=outcome, key=key)
             else:
                 self._complete(job, c, exc=outcome, key=key)

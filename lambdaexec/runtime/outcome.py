@@ -35,7 +35,7 @@ def record_status(future: LambdaFuture, status: dict[str, Any], key: str) -> Non
     object (``key``) held it (:mod:`lambdaexec.observe.cost` counts objects, not calls)."""
     future.stats.update({k: status[k] for k in (
         "received", "func_start", "func_end", "result_written", "worker", "bytes_in",
-        "bytes_out", "attempt") if k in status})
+        "bytes_out", "attempt", "memory", "peak_memory") if k in status})
     future.stats["seen"] = time.time()
     future.stats["result_key"] = key
     future.stdout, future.stderr = status.get("stdout", ""), status.get("stderr", "")

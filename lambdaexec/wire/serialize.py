@@ -231,8 +231,14 @@ def dumps(obj: Any) -> list[memoryview]:
     return out
 
 
-def loads(buf: bytearray | memoryview | bytes) -> Any:
-    """Inverse of :func:`dumps` over the joined chunks; buffers are views into ``buf``."""
+#: a buffer size with this bit set: the buffer is stored apart, by content; its place holds its
+#: SHA-256 (32 bytes), which ``loads(external=)`` turns back into the buffer (wire/shared.py)
+EXTERNAL = 1 << 63
+
+
+def loads(buf: bytearray | memoryview | bytes, external: Any = None) -> Any:
+    """Inverse of :func:`dumps` over the joined chunks; buffers are views into ``buf``, those
+    stored apart (:data:`EXTERNAL`) are ``external(sha256, size)``."""
     view = memoryview(buf)
     (n,) = struct.unpack_from("<I", view, 0)
     sizes = struct.unpack_from(f"<{n}QQ", view, 4)
@@ -242,6 +248,13 @@ def loads(buf: bytearray | memoryview | bytes) -> Any:
     out_of_band = []
     for size in sizes[:-1]:
         pos += padding(pos)
+        if size & EXTERNAL:
+            if external is None:
+                raise UnpicklableError("this value holds a buffer stored apart by content (a large argument), "
+                                       "and nothing here can read it")
+            out_of_band.append(external(bytes(view[pos : pos + 32]), size & ~EXTERNAL))
+            pos += 32
+            continue
         out_of_band.append(view[pos : pos + size])
         pos += size
     return module_globals.loads(data, out_of_band)
