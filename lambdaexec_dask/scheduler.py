@@ -17,11 +17,15 @@ import hashlib
 import queue
 import threading
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
+import dask
+from dask._task_spec import DataNode, convert_legacy_graph
 from dask.callbacks import local_callbacks, unpack_callbacks
+from dask.core import flatten
 from dask.local import nested_get
+from dask.order import order
 from dask.sizeof import sizeof
 
 import lambdaexec
@@ -29,6 +33,7 @@ from lambdaexec import LambdaExecutor
 from lambdaexec.wire import serialize
 from lambdaexec_dask.graph import Plan, plan
 from lambdaexec_dask.remote import run_task
+from lambdaexec_dask.state import LocalState
 
 #: literals larger than this are stored once and read by key, not copied into every call
 INLINE_LIMIT = 64 << 10
@@ -49,7 +54,8 @@ def _executor_for(num_workers: int | None) -> LambdaExecutor:
 
 
 def lambda_get(dsk: Any, keys: Any, executor: LambdaExecutor | None = None,
-               num_workers: int | None = None, callbacks: Any = None, **kwargs: Any) -> Any:
+               num_workers: int | None = None, callbacks: Any = None, cache: dict | None = None,
+               optimize_graph: bool = True, **kwargs: Any) -> Any:
     """Compute ``keys`` of dask graph ``dsk`` on lambdaexec workers (a dask ``scheduler=``).
 
     ::
@@ -64,38 +70,78 @@ def lambda_get(dsk: Any, keys: Any, executor: LambdaExecutor | None = None,
 
     ``executor=`` runs on that executor; otherwise ``num_workers=`` picks a shared executor
     with that many workers, and without either the shared ``lambdaexec.default_executor()``
-    is used. dask's local callbacks (``dask.diagnostics.ProgressBar``, ``callbacks=``) see one
-    task per call (a fused chain counts once) and get ``None`` as each task's result. Other
-    keywords dask passes to schedulers are accepted and ignored.
+    is used. As with dask's own schedulers: ``cache=`` (or ``dask.config.set(cache=...)``) is a
+    dict of values already computed, which are not computed again, and it is filled as
+    ``dask.local`` fills it (literals, then the requested keys' values; released keys leave it);
+    a graph that reads a key it neither defines nor finds in the cache raises
+    ``ValueError("Missing dependency ...")`` before anything runs. Linear chains of tasks are
+    fused into one call unless ``optimize_graph=False`` is passed here or to ``dask.compute``.
+    dask's local callbacks (``dask.diagnostics.ProgressBar``, ``callbacks=``) get the graph and
+    ``dask.local``'s state (see :mod:`lambdaexec_dask.state`); a fused chain is one task to
+    ``pretask``/``posttask``, which get the value of a requested key and ``None`` otherwise.
+    Other keywords dask passes to schedulers are accepted and ignored.
     A task's exception is raised here as itself, with the remote traceback as its cause.
     """
     ex = executor if executor is not None else _executor_for(num_workers)
-    work = plan(dsk, keys)
+    fuse = optimize_graph and not _computed_unoptimized(dsk)
+    if not isinstance(dsk, Mapping):
+        dsk = dsk.__dask_graph__()
+    if cache is None:
+        cache = dask.config.get("cache", None)
+    if cache is None:
+        cache = {}
+    dsk = convert_legacy_graph(dict(dsk), all_keys=set(dsk) | set(cache))
+    wanted = set(flatten(keys)) if isinstance(keys, list) else {keys}
     with local_callbacks(callbacks) as active:
-        values = _Run(ex, work, unpack_callbacks(active)).run()
-    return nested_get(keys, values)
+        _Run(ex, dsk, wanted, cache, fuse, active).run()
+    return nested_get(keys, cache)
+
+
+def _computed_unoptimized(dsk: Any) -> bool:
+    """Whether ``dsk`` is the expression ``dask.compute(..., optimize_graph=False)`` made of
+    graph-backed collections (the flag itself does not reach the scheduler)."""
+    try:
+        from dask._expr import Expr, HLGExpr
+    except ImportError:  # older dask: collections give graphs, already optimized or not
+        return False
+    if not isinstance(dsk, Expr):
+        return False
+    graphs = [e for e in dsk.walk() if isinstance(e, HLGExpr)]
+    return bool(graphs) and all(e.low_level_optimizer is None for e in graphs)
 
 
 class _Run:
-    """One execution of a plan on an executor."""
+    """One execution of a graph on an executor."""
 
-    def __init__(self, executor: LambdaExecutor, work: Plan, callbacks: tuple = ((),) * 5):
-        self.ex, self.plan = executor, work
-        self.starts, self.start_states, self.pretasks, self.posttasks, self.finishes = callbacks
+    def __init__(self, executor: LambdaExecutor, dsk: dict, wanted: set, cache: dict, fuse: bool,
+                 callbacks: list):
+        self.ex, self.dsk, self.wanted, self.cache, self.fuse = executor, dsk, wanted, cache, fuse
+        self.callbacks = callbacks
+        _, _, self.pretasks, self.posttasks, _ = unpack_callbacks(callbacks)
         self.spec = executor.storage.spec
         self.base = f"{executor.prefix}/dask/{uuid.uuid4().hex[:16]}"
+        self.freer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lambdaexec-dask-free")
+        self.data_inputs: dict[Hashable, tuple[str, Any]] = {}
+        self.outstanding: set[concurrent.futures.Future] = set()
+        self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self.state: dict[str, Any] = {}  # dask.local's state once the graph is checked
+        self.plan: Plan | None = None
+
+    def _prepare(self) -> None:
+        """Check the graph as dask.local does, and make the plan of calls."""
+        cached = set(self.cache)
+        dsk = {key: DataNode(key, self.cache[key]) if key in cached else node for key, node in self.dsk.items()}
+        priority = order(dsk)
+        self.local = LocalState(dsk, self.cache, self.wanted, priority.get)
+        self.state = self.local.state
+        keys = self.state["dependencies"].keys() | self.state["dependents"].keys()  # what ``wanted`` needs
+        needed = {key: DataNode(key, self.cache[key]) if key in self.cache else dsk[key]
+                  for key in keys if key in dsk or key in self.cache}
+        self.plan = work = plan(needed, self.wanted, priority, self.fuse)
         self.wanted_tasks = {source for kind, source in work.sources.values() if kind == "task"}
         self.reads = {key: {s for kind, s in srcs.values() if kind == "task"} for key, srcs in work.inputs.items()}
         self.waiting = {key: len(sources) for key, sources in self.reads.items()}
         self.readers = {key: len(dependents) for key, dependents in work.dependents.items()}
-        self.freer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lambdaexec-dask-free")
-        self.data_inputs: dict[Hashable, tuple[str, Any]] = {}
-        self.results: dict[Hashable, Any] = {}
-        self.outstanding: set[concurrent.futures.Future] = set()
-        self.done: queue.SimpleQueue = queue.SimpleQueue()
-        # what dask's callbacks look at (dask.local's state, reduced to what they read)
-        self.state: dict[str, Any] = {"ready": [], "waiting": {k: n for k, n in self.waiting.items() if n},
-                                      "running": set(), "finished": set(), "cache": {}}
 
     def storage_key(self, key: Hashable) -> str:
         return f"{self.base}/{hashlib.sha1(repr(key).encode()).hexdigest()[:24]}"
@@ -120,10 +166,9 @@ class _Run:
             future = self.ex.submit(run_task, self.spec, self.plan.tasks[key], inputs, out_key,
                                     key in self.wanted_tasks)
             self.outstanding.add(future)
-            self.state["waiting"].pop(key, None)
-            self.state["running"].add(key)
+            self.local.submitted(self.plan.covers[key])
             for pretask in self.pretasks:
-                pretask(key, self.plan.tasks, self.state)
+                pretask(key, self.dsk, self.state)
             future.add_done_callback(lambda f, k=key: self.done.put((k, f)))
 
     def _release_inputs(self, key: Hashable) -> None:
@@ -139,6 +184,8 @@ class _Run:
     def _clean_up(self) -> None:
         """Delete what the graph stored; after a failure, once its running calls have ended."""
         self.freer.shutdown(wait=True)
+        if self.plan is None:
+            return  # the graph was refused before anything was stored
         running = [f for f in self.outstanding if not f.cancel()]
         if not running:
             self.ex.storage.delete(self.base + "/")
@@ -146,26 +193,34 @@ class _Run:
         threading.Thread(target=_delete_after, args=(running, self.ex.storage, self.base + "/"),
                          name="lambdaexec-dask-cleanup", daemon=True).start()
 
-    def run(self) -> dict[Hashable, Any]:
-        """Run every call; return the requested keys' values."""
+    def run(self) -> None:
+        """Run every call; the requested keys' values end in the cache, as with dask.local."""
+        started = []
         failed = True
         try:
-            for start in self.starts:
-                start(self.plan.tasks)
-            for start_state in self.start_states:
-                start_state(self.plan.tasks, self.state)
+            for callback in self.callbacks:
+                if callback[0]:
+                    callback[0](self.dsk)
+                started.append(callback)
+            self._prepare()
+            for _, start_state, _, _, _ in self.callbacks:
+                if start_state:
+                    start_state(self.dsk, self.state)
+            if self.state["waiting"] and not self.state["ready"]:
+                raise ValueError("Found no accessible jobs in dask")
+            self.local.finished(self.plan.data_aliases, {k: self.plan.data[self.plan.sources[k][1]]
+                                                         for k in self.plan.data_aliases if k in self.wanted})
             self._submit([key for key, n in self.waiting.items() if n == 0])
             while self.outstanding:
                 key, future = self.done.get()
                 self.outstanding.discard(future)
                 _, value = future.result()
-                if key in self.wanted_tasks:
-                    self.results[key] = value
                 self._release_inputs(key)
-                self.state["running"].discard(key)
-                self.state["finished"].add(key)
+                covers = self.plan.covers[key]
+                self.local.finished(covers, {k: value for k in covers[covers.index(key):]}
+                                    if key in self.wanted_tasks else {})
                 for posttask in self.posttasks:
-                    posttask(key, None, self.plan.tasks, self.state, future.stats.get("worker"))
+                    posttask(key, value, self.dsk, self.state, future.stats.get("worker"))
                 ready = []
                 for dependent in self.plan.dependents[key]:
                     self.waiting[dependent] -= 1
@@ -175,10 +230,9 @@ class _Run:
             failed = False
         finally:
             self._clean_up()
-            for finish in self.finishes:
-                finish(self.plan.tasks, self.state, failed)
-        return {key: self.results[source] if kind == "task" else self.plan.data[source]
-                for key, (kind, source) in self.plan.sources.items()}
+            for _, _, _, _, finish in started:
+                if finish:
+                    finish(self.dsk, self.state, failed)
 
 
 def _delete_after(futures: list[concurrent.futures.Future], storage: Any, prefix: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 import operator
 import time
@@ -13,6 +14,9 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from dask._task_spec import DataNode, Task, TaskRef, convert_legacy_graph
+from dask.local import start_state_from_dask
+from dask.order import order
 from dask.utils_test import GetFunctionTestMixin
 
 import lambdaexec
@@ -228,6 +232,110 @@ def test_progress_bar(ex, capsys):
     np.testing.assert_array_equal(ours, expected)
     assert "100%" in capsys.readouterr().out
 
+
+
+# --- dask's get protocol, as dask.local keeps it ---------------------------------------------
+
+
+def identity(x):
+    return x
+
+
+def must_not_run(x):
+    raise AssertionError("a key given in cache= was computed again")
+
+
+def test_malformed_graph_is_a_missing_dependency_unless_the_cache_has_it(ex):
+    dsk = {"y": Task("y", identity, TaskRef("x"))}
+    calls = ex.calls
+    with pytest.raises(ValueError, match=r"Missing dependency x for dependents \{'y'\}"):
+        lambda_get(dsk, "y", executor=ex)
+    assert ex.calls == calls, "nothing runs for a malformed graph"
+    assert lambda_get(dsk, "y", executor=ex, cache={"x": 1}) == 1
+
+
+def test_cache_holds_precomputed_results_and_is_filled_as_dask_local_fills_it(ex):
+    graph = {"a": DataNode("a", 1), "c": Task("c", inc, TaskRef("b")), "d": Task("d", operator.add, TaskRef("c"),
+                                                                                 TaskRef("a"))}
+    ours, theirs = {"b": 10}, {"b": 10}
+    assert lambda_get(graph, "d", executor=ex, cache=ours) == 12
+    assert dask.local.get_sync(graph, "d", cache=theirs) == 12
+    assert ours == theirs == {"d": 12}  # inputs released, the requested key's value kept
+    # a key both in the graph and in the cache is taken from the cache (dask.local computes it again)
+    graph["b"] = Task("b", must_not_run, TaskRef("a"))
+    assert lambda_get(graph, "d", executor=ex, cache={"b": 10}) == 12
+
+    # dask.config's cache too, with literals in it before any task runs (dask's test_cache_options)
+    seen = {}
+
+    def check(x):
+        assert "y" in seen, "literals are in the cache before tasks run"
+        return x + 1
+
+    with dask.config.set(cache=seen):
+        assert lambda_get({"x": (check, "y"), "y": 1}, "x", executor=ex) == 2
+    assert seen == {"x": 2}
+
+
+def test_optimize_graph_false_runs_every_task_as_its_own_call(ex):
+    chain = {"x0": 1, **{f"x{i}": (inc, f"x{i - 1}") for i in range(1, 6)}}
+    calls = ex.calls
+    assert lambda_get(chain, "x5", executor=ex, optimize_graph=False) == 6
+    assert ex.calls - calls == 5
+    calls = ex.calls
+    assert lambda_get(chain, "x5", executor=ex) == 6
+    assert ex.calls - calls == 1
+
+    # dask.compute(optimize_graph=False) does not pass the flag on: lambda_get reads it from the graph
+    value = dask.delayed(0)
+    for _ in range(5):
+        value = dask.delayed(inc)(value)
+    calls = ex.calls
+    assert dask.compute(value, scheduler=lambda_get, executor=ex, optimize_graph=False) == (5,)
+    assert ex.calls - calls == 5
+    calls = ex.calls
+    assert dask.compute(value, scheduler=lambda_get, executor=ex) == (5,)
+    assert ex.calls - calls == 1
+
+
+def test_callbacks_get_the_graph_and_dask_locals_state(ex):
+    graph = {"x": 1, "z": (inc, "x"), "w": (operator.mul, "z", 2), "v": (operator.neg, "w")}
+    converted = convert_legacy_graph(graph)
+    expected = start_state_from_dask(dict(converted), keys={"v"}, sortkey=order(converted).get)
+    got, pretasks, posttasks, finished = {}, [], [], {}
+
+    def start_state(dsk, state):
+        got["dsk"], got["state"] = dsk, copy.deepcopy(state)
+
+    def finish(dsk, state, errored):
+        finished.update(state=copy.deepcopy(state), errored=errored)
+
+    with dask.callbacks.Callback(start_state=start_state, finish=finish,
+                                 pretask=lambda key, dsk, state: pretasks.append(key in dsk),
+                                 posttask=lambda key, result, *_: posttasks.append((key, result))):
+        assert lambda_get(graph, "v", executor=ex) == -4
+    assert got["dsk"].keys() == graph.keys() and got["dsk"]["x"]() == 1
+    assert set(got["state"]) == {"cache", "dependencies", "dependents", "waiting", "waiting_data", "ready",
+                                 "running", "finished", "released"}
+    assert got["state"] == expected
+    # z -> w -> v is fused into one call, named by its last key; every key it ran is finished
+    assert pretasks == [True] and posttasks == [("v", -4)]
+    state = finished["state"]
+    assert finished["errored"] is False and state["finished"] == {"z", "w", "v"}
+    assert state["ready"] == [] and state["waiting"] == {} and state["running"] == set()
+    assert state["cache"] == {"v": -4} and state["released"] == {"x", "z", "w"}
+
+    # what ProgressBar counts (ready + waiting + running + finished) stays the number of tasks
+    x = da.random.random((200, 200), chunks=(50, 50))
+    totals = []
+
+    def count(key, result, dsk, state, worker):
+        totals.append((sum(len(state[k]) for k in ("ready", "waiting", "running", "finished")),
+                       len(state["finished"])))
+
+    with dask.callbacks.Callback(posttask=count):
+        (x + x.T).sum(axis=0).compute(scheduler=lambda_get, executor=ex)
+    assert len({total for total, _ in totals}) == 1 and totals[-1][1] == totals[-1][0]
 
 
 @pytest.fixture(scope="class")

@@ -17,9 +17,10 @@ How a call travels:
 3. The worker writes ``started/<call>.<attempt>`` when it starts an event's first call (a later
    call's once it has run ``protocol.MARK_SECONDS``) and ``calls/<call>`` when done
    (or ``calls/<runs>``, a batch holding several calls' results: :mod:`lambdaexec.wire.protocol`).
-   :meth:`LambdaInvoker.poll` lists those prefixes (one request per 1,000 keys; one listing of
-   the executor's prefix when many jobs are active) at an adaptive interval, 0.1 s after news up
-   to 2 s when idle, and reports :class:`Done` for every new result.
+   :meth:`LambdaInvoker.poll` lists those prefixes (:mod:`lambdaexec.aws.listing`: one request
+   per 1,000 keys; one listing of the executor's prefix when many jobs are active) at an
+   adaptive interval, 0.1 s after news up to 2 s when idle, and reports :class:`Done` for every
+   new result.
 4. Every call terminates, and deadlines stay per call even when calls share an invocation
    (Lambda's ``timeout`` bounds the invocation, so a call's run deadline counts from its
    invocation's start). A call whose invocation has not started within ``start_deadline`` is
@@ -46,7 +47,7 @@ import threading
 import time
 from typing import Any
 
-from lambdaexec.aws import grouping
+from lambdaexec.aws import grouping, listing
 from lambdaexec.aws.inflight import Job, grace
 from lambdaexec.aws.senders import MAX_THREADS, InvokeResult, make_sender
 from lambdaexec.config import Config
@@ -60,7 +61,6 @@ _POLL_MIN, _POLL_MAX = 0.1, 2.0  # adaptive listing interval bounds, seconds
 _BACKOFF_BASE, _BACKOFF_MAX = 0.05, 20.0  # exponential backoff bounds, seconds
 _MAX_ERROR_RETRIES = 12  # 5xx / connection errors in a row before an invocation fails
 _SWEEP_INTERVAL = 1.0  # seconds between deadline sweeps over every call in flight
-_SHARED_LISTING_JOBS = 3  # active jobs of one executor from which one listing serves all
 _UNREACHABLE_SECONDS = 8.0  # an Invoke endpoint nothing can connect to for this long fails the calls
 
 
@@ -337,30 +337,11 @@ class LambdaInvoker(Invoker):
 
     # --- watching -----------------------------------------------------------------------------
     def _listings(self) -> dict[str, list[str]]:
-        """Keys under each active job's prefix: one listing per job, or one per executor prefix
-        when several of its jobs are active (so many small jobs do not cost a request each)."""
+        """Keys under each active job's prefix (:func:`listing.list_jobs`)."""
         with self._lock:
             active = [p for p, j in self._jobs.items() if j.inflight]
             need_started = {p for p in active if self._jobs[p].unstarted}
-        parents = collections.Counter(p.rpartition("/")[0] for p in active)
-        out: dict[str, list[str]] = {p: [] for p in active}
-        for parent, n in parents.items():
-            if n >= _SHARED_LISTING_JOBS:
-                keys = self.storage.list(parent + "/")
-                self.stats["list_requests"] += 1 + len(keys) // 1000
-                for k in keys:
-                    job = k.rsplit("/", 2)[0]
-                    if job in out:
-                        out[job].append(k)
-                continue
-            for p in active:
-                if p.rpartition("/")[0] != parent:
-                    continue
-                for sub in ("calls/", "started/") if p in need_started else ("calls/",):
-                    keys = self.storage.list(f"{p}/{sub}")
-                    self.stats["list_requests"] += 1 + len(keys) // 1000
-                    out[p].extend(keys)
-        return out
+        return listing.list_jobs(self.storage, active, need_started, self.stats)
 
     def _measure(self, listings: dict[str, list[str]]) -> None:
         """Learn the per-call seconds of jobs that have calls waiting, from one of their result
@@ -369,9 +350,8 @@ class LambdaInvoker(Invoker):
         with self._lock:
             due = [p for p in listings if self._waiting.get(p) and self._timings.due(p)]
         for prefix in due:
-            results = [k for k in listings[prefix] if k.rpartition("/")[0].endswith("/calls")]
-            if results:
-                key = max(results, key=lambda k: ("-" in k or "," in k.rpartition("/")[2], k))
+            key = listing.measurable(listings[prefix])
+            if key is not None:
                 self._timings.measure(self.storage, prefix, key)
                 self.stats["measured"] += 1
 
@@ -400,15 +380,11 @@ class LambdaInvoker(Invoker):
                 # start markers first: a marker listed together with its call's result still starts
                 # the invocation (the result ends the call's record), or the batch-mates that never
                 # ran (their worker died) would wait for start_deadline instead of timeout + grace
-                results = []
-                for k in keys:
-                    head, _, name = k.rpartition("/")
-                    if head.endswith("/calls"):
-                        results.append((k, name))
-                    else:
-                        progressed |= job.mark_started(*protocol.parse_started(k), now)
-                for k, name in results:  # one call's result, or a batch's (its key names them)
-                    for c in protocol.calls_of_key(k) if "," in name or "-" in name else (int(name),):
+                started, results = listing.sort_keys(keys)
+                for call, attempt in started:
+                    progressed |= job.mark_started(call, attempt, now)
+                for k, calls in results:  # one call's result, or a batch's (its key names them)
+                    for c in calls:
                         if c in job.inflight:
                             self._release(job.done(c))
                             notices.append(Done(prefix, c, k))
