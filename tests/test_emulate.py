@@ -179,3 +179,17 @@ def test_queued_events_of_a_killed_client_are_dropped_and_sigterm_stops_cleanly(
         emu.stop()
     err = emu.stderr()
     assert "ClientGone" in err and "Traceback" not in err and "Error" not in err.replace("ClientGone", ""), err
+
+
+def test_background_starts_the_emulator_with_the_same_options():
+    import argparse
+
+    from lambdaexec.aws import emulator, local_cloud
+
+    parser = argparse.ArgumentParser()
+    emulator.add_arguments(parser)
+    argv = ["--s3", "--background", "--port", "0", "--concurrency", "3", "--keep-orphan-events", "--max-event-age",
+            "90", "--bucket", "mine"]
+    args = parser.parse_args(argv)
+    again = parser.parse_args(local_cloud.argv_of(args, parser))
+    assert not again.background and vars(again) == {**vars(args), "background": False}
