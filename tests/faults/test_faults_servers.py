@@ -135,7 +135,10 @@ def test_lambda_half_throttled_many_calls_all_complete(tmp_path):
             done, not_done = cf.wait(futures, timeout=240)
             assert not not_done
             assert [f.result() for f in futures] == [i * i for i in range(400)]
-            throttled = ex._monitor.invoker.stats["throttled"]
+            invoker = ex._monitor.invoker
+        # counted once the executor is shut down: a backup or late retry sent after the last
+        # result is throttled too (the emulator counted 457 against 456 read before shutdown)
+        throttled = invoker.stats["throttled"]
         assert throttled > 0 and emu.stats()["throttled"] == throttled
         assert emu.stats()["completed"] >= 400
     finally:
