@@ -152,17 +152,23 @@ def add(key, values):
     return sum(values)
 
 
+def _first_map_output(attacker, ex):
+    """The key of the first mapper's shuffle output, once it is written (within 60 s)."""
+    end = time.monotonic() + 60
+    while not (keys := [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]):
+        assert time.monotonic() < end
+        time.sleep(0.02)
+    (key,) = keys
+    return key
+
+
 def test_a_tampered_shuffle_output_fails_map_reduce(every_storage, tmp_path):
     gate = tmp_path / "gate"
     # two workers, two reducers: the reducers start once both mappers are done
     with LambdaExecutor(max_workers=2, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
         out = ex.map_reduce(count_words, ["fast", str(gate)], add, reducers=2)
-        end = time.monotonic() + 60
-        while not [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]:
-            assert time.monotonic() < end
-            time.sleep(0.02)
-        (key,) = [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]
+        key = _first_map_output(attacker, ex)
         data = bytearray(attacker.get(key))
         at = data.find(struct.pack("<i", 111111))
         data[at : at + 4] = struct.pack("<i", 999999)  # the pair ("a", 999999), a valid pickle
@@ -179,11 +185,7 @@ def test_a_shuffle_index_pointed_at_another_partition_is_refused(every_storage, 
     with LambdaExecutor(max_workers=2, progress=False, **every_storage) as ex:
         attacker = _attacker(ex)
         out = ex.map_reduce(count_words, ["fast", str(gate)], add, reducers=2)
-        end = time.monotonic() + 60
-        while not [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]:
-            assert time.monotonic() < end
-            time.sleep(0.02)
-        (key,) = [k for k in attacker.list(f"{ex.prefix}/shuffle/") if k.endswith("/map/000000")]
+        key = _first_map_output(attacker, ex)
         data = bytearray(attacker.get(key))
         data[0:96] = data[48:96] + data[0:48]  # entry 0 <-> entry 1
         attacker.put(key, data)
